@@ -1,0 +1,1 @@
+"""Subcommands of the ``napari-cellama`` CLI (one module each) and shared helpers."""

@@ -1,0 +1,61 @@
+"""Helpers shared by CLI subcommands: progress on stderr, output paths."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from ..validators import CellamaInputError
+
+
+class StderrProgress:
+    """``callback(stage, done, total)`` that draws one updating line per stage on stderr."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.stage = None
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last = -1
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != self.stage:
+            if self.stage is not None:
+                self.stream.write("\n")
+            self.stage = stage
+            self._last = -1
+        pct = int(100 * done / total) if total else 100
+        if self.tty:
+            self.stream.write(f"\r{stage}: {done}/{total} ({pct}%)")
+        elif pct // 10 != self._last // 10 or done == total:  # a line every 10% when piped
+            self.stream.write(f"{stage}: {done}/{total} ({pct}%)\n")
+        self._last = pct
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.stage is not None and self.tty:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def output_path(path: str | os.PathLike, what: str = "output") -> Path:
+    """An output file path whose folder exists."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise CellamaInputError(f"{what} {p} is a folder; give a file name")
+    if not p.parent.exists():
+        raise CellamaInputError(f"folder {p.parent} for the {what} does not exist")
+    return p
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,63 @@
+"""``napari-cellama`` command line.
+
+Every subcommand lives in its own module under ``napari_cellama._cli`` and exposes
+``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args)``. Bad input ends
+with one line on stderr and exit status 2; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+
+SUBCOMMANDS = ("transfer",)
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="napari-cellama",
+        description="CELLama cell-sentence annotation of Xenium runs (the napari plugin's engine).",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-cellama {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"napari_cellama._cli.{name}")
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .validators import CellamaInputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args._run(args)
+    except CellamaInputError as err:
+        if args.debug:
+            raise
+        print(f"napari-cellama: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("napari-cellama: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line for the user, --debug for the traceback
+        if args.debug:
+            raise
+        print(f"napari-cellama: failed: {type(err).__name__}: {err} (rerun with --debug for details)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The whole CELLama transfer chain: shared panel, sentences, embedding, kNN."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from .._constants import (
+    CELL_ID,
+    DEFAULT_N_NEIGHBORS,
+    DEFAULT_TOP_K,
+    SENTENCE,
+    STAGE_EMBED_QUERY,
+    STAGE_EMBED_REFERENCE,
+    STAGE_PANEL,
+)
+from ..validators import check_label_key, check_metadata, check_n_neighbors, check_top_k, check_unique_ids
+from ._progress import run
+from .embed import Embedder
+from .panel import PanelReport, shared_panel
+from .sentences import iter_cell_sentences
+from .transfer import iter_knn_transfer
+
+
+@dataclass
+class TransferResult:
+    """Everything one transfer run produced."""
+
+    table: pd.DataFrame
+    """One row per query cell (index: cell id): cell_type, transferred_type, confidence,
+    distance, runner_up, nearest_reference, sentence."""
+    query_embeddings: np.ndarray
+    reference_embeddings: np.ndarray
+    reference_labels: pd.Series
+    panel: PanelReport
+    params: dict = field(default_factory=dict)
+
+
+def iter_transfer(
+    query: ad.AnnData,
+    reference: ad.AnnData,
+    label_key: str,
+    top_k: int = DEFAULT_TOP_K,
+    model=None,
+    k: int = DEFAULT_N_NEIGHBORS,
+    metadata: Sequence[str] | None = None,
+    *,
+    embedder: Embedder | None = None,
+    device: str = "auto",
+    min_confidence: float = 0.0,
+    max_distance: float | None = None,
+) -> Iterator:
+    """Generator of :func:`run_transfer`: yields ``(stage, done, total)``, returns a :class:`TransferResult`."""
+    top_k = check_top_k(top_k)
+    check_n_neighbors(k)
+    check_label_key(reference, label_key)
+    metadata = check_metadata(query, metadata, "query")
+    check_metadata(reference, metadata, "reference")
+    check_unique_ids(query.obs_names, "query")
+    yield (STAGE_PANEL, 0, 1)
+    q, r, report = shared_panel(query, reference, top_k)
+    labelled = r.obs[label_key].notna().to_numpy()
+    if not labelled.all():
+        r = r[labelled].copy()
+    yield (STAGE_PANEL, 1, 1)
+    genes = list(q.var_names)
+    ref_sentences = yield from iter_cell_sentences(r.X, genes, top_k, r.obs, metadata)
+    query_sentences = yield from iter_cell_sentences(q.X, genes, top_k, q.obs, metadata)
+    embedder = embedder or Embedder(model, device=device)
+    ref_emb = yield from embedder.iter_encode(ref_sentences, STAGE_EMBED_REFERENCE)
+    query_emb = yield from embedder.iter_encode(query_sentences, STAGE_EMBED_QUERY)
+    labels = r.obs[label_key].astype(str)
+    table = yield from iter_knn_transfer(
+        query_emb,
+        ref_emb,
+        labels.to_numpy(),
+        k,
+        query_index=q.obs_names,
+        reference_index=r.obs_names,
+        min_confidence=min_confidence,
+        max_distance=max_distance,
+    )
+    table.index.name = CELL_ID
+    table[SENTENCE] = query_sentences
+    params = {
+        "label_key": label_key,
+        "top_k": top_k,
+        "k": int(k),
+        "metadata": list(metadata),
+        "model": embedder.model_id,
+        "device": embedder.device,
+        "min_confidence": float(min_confidence),
+        "max_distance": None if max_distance is None else float(max_distance),
+    }
+    return TransferResult(table, query_emb, ref_emb, labels, report, params)
+
+
+def run_transfer(query, reference, label_key, top_k=DEFAULT_TOP_K, model=None, k=DEFAULT_N_NEIGHBORS,
+                 metadata=None, callback=None, **kwargs) -> TransferResult:
+    """Run the whole chain and return a :class:`TransferResult` (``callback(stage, done, total)``)."""
+    return run(iter_transfer(query, reference, label_key, top_k, model, k, metadata, **kwargs), callback)
+
+
+def transfer_labels(
+    query: ad.AnnData,
+    reference: ad.AnnData,
+    label_key: str,
+    top_k: int = DEFAULT_TOP_K,
+    model=None,
+    k: int = DEFAULT_N_NEIGHBORS,
+    metadata: Sequence[str] | None = None,
+    **kwargs,
+) -> pd.DataFrame:
+    """Transfer ``reference.obs[label_key]`` to every query cell.
+
+    Restricts both datasets to their shared genes, writes a top-``top_k`` gene
+    sentence per cell (plus ``metadata`` columns), embeds the sentences with
+    ``model`` (default: the offline all-MiniLM-L6-v2) and votes among the ``k``
+    nearest reference cells by cosine similarity.
+
+    Returns a DataFrame indexed by query cell id with ``cell_type``,
+    ``confidence``, ``distance``, ``runner_up`` (and ``transferred_type``,
+    ``nearest_reference``, ``sentence``).
+    """
+    return run_transfer(query, reference, label_key, top_k, model, k, metadata, **kwargs).table
