@@ -32,7 +32,11 @@ def run(args) -> None:
     from ..core import Embedder, run_transfer
     from ..io import read_query, read_reference
 
+    from ..validators import check_file
+
     out = output_path(args.out, "output CSV")
+    check_file(args.reference, "reference", suffixes=(".h5ad",))
+    check_file(args.query, "query")
     print(f"reading query {args.query}", file=sys.stderr)
     query = read_query(args.query)
     reference = read_reference(args.reference)
