@@ -18,11 +18,86 @@ DEFAULT_N_NEIGHBORS = 10
 DEFAULT_BATCH_SIZE = 64
 """Sentences per forward pass of the sentence-transformers model."""
 
+EMBED_MODE_EXACT = "exact"
+EMBED_MODE_FAST = "fast"
+EMBED_MODES = (EMBED_MODE_EXACT, EMBED_MODE_FAST)
+"""``exact``: sentence-transformers in float32 (the reference); ``fast``: ONNX Runtime with
+dynamic int8 MatMul weights, per channel (see docs/performance.md)."""
+
+DEFAULT_EMBED_MODE = EMBED_MODE_EXACT
+"""Embedding mode of the CLI, the pipeline and the widgets (chosen by benchmarks/bench_pipeline.py)."""
+
+CACHE_ENV = "NAPARI_CELLAMA_CACHE"
+"""Environment variable overriding the root of every napari-cellama cache."""
+
+CACHE_SUBDIR_EMBEDDINGS = "embeddings"
+"""Sub-folder of the cache root holding the persistent embedding cache."""
+
+CACHE_SUBDIR_ONNX = "onnx-models"
+"""Sub-folder of the cache root holding exported / quantised ONNX models of the fast mode."""
+
+EMBED_MODE = "embedding_mode"
+EMBED_CACHE = "embedding_cache"
+"""Keys of ``TransferResult.params`` recording how embeddings were made."""
+
 DEFAULT_KNN_CHUNK = 4096
 """Query rows per float32 GEMM block in the cosine kNN."""
 
 DEFAULT_SPATIAL_NEIGHBORS = 10
 """Spatial neighbours per cell in a niche sentence."""
+
+DEFAULT_NICHE_RESOLUTION = 1.0
+"""Leiden resolution of niche clustering (higher: more, smaller clusters)."""
+
+DEFAULT_NICHE_GRAPH_NEIGHBORS = 15
+"""Neighbours per cell in the kNN graph of niche embeddings that Leiden partitions."""
+
+DEFAULT_NICHE_MARKERS = 10
+"""Marker genes kept per niche cluster."""
+
+DEFAULT_RANDOM_STATE = 0
+"""Seed of every randomised step (kNN graph, Leiden, KMeans)."""
+
+NICHE_MODE_BOTH = "genes+niche"
+NICHE_MODE_NICHE = "niche"
+NICHE_MODE_GENES = "genes"
+NICHE_MODES = (NICHE_MODE_BOTH, NICHE_MODE_NICHE, NICHE_MODE_GENES)
+"""What a niche sentence holds: gene sentence + neighbour types, neighbour types only,
+or the gene sentence only (the no-niche baseline)."""
+
+NICHE_METHOD_LEIDEN = "leiden"
+NICHE_METHOD_KMEANS = "kmeans"
+
+# fine-tuning and marker prototypes (issue 7)
+DEFAULT_FINETUNE_PAIRS = 2000
+"""Training sentence pairs drawn from the reference (validation pairs come on top)."""
+
+DEFAULT_FINETUNE_EPOCHS = 1
+DEFAULT_FINETUNE_BATCH_SIZE = 16
+DEFAULT_FINETUNE_LEARNING_RATE = 2e-5
+DEFAULT_FINETUNE_WARMUP = 0.1
+"""Share of the optimiser steps over which the learning rate rises linearly from 0."""
+
+DEFAULT_FINETUNE_NEIGHBOR_FRACTION = 0.5
+"""Share of the pairs that join a cell to one of its nearest cells in PCA space (rest: random)."""
+
+DEFAULT_FINETUNE_PAIR_NEIGHBORS = 10
+"""Cosine neighbours in PCA space paired with each anchor cell."""
+
+DEFAULT_FINETUNE_VALIDATION = 0.1
+"""Share of the reference cells held out to measure the similarity correlation."""
+
+DEFAULT_FINETUNE_HVG = 2000
+DEFAULT_FINETUNE_PCS = 50
+
+DEFAULT_PROTOTYPE_FRACTION = 0.25
+"""Prototype-guided fine-tuning: (cell, prototype) pairs, as a share of the cell pairs."""
+
+DEFAULT_PROTOTYPE_TEMPERATURE = 0.05
+"""Softmax temperature that turns cosine similarities to prototypes into a confidence."""
+
+DEFAULT_MARKERS = "default"
+"""Name that selects the marker table shipped in ``napari_cellama/data/markers_default.csv``."""
 
 DEFAULT_MODEL_PAPER = "sentence-transformers/all-MiniLM-L12-v2"
 """The CELLama paper's model, used by default only when it is available locally."""
@@ -39,6 +114,9 @@ MISSING_METADATA = "unknown"
 NO_GENES_SENTENCE = "No genes are detected."
 """Sentence of a cell in which no gene has a count above zero."""
 
+NO_NEIGHBORS_SENTENCE = "No cells are nearby."
+"""Niche part of a cell without any spatial neighbour (radius mode)."""
+
 # --------------------------------------------------------------------------- columns
 CELL_ID = "cell_id"
 CELL_TYPE = "cell_type"
@@ -50,6 +128,19 @@ TRANSFERRED_TYPE = "transferred_type"
 SOURCE = "source"
 SENTENCE = "sentence"
 NICHE_CLUSTER = "niche_cluster"
+NICHE_SENTENCE = "niche_sentence"
+N_SPATIAL_NEIGHBORS = "n_spatial_neighbors"
+N_CELLS = "n_cells"
+GENE = "gene"
+MARKER_SCORE = "score"
+MARKER_LOGFC = "logfoldchange"
+MARKER_PVAL = "pval"
+MARKER_PVAL_ADJ = "pval_adj"
+MARKER_PCT_IN = "pct_in_cluster"
+MARKER_PCT_REST = "pct_in_rest"
+MARKER_COLUMNS = (NICHE_CLUSTER, GENE, MARKER_SCORE, MARKER_LOGFC, MARKER_PVAL, MARKER_PVAL_ADJ,
+                  MARKER_PCT_IN, MARKER_PCT_REST)
+"""Columns of the niche marker table (one row per cluster and marker gene)."""
 TRANSCRIPT_COUNTS = "transcript_counts"
 CELL_AREA = "cell_area"
 LABEL_ID = "label"  # integer id of a cell in the Labels layer
@@ -58,9 +149,31 @@ SOURCE_TRANSFERRED = "transferred"
 SOURCE_MANUAL = "manual"
 
 TRANSFER_COLUMNS = (CELL_TYPE, CONFIDENCE, DISTANCE, RUNNER_UP)
+SIMILARITY_GAP = "similarity_gap"
+"""Prototype annotation: cosine similarity to the best prototype minus that to the runner-up."""
+PROTOTYPE_PREFIX = "prototype_"
+"""Prefix of the prototype-annotation columns in a cells layer's features (``prototype_cell_type``,
+``prototype_confidence``, ...), so they never overwrite the transfer's ``cell_type``."""
 """Columns of the transfer CSV after ``cell_id`` (issue #2)."""
 
+UNASSIGNED_COLOR = "#9a9a9a"
+"""Colour of ``Unassigned`` cells (grey; never used for a cell type)."""
+
+DEFAULT_UNDO_DEPTH = 100
+"""Manual edits kept for undo / redo (issue 4 asks for at least 20)."""
+
+SPATIALDATA_TABLE = "table"
+"""Name of the per-cell table in an exported SpatialData (spatialdata-io's name for Xenium)."""
+
+SPATIALDATA_REFERENCE_TABLE = "cellama_reference"
+"""Table of reference embeddings and labels in an exported SpatialData (for the UMAP panel)."""
+
+EXPLORER_GROUP = "group"
+EXPLORER_COLOR = "color"
+"""Columns after ``cell_id`` of a Xenium Explorer cell-groups CSV (``color``: ``#rrggbb``)."""
+
 OBSM_EMBEDDING = "X_cellama"
+OBSM_NICHE_EMBEDDING = "X_cellama_niche"
 UNS_KEY = "cellama"
 
 # --------------------------------------------------------------------------- stages
@@ -71,3 +184,51 @@ STAGE_EMBED_QUERY = "embedding query"
 STAGE_EMBED = "embedding"
 STAGE_KNN = "kNN"
 STAGE_LOAD_MODEL = "loading model"
+STAGE_READ_XENIUM = "reading Xenium run"
+STAGE_READ_REFERENCE = "reading reference"
+STAGE_COVERAGE = "marker coverage"
+STAGE_TRANSCRIPTS = "reading transcripts"
+
+# --------------------------------------------------------------------------- Xenium layers, load widget (issue 3)
+DEFAULT_MAX_TRANSCRIPTS = 200_000
+"""Transcript points shown at most; above it a uniform random subset is drawn (count shown)."""
+
+MIN_TRANSCRIPT_QV = 20.0
+"""Transcripts below this quality value are not shown (XOA does not count them either)."""
+
+DEFAULT_COVERAGE_MARKERS = 20
+"""Top marker genes per reference type (``rank_genes_groups``) checked against the panel."""
+
+LOW_MARKER_COVERAGE = 0.25
+"""A reference type is flagged when fewer than this share of its top markers are in the panel."""
+
+MAX_COVERAGE_CELLS_PER_TYPE = 500
+"""Reference cells per type used to rank marker genes (a seeded subsample above it)."""
+
+MAX_LABEL_CATEGORIES = 500
+"""obs columns with more distinct values than this are not offered as label columns."""
+
+LAYER_META = UNS_KEY
+"""Key in ``layer.metadata`` under which napari-cellama layers describe themselves."""
+
+KIND_IMAGE = "morphology"
+KIND_CELLS = "cells"
+KIND_CENTROIDS = "centroids"
+KIND_TRANSCRIPTS = "transcripts"
+KIND_CELL_CATEGORIES = "cell categories"
+KIND_CELL_VALUES = "cell values"
+"""``layer.metadata[LAYER_META]['kind']`` of each napari-cellama layer."""
+
+CELLS_LAYER_NAME = "cells"
+CENTROIDS_LAYER_NAME = "cell centroids"
+STAGE_SPATIAL_NEIGHBORS = "spatial neighbours"
+STAGE_NICHE_SENTENCES = "niche sentences"
+STAGE_EMBED_NICHES = "embedding niches"
+STAGE_CLUSTER = "clustering"
+STAGE_MARKERS = "marker genes"
+STAGE_PAIRS = "training pairs"
+STAGE_FINETUNE = "fine-tuning"
+STAGE_VALIDATE = "validation"
+STAGE_SAVE_MODEL = "saving model"
+STAGE_EMBED_PROTOTYPES = "embedding prototypes"
+STAGE_PROTOTYPES = "nearest prototype"

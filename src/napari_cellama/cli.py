@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 
-SUBCOMMANDS = ("transfer",)
+SUBCOMMANDS = ("transfer", "demo", "gui", "niche", "finetune", "prototypes", "cache")
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 

@@ -101,3 +101,141 @@ def check_unique_ids(index, name: str) -> None:
     if not index.is_unique:
         dup = index[index.duplicated()][:3].tolist()
         raise CellamaInputError(f"{name} has duplicate cell ids (e.g. {dup}); make them unique first")
+
+
+# --------------------------------------------------------------------------- niches (issue 5)
+
+
+def check_positive_int(value, what: str) -> int:
+    """``value`` must be a positive whole number."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and int(value) >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise CellamaInputError(f"{what} must be a positive whole number, got {value!r}")
+    return int(value)
+
+
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def check_neighborhood(k: int | None, radius: float | None, default_k: int) -> tuple[int | None, float | None]:
+    """Exactly one of ``k`` (nearest cells) or ``radius`` (microns); neither gives ``default_k``."""
+    if k is not None and radius is not None:
+        raise CellamaInputError("give either a number of neighbours (--neighbors) or a radius (--radius), not both")
+    if radius is not None:
+        r = _as_float(radius)
+        if not np.isfinite(r) or r <= 0:
+            raise CellamaInputError(f"the neighbourhood radius must be a positive number of microns, got {radius!r}")
+        return None, r
+    return check_positive_int(default_k if k is None else k, "the number of spatial neighbours"), None
+
+
+def check_clustering(resolution: float | None, n_clusters: int | None, default_resolution: float) -> tuple[str, float | int]:
+    """Leiden with ``resolution`` or KMeans with ``n_clusters`` (not both); returns ``(method, value)``."""
+    if resolution is not None and n_clusters is not None:
+        raise CellamaInputError("give either a Leiden resolution (--resolution) or a number of clusters "
+                                "(--n-clusters), not both")
+    from ._constants import NICHE_METHOD_KMEANS, NICHE_METHOD_LEIDEN
+
+    if n_clusters is not None:
+        n = check_positive_int(n_clusters, "the number of clusters")
+        if n < 2:
+            raise CellamaInputError(f"the number of clusters must be at least 2, got {n}")
+        return NICHE_METHOD_KMEANS, n
+    res = _as_float(default_resolution if resolution is None else resolution)
+    if not np.isfinite(res) or res <= 0:
+        raise CellamaInputError(f"the Leiden resolution must be a positive number, got {resolution!r}")
+    return NICHE_METHOD_LEIDEN, res
+
+
+def check_at_most_one(**options) -> None:
+    """At most one of the named options may be set (truthy)."""
+    given = [name for name, value in options.items() if value]
+    if len(given) > 1:
+        names = ", ".join("--" + n.replace("_", "-") for n in options)
+        raise CellamaInputError(f"give at most one of {names}")
+
+
+def check_choice(value: str, choices: Iterable[str], what: str) -> str:
+    """``value`` must be one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise CellamaInputError(f"unknown {what} {value!r}; use one of {', '.join(choices)}")
+    return value
+
+
+def check_spatial(adata, key: str = "spatial") -> np.ndarray:
+    """Cell centroids ``adata.obsm[key]`` as a finite float64 (n, 2) array (microns)."""
+    if key not in adata.obsm:
+        raise CellamaInputError(
+            f"the query has no obsm[{key!r}] with cell centroids; read a Xenium folder or add the "
+            "centroids (microns) to obsm['spatial'] of the .h5ad"
+        )
+    xy = np.asarray(adata.obsm[key], dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] < 2 or xy.shape[0] != adata.n_obs:
+        raise CellamaInputError(f"obsm[{key!r}] must be a cells x 2 array of centroids, got shape {xy.shape}")
+    xy = xy[:, :2]
+    if not np.isfinite(xy).all():
+        raise CellamaInputError(f"obsm[{key!r}] has NaN or infinite centroids; drop those cells first")
+    return xy
+
+
+def check_niche_labels(labels, cell_ids, missing_label: str, min_fraction: float = 0.5):
+    """Align per-cell labels to ``cell_ids``; return ``(labels, n_missing)``.
+
+    ``labels`` is a Series indexed by cell id (e.g. the transfer CSV's ``cell_type``)
+    or an array in the order of ``cell_ids``. Cells without a label get
+    ``missing_label``; fewer than ``min_fraction`` labelled cells means the labels
+    belong to another dataset and is refused.
+    """
+    import pandas as pd
+
+    ids = pd.Index(cell_ids).astype(str)
+    if isinstance(labels, pd.Series) and not isinstance(labels.index, pd.RangeIndex):
+        s = labels.copy()
+        s.index = s.index.astype(str)
+        if not s.index.is_unique:
+            dup = s.index[s.index.duplicated()][:3].tolist()
+            raise CellamaInputError(f"the labels have duplicate cell ids (e.g. {dup}); keep one row per cell")
+        n_match = int(ids.isin(s.index).sum())
+        if n_match == 0:
+            raise CellamaInputError(
+                f"none of the {len(s)} labelled cell ids (e.g. {s.index[0]!r}) is a cell of the query "
+                f"(e.g. {ids[0]!r}); use the labels produced for this query"
+            )
+        if n_match < min_fraction * len(ids):
+            raise CellamaInputError(
+                f"only {n_match} of the query's {len(ids)} cells have a label; use the labels produced "
+                "for this query"
+            )
+        aligned = s.reindex(ids)
+    else:
+        values = np.asarray(labels, dtype=object)
+        if values.ndim != 1 or len(values) != len(ids):
+            raise CellamaInputError(f"{len(values)} labels for {len(ids)} cells; give one label per cell")
+        aligned = pd.Series(values, index=ids)
+    missing = aligned.isna().to_numpy()
+    text = aligned.astype(object).where(~missing, missing_label).astype(str)
+    text[text.str.strip() == ""] = missing_label
+    return text, int(missing.sum())
+
+
+def check_cell_types(selected, available) -> list[str]:
+    """Selected cell types: at least one, each present among ``available``."""
+    if isinstance(selected, str):
+        selected = [selected]
+    chosen = list(dict.fromkeys(str(t).strip() for t in (selected or []) if str(t).strip()))
+    if not chosen:
+        raise CellamaInputError("choose at least one cell type to cluster by niche")
+    avail = sorted({str(a) for a in available})
+    unknown = [t for t in chosen if t not in avail]
+    if unknown:
+        shown = ", ".join(avail[:30]) + (" ..." if len(avail) > 30 else "")
+        raise CellamaInputError(f"cell type(s) {', '.join(map(repr, unknown))} not in the labels; available: {shown}")
+    return chosen

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from .._constants import CELL_ID, DEFAULT_N_NEIGHBORS, DEFAULT_TOP_K, TRANSFER_COLUMNS
+from .._constants import (
+    CELL_ID,
+    DEFAULT_EMBED_MODE,
+    DEFAULT_N_NEIGHBORS,
+    DEFAULT_TOP_K,
+    EMBED_MODES,
+    TRANSFER_COLUMNS,
+)
 from ._common import StderrProgress, output_path, write_atomic
 
 NAME = "transfer"
@@ -25,7 +33,23 @@ def add_arguments(p) -> None:
                    help="cells below this vote share become Unassigned (default 0)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--allow-download", action="store_true", help="let --model be fetched from the Hugging Face Hub")
+    p.add_argument("--mode", default=None, choices=list(EMBED_MODES),
+                   help=f"embedding mode: exact (float32) or fast (int8 ONNX Runtime, CPU); "
+                        f"default {DEFAULT_EMBED_MODE} (see docs/performance.md)")
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="reuse and store embeddings in the persistent cache ($NAPARI_CELLAMA_CACHE or the "
+                        "user cache folder; default on)")
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS|local:N",
+                   help="embed on Dask distributed workers: a scheduler address (tcp://host:8786) or "
+                        "local:N for N local worker processes")
     p.add_argument("--out", required=True, metavar="OUT.csv", help="per-cell CSV: " + ",".join((CELL_ID,) + TRANSFER_COLUMNS))
+    p.add_argument("--explorer-csv", default=None, metavar="FILE.csv",
+                   help="also write a Xenium Explorer cell-groups CSV (cell_id,group,color)")
+    p.add_argument("--zarr", default=None, metavar="DIR.zarr",
+                   help="also save the session as SpatialData zarr (cells table, embeddings, colours; "
+                        "for a Xenium query also its cell labels and boundaries); never inside the Xenium folder")
+    p.add_argument("--h5ad", default=None, metavar="FILE.h5ad",
+                   help="also write the cells table (counts, results, embeddings) as .h5ad")
 
 
 def run(args) -> None:
@@ -37,11 +61,20 @@ def run(args) -> None:
     out = output_path(args.out, "output CSV")
     check_file(args.reference, "reference", suffixes=(".h5ad",))
     check_file(args.query, "query")
+    exports = _check_exports(args)
+    if args.dask_scheduler:
+        from ..core.distributed import DistributedEmbedder, parse_scheduler
+
+        parse_scheduler(args.dask_scheduler)  # a bad value fails before reading
+        embedder = DistributedEmbedder(args.dask_scheduler, args.model, device=args.device,
+                                       allow_download=args.allow_download, mode=args.mode, cache=args.cache)
+    else:
+        embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download,
+                            mode=args.mode, cache=args.cache)
     print(f"reading query {args.query}", file=sys.stderr)
     query = read_query(args.query)
     reference = read_reference(args.reference)
     print(f"query: {query.n_obs} cells x {query.n_vars} genes; reference: {reference.n_obs} cells", file=sys.stderr)
-    embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download)
     progress = StderrProgress()
     try:
         result = run_transfer(
@@ -50,8 +83,70 @@ def run(args) -> None:
         )
     finally:
         progress.close()
+        if args.dask_scheduler:
+            embedder.close()
     print(result.panel.summary(), file=sys.stderr)
+    _print_embedding_stats(result.params)
     table = result.table.loc[:, list(TRANSFER_COLUMNS)]
     table.index.name = CELL_ID
     write_atomic(out, lambda tmp: table.to_csv(tmp, float_format="%.6g"))
-    print(f"wrote {len(table)} cells to {out} (model {embedder.model_id})", file=sys.stderr)
+    print(f"wrote {len(table)} cells to {out} (model {embedder.model_id}, {embedder.mode} mode)", file=sys.stderr)
+    _write_exports(args, exports, result, query)
+
+
+def _check_exports(args) -> dict:
+    """Check every export destination before the (long) transfer starts."""
+    from ..io.export import check_destination
+
+    sources = [args.query, args.reference]
+    paths = {}
+    if args.explorer_csv:
+        paths["explorer_csv"] = check_destination(args.explorer_csv, "Xenium Explorer CSV", sources=sources)
+    if args.h5ad:
+        paths["h5ad"] = check_destination(args.h5ad, "h5ad file", sources=sources)
+    if args.zarr:
+        paths["zarr"] = check_destination(args.zarr, "SpatialData zarr", sources=sources, folder=True)
+    return paths
+
+
+def _write_exports(args, paths: dict, result, query) -> None:
+    """Write the exports asked for (Xenium Explorer CSV, h5ad, SpatialData zarr)."""
+    if not paths:
+        return
+    from pathlib import Path
+
+    from ..core import Annotation
+    from ..io import write_explorer_csv, write_h5ad, write_spatialdata, xenium_root
+
+    annotation = Annotation(result.table, min_confidence=args.min_confidence)
+    sources = [args.query, args.reference]
+    inputs = {"query": Path(args.query).expanduser().resolve(),
+              "reference": Path(args.reference).expanduser().resolve()}
+    n = annotation.n_cells
+    if "explorer_csv" in paths:
+        write_explorer_csv(paths["explorer_csv"], annotation, sources=sources)
+        print(f"wrote Xenium Explorer cell groups of {n} cells to {paths['explorer_csv']}", file=sys.stderr)
+    if "h5ad" in paths:
+        write_h5ad(paths["h5ad"], annotation, result, query=query, inputs=inputs, sources=sources)
+        print(f"wrote {n} cells to {paths['h5ad']}", file=sys.stderr)
+    if "zarr" in paths:
+        xenium = xenium_root(args.query)
+        write_spatialdata(paths["zarr"], annotation, result, query=query, xenium=xenium, inputs=inputs,
+                          overwrite=True, sources=sources)
+        what = "cells table, cell labels and boundaries" if xenium is not None else "cells table"
+        print(f"wrote SpatialData ({what}) of {n} cells to {paths['zarr']}", file=sys.stderr)
+
+
+def _print_embedding_stats(params: dict) -> None:
+    """One line: embedding mode and how many unique sentences came from the cache."""
+    from .._constants import EMBED_CACHE, EMBED_MODE
+
+    info = params.get(EMBED_CACHE) or {}
+    parts = []
+    for what in ("reference", "query"):
+        st = info.get(what) or {}
+        if st:
+            parts.append(f"{what} {st.get('unique', 0)} unique sentences ({st.get('cached', 0)} cached, "
+                         f"{st.get('embedded', 0)} embedded)")
+    where = f"cache {info['folder']}" if info.get("folder") else "no cache"
+    print(f"embedding: {params.get(EMBED_MODE)} mode, {where}; " + "; ".join(parts), file=sys.stderr)

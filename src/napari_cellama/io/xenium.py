@@ -101,9 +101,27 @@ def check_xenium_folder(root: Path, *, need_image: bool = False, need_boundaries
         _check_zip(root / CELLS_ZARR)
     if need_boundaries:
         _check_parquet(root / CELL_BOUNDARIES)
-    if need_image and not (root / MORPHOLOGY_FOCUS).exists() and not (root / "morphology_focus.ome.tif").exists():
-        raise XeniumReadError(f"{root} has no morphology image ({MORPHOLOGY_FOCUS}/)")
+    if need_image:
+        _check_image(root)
     return experiment
+
+
+def _check_image(root: Path) -> None:
+    """The morphology image exists and every OME-TIFF of it has a readable header."""
+    import tifffile
+
+    folder = root / MORPHOLOGY_FOCUS
+    files = sorted(folder.glob("*.ome.tif")) if folder.is_dir() else []
+    if not files and (root / "morphology_focus.ome.tif").exists():  # XOA 1.x
+        files = [root / "morphology_focus.ome.tif"]
+    if not files:
+        raise XeniumReadError(f"{root} has no morphology image ({MORPHOLOGY_FOCUS}/*.ome.tif)")
+    for path in files:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                _ = tif.series[0].shape
+        except Exception as err:  # noqa: BLE001 - tifffile raises many types for broken files
+            raise XeniumReadError(f"{path} is broken or truncated ({type(err).__name__}: {err})") from None
 
 
 def read_xenium(path: str | Path, *, table_only: bool = False, labels: bool = True, image: bool = True,
@@ -145,3 +163,28 @@ def read_xenium_table(path: str | Path):
     table.obs_names = table.obs["cell_id"].astype(str).to_numpy()
     table.obs_names.name = None
     return table
+
+
+GRAPH_CLUSTERS = "analysis/clustering/gene_expression_graphclust/clusters.csv"
+
+
+def read_xenium_clusters(root: str | Path, clustering: str = GRAPH_CLUSTERS):
+    """Xenium Onboard Analysis clusters of a run (``Barcode,Cluster``) as a Series by cell_id.
+
+    Returns None when the run has no such file (not every run ships ``analysis/``).
+    """
+    import pandas as pd
+
+    path = Path(root) / clustering
+    if not path.exists():
+        return None
+    try:
+        df = pd.read_csv(path)
+    except Exception as err:  # noqa: BLE001
+        raise XeniumReadError(f"{path} is not a readable clusters CSV ({err})") from None
+    if df.shape[1] < 2:
+        raise XeniumReadError(f"{path} should have two columns: Barcode,Cluster")
+    name = Path(clustering).parent.name
+    series = pd.Series(df.iloc[:, 1].astype(str).to_numpy(), index=df.iloc[:, 0].astype(str).to_numpy(), name=name)
+    series.index.name = "cell_id"
+    return series

@@ -1,0 +1,265 @@
+"""Fine-tuning and marker prototypes on scanpy's pbmc68k_reduced (issue 7, "Evidence").
+
+What it measures:
+
+* data and split as in ``accuracy_pbmc.py`` (issue 2): ``pbmc68k_reduced`` (700 PBMCs x 765
+  genes, label ``bulk_labels``), counts recovered from ``.raw``, stratified 50/50 split
+  with seed 0 - the first half is the labelled reference, the second the query; top-k 20;
+* label transfer (``run_transfer``, the real chain, default ``k`` and ``k=1``) with
+  (1) the zero-shot model (offline all-MiniLM-L6-v2), (2) that model fine-tuned on the
+  reference (``napari_cellama.core.finetune``: PCA-neighbour and random pairs labelled by
+  PCA cosine, 0 across ``bulk_labels``) and (3) the same with prototype guidance (extra
+  (cell, marker sentence) pairs; markers from the shipped default table, renamed to the
+  ``bulk_labels`` names with ``PBMC_TYPES`` below). Accuracy, macro-F1 and the recall of
+  the three rarest query types; the fine-tuning runs only ever see the reference half;
+* reference-free annotation of the query half by the nearest marker prototype (the ten
+  ``bulk_labels`` types of the default table) against a majority-class baseline and
+  scanpy's ``score_genes`` marker scoring (``normalize_total`` + ``log1p`` of the counts,
+  one score per type with the same markers restricted to the measured genes, argmax);
+  also with the whole default table (types outside PBMC count as errors), and with the
+  prototype-guided fine-tuned model.
+
+Run from the repository root (long on a shared 2-core CPU: run it in the background)::
+
+    nohup python benchmarks/finetune_pbmc.py > benchmarks/results/finetune_pbmc.log 2>&1 &
+
+It prints markdown tables and writes ``benchmarks/results/finetune_pbmc.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+LABEL = "bulk_labels"
+TOP_K = 20
+
+PBMC_TYPES = {
+    # default-table type -> pbmc68k bulk_labels name
+    "CD14+ monocyte": "CD14+ Monocyte",
+    "dendritic cell": "Dendritic",
+    "B cell": "CD19+ B",
+    "regulatory T cell": "CD4+/CD25 T Reg",
+    "CD8+ cytotoxic T cell": "CD8+ Cytotoxic T",
+    "naive CD8+ T cell": "CD8+/CD45RA+ Naive Cytotoxic",
+    "NK cell": "CD56+ NK",
+    "memory CD4+ T cell": "CD4+/CD45RO+ Memory",
+    "CD34+ progenitor": "CD34+",
+    "naive CD4+ T cell": "CD4+/CD45RA+/CD25- Naive T",
+}
+
+
+def scores(truth, pred, rare) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    truth = np.asarray(truth, dtype=object)
+    pred = np.asarray(pred, dtype=object)
+    out = {
+        "accuracy": float(accuracy_score(truth, pred)),
+        "macro_f1": float(f1_score(truth, pred, average="macro", labels=np.unique(truth), zero_division=0)),
+    }
+    rec = recall_score(truth, pred, labels=rare, average=None, zero_division=0)
+    out["rare_recall"] = {r: float(v) for r, v in zip(rare, rec)}
+    return out
+
+
+def score_genes_predict(counts, genes, markers: dict[str, list[str]]) -> np.ndarray:
+    """scanpy ``score_genes`` per type on log-normalised counts, argmax over types."""
+    import anndata as ad
+    import scanpy as sc
+
+    a = ad.AnnData(X=counts.astype(np.float32).copy(), var=pd.DataFrame(index=pd.Index(genes)))
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    types = list(markers)
+    s = np.zeros((a.n_obs, len(types)))
+    for j, t in enumerate(types):
+        sc.tl.score_genes(a, markers[t], score_name="_s", random_state=0)
+        s[:, j] = a.obs["_s"].to_numpy()
+    return np.asarray(types, dtype=object)[s.argmax(axis=1)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=None, help="training pairs (default: the package default)")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--models-dir", type=Path, default=None, help="keep the fine-tuned models here")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "finetune_pbmc.json")
+    args = parser.parse_args(argv)
+
+    import anndata as ad
+    import scanpy as sc
+    import torch
+
+    from accuracy_pbmc import recover_counts, split
+    from napari_cellama._constants import CELL_TYPE, DEFAULT_FINETUNE_PAIRS, DEFAULT_N_NEIGHBORS
+    from napari_cellama.core import Embedder, annotate_by_prototypes, finetune, knn_transfer, read_markers, run_transfer
+    from napari_cellama.core.prototypes import restrict_markers
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n_pairs = args.pairs or DEFAULT_FINETUNE_PAIRS
+    t_start = time.perf_counter()
+    adata = sc.datasets.pbmc68k_reduced()
+    labels = adata.obs[LABEL].astype(str).to_numpy(dtype=object)
+    genes = [str(g) for g in adata.raw.var_names]
+    counts, _ = recover_counts(adata)
+    full = ad.AnnData(X=counts, obs=adata.obs[[LABEL]].astype({LABEL: str}).copy(),
+                      var=pd.DataFrame(index=pd.Index(genes)))
+    train, test = split(labels, 0)
+    reference, query = full[train].copy(), full[test].copy()
+    truth = labels[test]
+    q_counts = pd.Series(truth).value_counts()
+    rare = list(q_counts.sort_values(kind="stable").index[:3])
+    print(f"pbmc68k_reduced: reference {reference.n_obs} cells, query {query.n_obs} cells, {len(genes)} genes; "
+          f"rarest query types: {', '.join(f'{r} ({q_counts[r]})' for r in rare)}")
+
+    table = read_markers(None)
+    pbmc_markers = {PBMC_TYPES[t]: table[t] for t in PBMC_TYPES}
+    results: dict = {
+        "dataset": "scanpy.datasets.pbmc68k_reduced",
+        "split": "sklearn train_test_split(test_size=0.5, stratify=bulk_labels, random_state=0)",
+        "top_k": TOP_K,
+        "default_k": DEFAULT_N_NEIGHBORS,
+        "rare_types": {r: int(q_counts[r]) for r in rare},
+        "n_pairs": n_pairs,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "transfer": {},
+        "finetune": {},
+        "reference_free": {},
+    }
+    models_root = args.models_dir or Path(tempfile.mkdtemp(prefix="cellama_ft_bench_"))
+    models_root.mkdir(parents=True, exist_ok=True)
+
+    def progress(stage, done, total):
+        if stage == "fine-tuning" and (done % 25 == 0 or done == total):
+            print(f"  {stage}: {done}/{total}", flush=True)
+
+    def transfer_rows(name: str, model) -> dict:
+        t0 = time.perf_counter()
+        emb = Embedder(model)
+        res = run_transfer(query, reference, LABEL, top_k=TOP_K, k=DEFAULT_N_NEIGHBORS, embedder=emb)
+        t1 = knn_transfer(res.query_embeddings, res.reference_embeddings, res.reference_labels.to_numpy(), k=1)
+        entry = {
+            f"k={DEFAULT_N_NEIGHBORS}": scores(truth, res.table.loc[query.obs_names, CELL_TYPE], rare),
+            "k=1": scores(truth, t1[CELL_TYPE].to_numpy(), rare),
+            "model": emb.model_id,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        results["transfer"][name] = entry
+        print(f"[{name}] k={DEFAULT_N_NEIGHBORS}: {entry[f'k={DEFAULT_N_NEIGHBORS}']}; k=1: {entry['k=1']}", flush=True)
+        return entry
+
+    # ---- zero-shot
+    transfer_rows("zero-shot", None)
+
+    # ---- reference-free prototypes (zero-shot model), score_genes, majority
+    majority = pd.Series(labels[train]).value_counts().index[0]
+    results["reference_free"]["majority class"] = scores(truth, np.full(len(truth), majority, dtype=object), rare)
+    proto = annotate_by_prototypes(query, pbmc_markers, TOP_K)
+    results["reference_free"]["prototypes (10 PBMC types, zero-shot model)"] = scores(
+        truth, proto.table.loc[query.obs_names, CELL_TYPE].to_numpy(), rare)
+    results["reference_free"]["marker_report"] = proto.marker_set.to_dict()
+    print(proto.marker_set.summary())
+    proto_all = annotate_by_prototypes(query, table, TOP_K)
+    pred_all = proto_all.table.loc[query.obs_names, CELL_TYPE].map(lambda t: PBMC_TYPES.get(t, f"other: {t}"))
+    results["reference_free"][f"prototypes (whole default table, {len(proto_all.types)} types, zero-shot model)"] = (
+        scores(truth, pred_all.to_numpy(), rare))
+    results["reference_free"]["whole_table_predicted_outside_pbmc"] = {
+        str(k): int(v) for k, v in pred_all[pred_all.str.startswith("other: ")].value_counts().items()}
+    kept = proto.marker_set.markers
+    sg = score_genes_predict(query.X, genes, kept)
+    results["reference_free"]["scanpy score_genes (same markers)"] = scores(truth, sg, rare)
+    print(f"[reference-free] {json.dumps({k: v for k, v in results['reference_free'].items() if 'accuracy' in v})}",
+          flush=True)
+
+    # ---- fine-tuning
+    configs = {
+        "fine-tuned": {},
+        "fine-tuned + prototype guidance": {"prototypes": pbmc_markers},
+    }
+    for name, extra in configs.items():
+        out = models_root / name.replace(" ", "_").replace("+", "plus")
+        print(f"[{name}] fine-tuning on the reference half -> {out}", flush=True)
+        ft = finetune(reference, out, label_key=LABEL, top_k=TOP_K, n_pairs=n_pairs, epochs=args.epochs,
+                      batch_size=args.batch_size, overwrite=True, callback=progress, **extra)
+        print(ft.summary(), flush=True)
+        results["finetune"][name] = {
+            "validation": ft.validation,
+            "pair_counts": ft.pair_counts,
+            "seconds": round(ft.seconds, 1),
+            "loss_first": ft.losses[0],
+            "loss_last20": float(np.mean(ft.losses[-20:])),
+            "params": ft.params,
+        }
+        transfer_rows(name, out)
+        if extra.get("prototypes"):
+            p2 = annotate_by_prototypes(query, pbmc_markers, TOP_K, model=str(out))
+            results["reference_free"]["prototypes (10 PBMC types, prototype-guided model; uses reference labels)"] = (
+                scores(truth, p2.table.loc[query.obs_names, CELL_TYPE].to_numpy(), rare))
+
+    results["seconds_total"] = round(time.perf_counter() - t_start, 1)
+    import importlib.metadata as md
+
+    results["versions"] = {p: md.version(p) for p in ("napari-cellama", "torch", "sentence-transformers", "scanpy")}
+    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "torch_threads": torch.get_num_threads(),
+                          "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    print_tables(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(args.out)
+    print(f"\nwrote {args.out} ({results['seconds_total']} s in total)")
+    return 0
+
+
+def print_tables(results: dict) -> None:
+    rare = list(results["rare_types"])
+    k = f"k={results['default_k']}"
+    print(f"\nlabel transfer, pbmc68k seed-0 split, top-k {results['top_k']}; fine-tuning: {results['n_pairs']} pairs, "
+          f"{results['epochs']} epoch(s), batch {results['batch_size']}\n")
+    head = " | ".join(f"recall {r} (n={results['rare_types'][r]})" for r in rare)
+    print(f"| model | accuracy ({k}) | macro-F1 ({k}) | accuracy (k=1) | macro-F1 (k=1) | {head} ({k}) |")
+    print("|---|---|---|---|---|" + "---|" * len(rare))
+    zs = results["transfer"]["zero-shot"][k]["macro_f1"]
+    for name, e in results["transfer"].items():
+        a, b = e[k], e["k=1"]
+        gain = "" if name == "zero-shot" else f" ({a['macro_f1'] - zs:+.3f})"
+        rr = " | ".join(f"{a['rare_recall'][r]:.3f}" for r in rare)
+        print(f"| {name} | {a['accuracy']:.3f} | {a['macro_f1']:.3f}{gain} | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | {rr} |")
+    print("\nfine-tuning validation (held-out reference cells): Spearman of predicted cosine vs pair label\n")
+    print("| run | pairs (train) | Spearman before | Spearman after | prototype accuracy before | after | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for name, e in results["finetune"].items():
+        v = e["validation"]
+        n = sum(e["pair_counts"]["train"].values())
+        pa = (f"{v['prototype_accuracy_before']:.3f} | {v['prototype_accuracy_after']:.3f}"
+              if "prototype_accuracy_before" in v else " | ")
+        print(f"| {name} | {n} | {v['spearman_before']:.3f} | {v['spearman_after']:.3f} | {pa} | {e['seconds']:.0f} |")
+    print("\nreference-free annotation of the query half\n")
+    print("| method | accuracy | macro-F1 | " + " | ".join(f"recall {r}" for r in rare) + " |")
+    print("|---|---|---|" + "---|" * len(rare))
+    for name, e in results["reference_free"].items():
+        if "accuracy" not in e:
+            continue
+        rr = " | ".join(f"{e['rare_recall'][r]:.3f}" for r in rare)
+        print(f"| {name} | {e['accuracy']:.3f} | {e['macro_f1']:.3f} | {rr} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""``napari-cellama niche``: niche sentences and niche clustering of chosen cell types."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .._constants import (
+    CELL_ID,
+    CELL_TYPE,
+    DEFAULT_NICHE_GRAPH_NEIGHBORS,
+    DEFAULT_NICHE_MARKERS,
+    DEFAULT_NICHE_RESOLUTION,
+    DEFAULT_SPATIAL_NEIGHBORS,
+    DEFAULT_TOP_K,
+    NICHE_CLUSTER,
+    NICHE_MODE_BOTH,
+    NICHE_MODE_GENES,
+    NICHE_MODE_NICHE,
+)
+from ..validators import (
+    CellamaInputError,
+    check_at_most_one,
+    check_clustering,
+    check_file,
+    check_neighborhood,
+    check_positive_int,
+    check_top_k,
+)
+from ._common import StderrProgress, output_path, write_atomic
+
+NAME = "niche"
+HELP = ("cluster chosen cell types by their spatial neighbourhood (niche sentences) and describe each "
+        "cluster by its neighbour composition and marker genes")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("query", help="query: .h5ad with obsm['spatial'] (microns) or Xenium output folder")
+    p.add_argument("--labels", required=True, metavar="LABELS.csv",
+                   help="per-cell labels, e.g. the transfer CSV (columns cell_id,cell_type,...)")
+    p.add_argument("--label-key", default=CELL_TYPE, metavar="COLUMN",
+                   help=f"column of LABELS.csv with the cell types (default {CELL_TYPE})")
+    p.add_argument("--cell-types", required=True, metavar='"A,B"',
+                   help="comma-separated cell types to cluster (only their cells are embedded)")
+    p.add_argument("--neighbors", type=int, default=None, metavar="K",
+                   help=f"K nearest cells form the niche (default {DEFAULT_SPATIAL_NEIGHBORS})")
+    p.add_argument("--radius", type=float, default=None, metavar="UM",
+                   help="instead of --neighbors: all cells within UM microns form the niche")
+    p.add_argument("--resolution", type=float, default=None,
+                   help=f"Leiden resolution (default {DEFAULT_NICHE_RESOLUTION}; higher = more clusters)")
+    p.add_argument("--n-clusters", type=int, default=None, metavar="N",
+                   help="instead of Leiden: KMeans with N clusters")
+    p.add_argument("--niche-only", action="store_true",
+                   help="sentences hold only the neighbours' cell types, not the cell's own genes")
+    p.add_argument("--genes-only", action="store_true",
+                   help="sentences hold only the cell's genes (no-niche baseline, for comparison)")
+    p.add_argument("--max-cells", type=int, default=None, metavar="N",
+                   help="cluster a random sample of at most N cells of those types (a quick look); "
+                        "neighbours still come from every cell")
+    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"genes per sentence (default {DEFAULT_TOP_K})")
+    p.add_argument("--graph-neighbors", type=int, default=DEFAULT_NICHE_GRAPH_NEIGHBORS, metavar="N",
+                   help=f"neighbours per cell in the embedding graph for Leiden (default {DEFAULT_NICHE_GRAPH_NEIGHBORS})")
+    p.add_argument("--n-markers", type=int, default=DEFAULT_NICHE_MARKERS, metavar="N",
+                   help=f"marker genes per cluster (default {DEFAULT_NICHE_MARKERS})")
+    p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
+                   help="sentence-transformers model name or folder (default: offline all-MiniLM-L6-v2)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--allow-download", action="store_true", help="let --model be fetched from the Hugging Face Hub")
+    p.add_argument("--out", required=True, metavar="OUT.csv",
+                   help=f"per-cell CSV {CELL_ID},{NICHE_CLUSTER} (the selected cells); OUT.composition.csv and "
+                        "OUT.markers.csv are written next to it")
+
+
+def split_cell_types(text: str, available) -> list[str]:
+    """``"A,B"`` -> ``["A", "B"]``; a name that itself contains commas is kept whole if it is a label."""
+    text = str(text).strip()
+    if text in {str(a) for a in available}:
+        return [text]
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def read_labels(path, label_key: str = CELL_TYPE):
+    """The label column of a per-cell CSV, as a Series indexed by cell id."""
+    import pandas as pd
+
+    p = check_file(path, "labels CSV", suffixes=(".csv", ".csv.gz", ".tsv", ".txt"))
+    try:
+        sep = "\t" if p.name.lower().endswith((".tsv", ".txt")) else ","
+        df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=True)
+    except Exception as err:  # noqa: BLE001
+        raise CellamaInputError(f"labels CSV {p} could not be read ({type(err).__name__}: {err})") from None
+    for col in (CELL_ID, label_key):
+        if col not in df.columns:
+            raise CellamaInputError(
+                f"labels CSV {p} has no {col!r} column (columns: {', '.join(map(str, df.columns[:10]))}); "
+                f"give the CSV written by `napari-cellama transfer`" + ("" if col == CELL_ID else " or --label-key")
+            )
+    return df.set_index(CELL_ID)[label_key]
+
+
+def sidecar_paths(out: Path) -> tuple[Path, Path]:
+    """``OUT.composition.csv`` and ``OUT.markers.csv`` next to ``OUT.csv``."""
+    stem = out.name[: -len(".csv")] if out.name.lower().endswith(".csv") else out.name
+    return out.with_name(f"{stem}.composition.csv"), out.with_name(f"{stem}.markers.csv")
+
+
+def run(args) -> None:
+    from ..core import Embedder, run_niches
+    from ..io import read_query
+
+    out = output_path(args.out, "output CSV")
+    # cheap checks first: a bad flag fails before the query is read
+    check_at_most_one(niche_only=args.niche_only, genes_only=args.genes_only)
+    check_neighborhood(args.neighbors, args.radius, DEFAULT_SPATIAL_NEIGHBORS)
+    check_clustering(args.resolution, args.n_clusters, DEFAULT_NICHE_RESOLUTION)
+    check_top_k(args.top_k)
+    if args.max_cells is not None:
+        check_positive_int(args.max_cells, "--max-cells")
+    mode = NICHE_MODE_NICHE if args.niche_only else NICHE_MODE_GENES if args.genes_only else NICHE_MODE_BOTH
+    labels = read_labels(args.labels, args.label_key)
+    print(f"reading query {args.query}", file=sys.stderr)
+    query = read_query(args.query)
+    cell_types = split_cell_types(args.cell_types, labels.dropna().unique())
+    embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download)
+    progress = StderrProgress()
+    try:
+        result = run_niches(
+            query, labels, cell_types, k=args.neighbors, radius=args.radius, mode=mode, top_k=args.top_k,
+            resolution=args.resolution, n_clusters=args.n_clusters, graph_neighbors=args.graph_neighbors,
+            n_markers=args.n_markers, embedder=embedder, max_cells=args.max_cells, callback=progress,
+        )
+    finally:
+        progress.close()
+    if result.params["n_unlabelled"]:
+        print(f"{result.params['n_unlabelled']} of {query.n_obs} query cells have no label and count as "
+              "Unassigned neighbours", file=sys.stderr)
+    print(result.summary(), file=sys.stderr)
+    comp_path, markers_path = sidecar_paths(out)
+    table = result.table[[NICHE_CLUSTER]]
+    write_atomic(out, lambda tmp: table.to_csv(tmp))
+    write_atomic(comp_path, lambda tmp: result.composition_table().to_csv(tmp, float_format="%.6g"))
+    write_atomic(markers_path, lambda tmp: result.markers.to_csv(tmp, index=False, float_format="%.6g"))
+    print(f"wrote {len(table)} cells to {out}, cluster composition to {comp_path.name}, "
+          f"marker genes to {markers_path.name} (model {embedder.model_id})", file=sys.stderr)

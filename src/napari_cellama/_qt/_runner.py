@@ -1,0 +1,163 @@
+"""One way for every dock widget to run a long step: off the GUI thread, with progress and Cancel.
+
+:class:`JobRunner` owns a progress bar, a Cancel button and at most one worker. A job is a
+function returning a progress generator (``yield (stage, done, total)`` ... ``return
+result``, see :mod:`napari_cellama.core._progress`) or a plain function. The runner
+
+* runs it in a napari ``thread_worker`` (``create_worker``),
+* shows stage and count in its own bar and in a ``napari.utils.progress`` bar,
+* on Cancel calls ``worker.quit()``: a generator stops at its next yield (a batch of
+  embeddings at most, i.e. seconds), ``on_done`` is not called, so nothing is half-added,
+* turns errors into a napari notification (``CellamaInputError`` messages as they are,
+  anything else with its type) and a ``failed`` signal, leaving the viewer usable.
+
+``run_sync`` runs the same job on the calling thread (tests and scripts).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
+
+from ..core._progress import run as run_generator
+from ..validators import CellamaInputError
+
+
+def error_message(err: BaseException) -> str:
+    """One line for the user."""
+    if isinstance(err, CellamaInputError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"
+
+
+class JobRunner(QObject):
+    """Progress bar + Cancel button + one background worker (see module docstring)."""
+
+    started = Signal(str)
+    finished = Signal()
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.widget = QWidget(parent)
+        layout = QHBoxLayout(self.widget)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1)
+        self.bar.setValue(0)
+        self.bar.setFormat("idle")
+        self.bar.setTextVisible(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.setToolTip("stop the running step; earlier results stay as they are")
+        self.cancel_button.clicked.connect(self.cancel)
+        layout.addWidget(self.bar, 1)
+        layout.addWidget(self.cancel_button)
+        self.worker = None
+        self._pbar = None
+        self.last_error: str | None = None
+        self.was_cancelled = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None
+
+    def start(self, job: Callable, *args, on_done: Callable | None = None, what: str = "working", **kwargs):
+        """Run ``job(*args, **kwargs)`` in a worker; ``on_done(result)`` on the GUI thread."""
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        if self.busy:
+            self._fail("another step is still running; wait for it or press Cancel")
+            return None
+        self.last_error = None
+        self.was_cancelled = False
+        self._pbar = progress(total=0, desc=f"napari-cellama: {what}")
+        self.bar.setRange(0, 0)
+        self.bar.setFormat(what)
+        self.cancel_button.setEnabled(True)
+        worker = create_worker(job, *args, _start_thread=False, **kwargs)
+        if hasattr(worker, "yielded"):
+            worker.yielded.connect(self._on_progress)
+        if on_done is not None:
+            worker.returned.connect(on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.started.emit(what)
+        worker.start()
+        return worker
+
+    def run_sync(self, job: Callable, *args, on_done: Callable | None = None, **kwargs):
+        """Run the job here and now (no thread); progress still updates the bar."""
+        self.last_error = None
+        try:
+            out = job(*args, **kwargs)
+            if inspect.isgenerator(out):
+                out = run_generator(out, lambda s, d, t: self._on_progress((s, d, t)))
+        except Exception as err:  # noqa: BLE001 - reported, as the threaded path does
+            self._on_error(err)
+            raise
+        if on_done is not None:
+            on_done(out)
+        self._reset("done")
+        return out
+
+    def cancel(self) -> None:
+        """Stop the running job at its next progress step."""
+        if self.worker is None:
+            return
+        self.was_cancelled = True
+        self.bar.setFormat("cancelling…")
+        self.cancel_button.setEnabled(False)
+        self.worker.quit()
+
+    # ------------------------------------------------------------------ slots
+    def _on_progress(self, value) -> None:
+        try:
+            stage, done, total = value
+        except (TypeError, ValueError):
+            return
+        total = max(int(total), 1)
+        self.bar.setRange(0, total)
+        self.bar.setValue(min(int(done), total))
+        self.bar.setFormat(f"{stage}: {done}/{total}")
+        if self._pbar is not None:
+            self._pbar.set_description(f"napari-cellama: {stage}")
+            self._pbar.total = total
+            self._pbar.n = int(done)
+            self._pbar.refresh()
+
+    def _on_error(self, err: BaseException) -> None:
+        self._fail(error_message(err))
+        self.bar.setFormat("failed")
+
+    def _fail(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.last_error = message
+        show_error(f"napari-cellama: {message}")
+        self.failed.emit(message)
+
+    def _on_finished(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        cancelled = self.was_cancelled
+        failed = self.last_error is not None
+        self.worker = None
+        self._reset("cancelled" if cancelled else "failed" if failed else "done")
+        if cancelled:
+            self.cancelled.emit()
+        self.finished.emit()
+
+    def _reset(self, text: str) -> None:
+        self.cancel_button.setEnabled(False)
+        self.bar.setRange(0, 1)
+        self.bar.setValue(1 if text == "done" else 0)
+        self.bar.setFormat(text)

@@ -1,0 +1,710 @@
+"""Dock widget "1. Load Xenium and reference".
+
+The biologist chooses a Xenium run (a folder, or the layers of a run already open), a
+labelled reference ``.h5ad`` and its label column (only categorical-like ``obs`` columns
+are offered). "Load and check panel" then, off the GUI thread, reads the run (adding its
+layers when they are not open yet), reads the reference, and reports **before anything
+is embedded**: panel size, reference genes, shared genes, the share of reference counts
+the shared genes carry, cells with fewer than top-k detected shared genes, and for each
+reference type how many of its top marker genes the panel measures (low coverage flagged).
+
+The result is stored in the viewer's :class:`napari_cellama.session.CellamaSession`
+(``get_session(viewer)``) for the transfer widget. A second section adds the transcripts of
+chosen genes as points (one colour per gene, subsampled above a limit, count shown).
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QButtonGroup,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .._constants import (
+    CELL_ID,
+    DEFAULT_COVERAGE_MARKERS,
+    DEFAULT_MAX_TRANSCRIPTS,
+    DEFAULT_TOP_K,
+    KIND_CELLS,
+    KIND_CENTROIDS,
+    KIND_IMAGE,
+    LABEL_ID,
+    LOW_MARKER_COVERAGE,
+    STAGE_PANEL,
+    STAGE_READ_REFERENCE,
+    STAGE_READ_XENIUM,
+    STAGE_TRANSCRIPTS,
+)
+from ..validators import CellamaInputError
+
+LOW_COLOR = QColor(255, 170, 60, 90)
+
+
+@dataclass
+class LoadResult:
+    """What one load produced (handed from the worker to the GUI thread)."""
+
+    query: object
+    reference: object
+    label_key: str
+    panel: object
+    coverage: pd.DataFrame
+    top_k: int
+    xenium_root: Path
+    reference_path: Path
+    layer_data: list  # layer-data tuples to add (empty when the run's layers were open)
+
+
+# --------------------------------------------------------------------------- worker jobs (no Qt)
+
+
+def read_obs_columns(path: str) -> list[str]:
+    """Label-column candidates of an ``.h5ad``, reading only its ``obs``."""
+    import h5py
+    from anndata.io import read_elem
+
+    from ..core.coverage import label_columns
+    from ..validators import check_file
+
+    p = check_file(path, "reference", suffixes=(".h5ad",))
+    try:
+        with h5py.File(p, "r") as f:
+            obs = read_elem(f["obs"])
+    except Exception as err:  # noqa: BLE001
+        raise CellamaInputError(
+            f"reference {p} could not be read as .h5ad ({type(err).__name__}: {err})"
+        ) from None
+    cols = label_columns(obs)
+    if not cols:
+        raise CellamaInputError(
+            f"reference {p.name} has no categorical column in obs to use as cell-type labels"
+        )
+    return cols
+
+
+def load_job(xenium_path, cells_features, reference_path, label_key, top_k, n_markers):
+    """Generator run in a worker thread; yields ``(stage, done, total)``, returns LoadResult.
+
+    ``xenium_path``: the run. ``cells_features``: the features of its cells layer when that
+    layer is already open (then only the table is read and no layer is made), else None.
+    """
+    from ..core.coverage import iter_marker_coverage
+    from ..core.panel import shared_panel
+    from ..io import read_reference, read_xenium_table
+    from ..io.xenium import xenium_root
+    from ..io.xenium_run import iter_open_xenium_run
+    from ..layers import xenium_layer_data
+    from ..validators import check_label_key
+
+    root = xenium_root(xenium_path)
+    if root is None:
+        raise CellamaInputError(
+            f"{xenium_path} is not a Xenium output folder (no experiment.xenium)"
+        )
+    layer_data: list = []
+    if cells_features is None:
+        run = yield from iter_open_xenium_run(root)
+        layer_data = xenium_layer_data(run)
+        query = run.table
+    else:
+        yield (STAGE_READ_XENIUM, 0, 1)
+        query = read_xenium_table(root)
+        label_of = pd.Series(
+            cells_features["index"].to_numpy(np.int64),
+            index=cells_features[CELL_ID].astype(str).to_numpy(),
+        )
+        query.obs[LABEL_ID] = (
+            label_of.reindex(query.obs_names.astype(str)).fillna(0).astype(np.int64).to_numpy()
+        )
+        yield (STAGE_READ_XENIUM, 1, 1)
+    yield (STAGE_READ_REFERENCE, 0, 1)
+    reference = read_reference(reference_path)
+    check_label_key(reference, label_key)
+    yield (STAGE_READ_REFERENCE, 1, 1)
+    yield (STAGE_PANEL, 0, 1)
+    _, _, report = shared_panel(query, reference, top_k)
+    yield (STAGE_PANEL, 1, 1)
+    coverage = yield from iter_marker_coverage(reference, label_key, report.shared_genes, n_markers)
+    return LoadResult(
+        query=query,
+        reference=reference,
+        label_key=label_key,
+        panel=report,
+        coverage=coverage,
+        top_k=top_k,
+        xenium_root=root,
+        reference_path=Path(reference_path),
+        layer_data=layer_data,
+    )
+
+
+def transcripts_job(root, genes, max_points):
+    from ..io.xenium_run import read_transcripts
+    from ..layers import transcripts_layer_data
+
+    yield (STAGE_TRANSCRIPTS, 0, 1)
+    sample = read_transcripts(root, genes, max_points=max_points)
+    yield (STAGE_TRANSCRIPTS, 1, 1)
+    return transcripts_layer_data(sample, root=root)
+
+
+def demo_job():
+    from ..datasets import iter_make_demo
+
+    demo = yield from iter_make_demo()
+    return demo
+
+
+# --------------------------------------------------------------------------- widget
+
+
+class LoadWidget(QWidget):
+    """Choose a Xenium run and a reference; check the panel before any embedding."""
+
+    loaded = Signal(object)
+    """Emitted with the viewer's :class:`CellamaSession` after a successful load."""
+    columns_ready = Signal(list)
+    """Emitted with the label-column candidates of the chosen reference."""
+    transcripts_added = Signal(object)
+    """Emitted with the added transcripts Points layer."""
+    failed = Signal(str)
+    """Emitted with the error message when a step fails (also shown as a notification)."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self._workers: list = []
+        self._pending_label: str | None = None
+        self.last_error: str | None = None
+
+        layout = QVBoxLayout(self)
+
+        # --- Xenium run
+        run_box = QGroupBox("Xenium run")
+        run_form = QVBoxLayout(run_box)
+        self.source_folder = QRadioButton("Folder")
+        self.source_layers = QRadioButton("Layers already open")
+        self._source_group = QButtonGroup(self)
+        self._source_group.addButton(self.source_folder)
+        self._source_group.addButton(self.source_layers)
+        self.source_folder.setChecked(True)
+        row = QHBoxLayout()
+        row.addWidget(self.source_folder)
+        self.xenium_edit = QLineEdit()
+        self.xenium_edit.setPlaceholderText("Xenium output folder (with experiment.xenium)")
+        row.addWidget(self.xenium_edit, 1)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_xenium)
+        row.addWidget(browse)
+        run_form.addLayout(row)
+        row = QHBoxLayout()
+        row.addWidget(self.source_layers)
+        self.cells_combo = QComboBox()
+        self.cells_combo.setToolTip("cells layer of a Xenium run opened with napari-cellama")
+        row.addWidget(self.cells_combo, 1)
+        run_form.addLayout(row)
+        self.demo_button = QPushButton("Use demo data (Xenium run + reference)")
+        self.demo_button.clicked.connect(self.use_demo)
+        run_form.addWidget(self.demo_button)
+        layout.addWidget(run_box)
+
+        # --- reference
+        ref_box = QGroupBox("Reference (labelled scRNA .h5ad)")
+        ref_form = QFormLayout(ref_box)
+        row = QHBoxLayout()
+        self.reference_edit = QLineEdit()
+        self.reference_edit.setPlaceholderText("reference .h5ad")
+        self.reference_edit.editingFinished.connect(
+            lambda: self.set_reference_path(self.reference_edit.text())
+        )
+        row.addWidget(self.reference_edit, 1)
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse_reference)
+        row.addWidget(browse)
+        ref_form.addRow("File", row)
+        self.label_combo = QComboBox()
+        self.label_combo.setToolTip(
+            "obs column with the cell types (categorical-like columns only)"
+        )
+        ref_form.addRow("Label column", self.label_combo)
+        self.top_k_spin = QSpinBox()
+        self.top_k_spin.setRange(1, 500)
+        self.top_k_spin.setValue(DEFAULT_TOP_K)
+        self.top_k_spin.setToolTip(
+            "genes per cell sentence; cells with fewer detected shared genes are counted"
+        )
+        ref_form.addRow("Top-k genes", self.top_k_spin)
+        self.markers_spin = QSpinBox()
+        self.markers_spin.setRange(1, 200)
+        self.markers_spin.setValue(DEFAULT_COVERAGE_MARKERS)
+        self.markers_spin.setToolTip(
+            "top marker genes per reference type checked against the panel"
+        )
+        ref_form.addRow("Markers per type", self.markers_spin)
+        layout.addWidget(ref_box)
+
+        # --- run
+        self.load_button = QPushButton("Load and check panel")
+        self.load_button.clicked.connect(self.load)
+        layout.addWidget(self.load_button)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("idle")
+        self.progress_bar.setTextVisible(True)
+        layout.addWidget(self.progress_bar)
+
+        # --- report
+        self.summary_label = QLabel("Choose a Xenium run and a reference, then load.")
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextFormat(Qt.RichText)
+        self.summary_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        layout.addWidget(self.summary_label)
+        self.coverage_table = QTableWidget(0, 4)
+        self.coverage_table.setHorizontalHeaderLabels(
+            ["Cell type", "Cells", "Markers in panel", "Coverage"]
+        )
+        self.coverage_table.verticalHeader().setVisible(False)
+        self.coverage_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.coverage_table.setSelectionMode(QAbstractItemView.NoSelection)
+        header = self.coverage_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        for i in (1, 2, 3):
+            header.setSectionResizeMode(i, QHeaderView.ResizeToContents)
+        self.coverage_table.setMinimumHeight(160)
+        layout.addWidget(self.coverage_table, 1)
+
+        # --- transcripts
+        tx_box = QGroupBox("Transcripts")
+        tx_layout = QVBoxLayout(tx_box)
+        self.gene_filter = QLineEdit()
+        self.gene_filter.setPlaceholderText("filter genes (load a run first)")
+        self.gene_filter.textChanged.connect(self._filter_genes)
+        tx_layout.addWidget(self.gene_filter)
+        self.gene_list = QListWidget()
+        self.gene_list.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.gene_list.setMaximumHeight(120)
+        tx_layout.addWidget(self.gene_list)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("At most"))
+        self.max_points_spin = QSpinBox()
+        self.max_points_spin.setRange(1_000, 10_000_000)
+        self.max_points_spin.setSingleStep(50_000)
+        self.max_points_spin.setValue(DEFAULT_MAX_TRANSCRIPTS)
+        self.max_points_spin.setToolTip(
+            "above this, a uniform random subset of the transcripts is shown"
+        )
+        self.max_points_spin.setMinimumWidth(140)
+        row.addWidget(self.max_points_spin)
+        row.addWidget(QLabel("points"))
+        self.transcripts_button = QPushButton("Show transcripts")
+        self.transcripts_button.clicked.connect(lambda: self.show_transcripts())
+        row.addWidget(self.transcripts_button)
+        tx_layout.addLayout(row)
+        self.transcripts_label = QLabel("")
+        self.transcripts_label.setWordWrap(True)
+        tx_layout.addWidget(self.transcripts_label)
+        layout.addWidget(tx_box)
+
+        self.setMinimumWidth(380)
+        self.viewer.layers.events.inserted.connect(self._refresh_cells_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_cells_layers)
+        self._refresh_cells_layers()
+
+    # ------------------------------------------------------------------ public API
+
+    def set_xenium_path(self, path: str | Path) -> None:
+        self.xenium_edit.setText(str(path))
+        self.source_folder.setChecked(True)
+
+    def use_open_layers(self, layer_name: str | None = None) -> None:
+        """Use the layers of a run already open (its cells layer; default: the first one)."""
+        self._refresh_cells_layers()
+        if layer_name is not None:
+            idx = self.cells_combo.findText(layer_name)
+            if idx < 0:
+                raise ValueError(f"no cells layer named {layer_name!r}")
+            self.cells_combo.setCurrentIndex(idx)
+        self.source_layers.setChecked(True)
+
+    def set_reference_path(
+        self, path: str | Path, label_column: str | None = None, _chained: bool = False
+    ):
+        """Choose the reference; its label columns are read off the GUI thread."""
+        path = str(path).strip()
+        if self.reference_edit.text() != path:
+            self.reference_edit.setText(path)
+        self._pending_label = label_column
+        self.label_combo.clear()
+        if not path:
+            return None
+        return self._start(
+            read_obs_columns, (path,), self._on_columns, "reading reference columns", _chained
+        )
+
+    def set_label_column(self, name: str) -> None:
+        idx = self.label_combo.findText(name)
+        if idx < 0:
+            raise ValueError(f"{name!r} is not a label column of the reference")
+        self.label_combo.setCurrentIndex(idx)
+
+    def use_demo(self):
+        """Build (first time) and select the demo run and its reference."""
+        return self._start(demo_job, (), self._on_demo, "preparing demo data")
+
+    def load(self):
+        """Start loading with the current choices; returns the worker (None on bad input)."""
+        try:
+            args = self._load_arguments()
+        except CellamaInputError as err:
+            self._report_error(str(err))
+            return None
+        return self._start(load_job, args, self._on_loaded, "loading")
+
+    def show_transcripts(self, genes=None):
+        """Add the transcripts of ``genes`` (default: the selected genes) as points."""
+        from ..session import get_session
+
+        session = get_session(self.viewer)
+        if genes is None:
+            genes = [item.text() for item in self.gene_list.selectedItems()]
+        root = session.xenium_root
+        if root is None:
+            self._report_error("load a Xenium run first (Load and check panel)")
+            return None
+        if not genes:
+            self._report_error("select one or more genes in the list to show their transcripts")
+            return None
+        return self._start(
+            transcripts_job,
+            (root, list(genes), int(self.max_points_spin.value())),
+            self._on_transcripts,
+            "reading transcripts",
+        )
+
+    # ------------------------------------------------------------------ internals
+
+    def _cells_layers(self) -> list:
+        from ..layers import find_layers
+
+        return find_layers(self.viewer.layers, KIND_CELLS)
+
+    def _refresh_cells_layers(self, *_):
+        current = self.cells_combo.currentText()
+        names = [layer.name for layer in self._cells_layers()]
+        self.cells_combo.blockSignals(True)
+        self.cells_combo.clear()
+        self.cells_combo.addItems(names)
+        if current in names:
+            self.cells_combo.setCurrentIndex(names.index(current))
+        self.cells_combo.blockSignals(False)
+        self.source_layers.setEnabled(bool(names))
+        if not names and self.source_layers.isChecked():
+            self.source_folder.setChecked(True)
+        elif names and not self.xenium_edit.text().strip():
+            self.source_layers.setChecked(True)  # a run was opened (e.g. dropped): use its layers
+
+    def _load_arguments(self) -> tuple:
+        from ..io.xenium import xenium_root
+        from ..layers import find_layers, layer_info
+
+        cells_features = None
+        if self.source_layers.isChecked():
+            name = self.cells_combo.currentText()
+            if not name or name not in self.viewer.layers:
+                raise CellamaInputError(
+                    "no open Xenium cells layer; open a Xenium folder first or choose a folder"
+                )
+            layer = self.viewer.layers[name]
+            xenium_path = layer_info(layer).get("xenium_root")
+            cells_features = layer.features[["index", CELL_ID]].copy()
+        else:
+            xenium_path = self.xenium_edit.text().strip()
+            if not xenium_path:
+                raise CellamaInputError(
+                    "choose a Xenium output folder (or use the layers already open)"
+                )
+            root = xenium_root(xenium_path)
+            if root is None:
+                raise CellamaInputError(
+                    f"{xenium_path} is not a Xenium output folder (no experiment.xenium)"
+                )
+            open_cells = find_layers(self.viewer.layers, KIND_CELLS, root)
+            if open_cells:  # its layers are open already: do not add them twice
+                cells_features = open_cells[0].features[["index", CELL_ID]].copy()
+        reference = self.reference_edit.text().strip()
+        if not reference:
+            raise CellamaInputError("choose a reference .h5ad")
+        label_key = self.label_combo.currentText()
+        if not label_key:
+            raise CellamaInputError(
+                "choose the reference's label column (wait until its columns are listed)"
+            )
+        return (
+            xenium_path,
+            cells_features,
+            reference,
+            label_key,
+            int(self.top_k_spin.value()),
+            int(self.markers_spin.value()),
+        )
+
+    @property
+    def busy(self) -> bool:
+        """True while a step runs in a worker thread."""
+        return bool(self._workers)
+
+    def _start(self, job, args, on_done, what: str, chained: bool = False):
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        if self._workers and not chained:
+            self._report_error("another step is still running; wait for it to finish")
+            return None
+        self._set_busy(True, what)
+        pbar = progress(total=0, desc=f"napari-cellama: {what}")
+        # errors are ours to report (a notification); do not re-raise them in the event loop
+        worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True)
+        if hasattr(worker, "yielded"):
+            worker.yielded.connect(lambda value: self._on_progress(value, pbar))
+        worker.returned.connect(on_done)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(lambda: self._on_finished(worker, pbar))
+        self._workers.append(worker)
+        worker.start()
+        return worker
+
+    def _set_busy(self, busy: bool, what: str = "") -> None:
+        for w in (self.load_button, self.demo_button, self.transcripts_button):
+            w.setEnabled(not busy)
+        if busy:
+            self.progress_bar.setRange(0, 0)
+            self.progress_bar.setFormat(what)
+
+    def _on_progress(self, value, pbar) -> None:
+        stage, done, total = value
+        self.progress_bar.setRange(0, max(int(total), 1))
+        self.progress_bar.setValue(int(done))
+        self.progress_bar.setFormat(f"{stage}: {done}/{total}")
+        pbar.set_description(f"napari-cellama: {stage}")
+        pbar.total = int(total)
+        pbar.n = int(done)
+        pbar.refresh()
+
+    def _on_finished(self, worker, pbar) -> None:
+        pbar.close()
+        if worker in self._workers:
+            self._workers.remove(worker)
+        if self._workers:
+            return
+        self._set_busy(False)
+        if self.progress_bar.maximum() == 0:
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+            self.progress_bar.setFormat("idle")
+
+    def _on_error(self, err: Exception) -> None:
+        if isinstance(err, CellamaInputError):
+            message = str(err)
+        else:
+            message = f"{type(err).__name__}: {err}"
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("failed")
+        self._report_error(message)
+
+    def _report_error(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.last_error = message
+        show_error(f"napari-cellama: {message}")
+        self.failed.emit(message)
+
+    def _on_columns(self, columns: list) -> None:
+        self.label_combo.clear()
+        self.label_combo.addItems(columns)
+        preferred = [c for c in (self._pending_label, "cell_type", "celltype", "cell_types") if c]
+        for name in preferred:
+            if name in columns:
+                self.label_combo.setCurrentIndex(columns.index(name))
+                break
+        self._pending_label = None
+        self.columns_ready.emit(list(columns))
+
+    def _on_demo(self, demo) -> None:
+        self.set_xenium_path(demo.xenium_dir)
+        self.set_reference_path(demo.reference_h5ad, "cell_type", _chained=True)
+
+    def _on_loaded(self, result: LoadResult) -> None:
+        import napari
+
+        from ..layers import find_layers
+        from ..session import get_session
+
+        for data, kwargs, kind in result.layer_data:
+            self.viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
+        root = result.xenium_root
+        names = {}
+        for key, kind in (
+            ("cells", KIND_CELLS),
+            ("centroids", KIND_CENTROIDS),
+            ("image", KIND_IMAGE),
+        ):
+            found = find_layers(self.viewer.layers, kind, root)
+            if found:
+                names[key] = found[0].name
+        session = get_session(self.viewer)
+        session.update(
+            "loaded",
+            query=result.query,
+            reference=result.reference,
+            label_key=result.label_key,
+            panel=result.panel,
+            coverage=result.coverage,
+            top_k=result.top_k,
+            xenium_root=root,
+            reference_path=result.reference_path,
+            layer_names=names,
+        )
+        self._show_report(result)
+        self._fill_genes([str(g) for g in result.query.var_names])
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        self.progress_bar.setFormat("loaded")
+        self.loaded.emit(session)
+
+    def _show_report(self, r: LoadResult) -> None:
+        p = r.panel
+        n_types = len(r.coverage)
+        low = r.coverage[r.coverage["low_coverage"]]
+        pct_cells = 100.0 * p.n_query_cells_below_top_k / max(p.n_query_cells, 1)
+        lines = [
+            (
+                f"<b>Xenium run</b> {html.escape(r.xenium_root.name)}: "
+                f"{p.n_query_cells:,} cells, panel of {p.n_query_genes:,} genes"
+            ),
+            (
+                f"<b>Reference</b> {html.escape(r.reference_path.name)}: "
+                f"{r.reference.n_obs:,} cells, {p.n_reference_genes:,} genes; "
+                f"{n_types} types in <i>{html.escape(r.label_key)}</i>"
+            ),
+            (
+                f"<b>Shared genes</b>: {p.n_shared:,}, carrying "
+                f"{p.reference_fraction_shared:.1%} of the reference's counts and "
+                f"{p.query_fraction_shared:.1%} of the run's"
+            ),
+            (
+                f"<b>Cells with fewer than {p.top_k} detected shared genes</b>: "
+                f"{p.n_query_cells_below_top_k:,} of {p.n_query_cells:,} ({pct_cells:.1f}%)"
+            ),
+        ]
+        if p.query_duplicates or p.reference_duplicates:
+            lines.append(
+                f"duplicate symbols summed: run {len(p.query_duplicates)}, "
+                f"reference {len(p.reference_duplicates)}"
+            )
+        n_markers = int(self.markers_spin.value())
+        if len(low):
+            names = ", ".join(html.escape(str(t)) for t in low["cell_type"])
+            lines.append(
+                f"<span style='color:#e69500'><b>Low marker coverage</b> (under "
+                f"{LOW_MARKER_COVERAGE:.0%} of the top {n_markers} markers in the panel): "
+                f"{names}</span>"
+            )
+        else:
+            lines.append(
+                f"Every type has at least {LOW_MARKER_COVERAGE:.0%} of its top {n_markers} markers "
+                "in the panel."
+            )
+        self.summary_label.setText("<br>".join(lines))
+        table = self.coverage_table
+        table.setRowCount(len(r.coverage))
+        for i, row in enumerate(r.coverage.itertuples(index=False)):
+            frac = row.fraction
+            cov_text = "n/a (too few cells)" if not np.isfinite(frac) else f"{frac:.0%}"
+            if row.low_coverage:
+                cov_text += "  low"
+            items = [
+                QTableWidgetItem(str(row.cell_type)),
+                QTableWidgetItem(f"{row.n_cells:,}"),
+                QTableWidgetItem(f"{row.n_in_panel} / {row.n_markers}"),
+                QTableWidgetItem(cov_text),
+            ]
+            tip = (
+                "in panel: "
+                + (", ".join(row.markers_in_panel) or "none")
+                + "\nmissing: "
+                + (", ".join(row.markers_missing) or "none")
+            )
+            for j, item in enumerate(items):
+                item.setToolTip(tip)
+                if j:
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                if row.low_coverage:
+                    item.setBackground(LOW_COLOR)
+                table.setItem(i, j, item)
+
+    def _fill_genes(self, genes: list[str]) -> None:
+        self.gene_list.clear()
+        self.gene_list.addItems(sorted(genes, key=str.upper))
+        self.gene_filter.setPlaceholderText(f"filter {len(genes)} genes")
+        self._filter_genes(self.gene_filter.text())
+
+    def _filter_genes(self, text: str) -> None:
+        text = text.strip().upper()
+        for i in range(self.gene_list.count()):
+            item = self.gene_list.item(i)
+            item.setHidden(bool(text) and text not in item.text().upper())
+
+    def _on_transcripts(self, layer_data) -> None:
+        import napari
+
+        data, kwargs, kind = layer_data
+        layer = self.viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
+        info = kwargs["metadata"]["cellama"]
+        per_gene = ", ".join(f"{g} {n:,}" for g, n in info["per_gene_total"].items())
+        if info["n_shown"] < info["n_total"]:
+            text = (
+                f"showing {info['n_shown']:,} of {info['n_total']:,} transcripts (uniform "
+                f"random subset above {int(self.max_points_spin.value()):,}); "
+                f"per gene: {per_gene}"
+            )
+        else:
+            text = f"showing all {info['n_total']:,} transcripts; per gene: {per_gene}"
+        self.transcripts_label.setText(text)
+        self.transcripts_added.emit(layer)
+
+    def _browse_xenium(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Xenium output folder")
+        if path:
+            self.set_xenium_path(path)
+
+    def _browse_reference(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Reference", "", "AnnData (*.h5ad)")
+        if path:
+            self.set_reference_path(path)

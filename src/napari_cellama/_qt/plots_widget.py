@@ -1,0 +1,239 @@
+"""Dock widget "Plots": matplotlib views of the current annotation.
+
+* **UMAP** of query and reference embeddings (computed once per result off the GUI thread,
+  :func:`napari_cellama.core.summaries.iter_embedding_map`), coloured by type or by dataset;
+  clicking a query point selects that cell on the tissue (through the transfer widget's
+  ``select_cells`` kept in the session).
+* **Composition**: cells per type, with the types' legend colours.
+* **Contingency**: share of each transferred type in the values of another categorical
+  column (a query ``obs`` column, or the Xenium run's own graph clusters from ``analysis/``).
+
+Switching views or colourings only redraws; nothing is recomputed but the UMAP, once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from .._constants import CELL_TYPE
+from ._runner import JobRunner
+
+VIEWS = ("UMAP", "composition", "contingency")
+XENIUM_CLUSTERS = "Xenium graph clusters"
+
+
+class PlotsWidget(QWidget):
+    """Plots of the session's annotation (see the module docstring)."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        from ..session import get_session
+
+        self.viewer = napari_viewer
+        self.session = get_session(napari_viewer)
+        self.annotation = None
+        self.result = None
+        self.map: pd.DataFrame | None = None
+        self._map_for = None
+
+        self.view_combo = QComboBox()
+        self.view_combo.addItems(list(VIEWS))
+        self.view_combo.currentTextChanged.connect(lambda _t: self.draw())
+        self.color_combo = QComboBox()
+        self.color_combo.addItems(["type", "dataset"])
+        self.color_combo.currentTextChanged.connect(lambda _t: self.draw())
+        self.other_combo = QComboBox()
+        self.other_combo.currentTextChanged.connect(lambda _t: self.draw())
+        self.umap_button = QPushButton("Compute UMAP")
+        self.umap_button.clicked.connect(lambda: self.compute_map())
+        self.runner = JobRunner(self)
+        self.info = QLabel("Run a transfer to see plots.")
+        self.info.setWordWrap(True)
+        self.figure = Figure(figsize=(4, 4), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(320)
+        self.canvas.mpl_connect("pick_event", self._on_pick)
+
+        row = QHBoxLayout()
+        row.addWidget(self.view_combo)
+        row.addWidget(QLabel("colour"))
+        row.addWidget(self.color_combo)
+        row2 = QHBoxLayout()
+        row2.addWidget(QLabel("compare with"))
+        row2.addWidget(self.other_combo, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addLayout(row2)
+        layout.addWidget(self.umap_button)
+        layout.addWidget(self.runner.widget)
+        layout.addWidget(self.info)
+        layout.addWidget(self.canvas, 1)
+        self.session.changed.connect(self._on_session)
+        self._on_session("transfer")
+
+    # ------------------------------------------------------------------ data
+    def _on_session(self, what: str) -> None:
+        if what != "transfer":
+            return
+        info = self.session.results.get("transfer")
+        if not info:
+            return
+        if self.annotation is not None:
+            self.annotation.disconnect(self._on_annotation)
+        self.annotation = info["annotation"]
+        self.result = info["result"]
+        self.annotation.connect(self._on_annotation)
+        self.map = None
+        self._fill_other_columns()
+        self.info.setText(f"{self.annotation.n_cells:,} cells. Click a point in the UMAP to select its cell.")
+        self.draw()
+
+    def _on_annotation(self, what: str) -> None:
+        if what in ("threshold", "edit", "undo", "redo", "colors", "types"):
+            self.draw()
+
+    def other_columns(self) -> dict:
+        """``{name: Series by cell_id}`` of categorical columns to compare with."""
+        from ..core.summaries import categorical_columns
+        from ..io.xenium import read_xenium_clusters
+
+        out = {}
+        root = self.session.xenium_root
+        if root is not None:
+            clusters = read_xenium_clusters(root)
+            if clusters is not None:
+                out[XENIUM_CLUSTERS] = clusters
+        q = self.session.query
+        if q is not None:
+            for col in categorical_columns(q.obs):
+                out[col] = q.obs[col].astype(str)
+        if self.annotation is not None and self.annotation.niche_cluster is not None:
+            out["niche_cluster"] = self.annotation.niche_cluster.astype(str)
+        return out
+
+    def _fill_other_columns(self) -> None:
+        self._others = self.other_columns()
+        self.other_combo.blockSignals(True)
+        self.other_combo.clear()
+        self.other_combo.addItems(list(self._others))
+        self.other_combo.blockSignals(False)
+
+    def compute_map(self, sync: bool = False):
+        """Compute the UMAP of the current result's embeddings (once per result)."""
+        from ..core.summaries import iter_embedding_map
+
+        r = self.result
+        if r is None or r.query_embeddings is None:
+            self.runner._fail("no embeddings: run a transfer first")
+            return None
+        args = (r.query_embeddings, r.reference_embeddings)
+        if sync:
+            return self.runner.run_sync(iter_embedding_map, *args, on_done=self._on_map)
+        return self.runner.start(iter_embedding_map, *args, on_done=self._on_map, what="UMAP")
+
+    def _on_map(self, df: pd.DataFrame) -> None:
+        self.map = df
+        self._map_for = self.result
+        self.view_combo.setCurrentText("UMAP")
+        self.draw()
+
+    # ------------------------------------------------------------------ drawing
+    def draw(self) -> None:
+        self.figure.clear()
+        ax = self.figure.add_subplot(111)
+        view = self.view_combo.currentText()
+        if self.annotation is None:
+            ax.text(0.5, 0.5, "no annotation yet", ha="center", va="center")
+            ax.set_axis_off()
+        elif view == "UMAP":
+            self._draw_umap(ax)
+        elif view == "composition":
+            self._draw_composition(ax)
+        else:
+            self._draw_contingency(ax)
+        self.canvas.draw_idle()
+
+    def _draw_umap(self, ax) -> None:
+        if self.map is None or self._map_for is not self.result:
+            ax.text(0.5, 0.5, "press “Compute UMAP”", ha="center", va="center")
+            ax.set_axis_off()
+            return
+        m = self.map
+        ann = self.annotation
+        by_type = self.color_combo.currentText() == "type"
+        q = m[m["dataset"] == "query"]
+        r = m[m["dataset"] == "reference"]
+        if by_type:
+            q_types = ann.cell_type.to_numpy()[q["row"].to_numpy()]
+            q_col = np.array([ann.color_of(t) for t in q_types]) if len(q) else np.zeros((0, 4))
+            if len(r) and self.result.reference_labels is not None:
+                r_types = np.asarray(self.result.reference_labels)[r["row"].to_numpy()]
+                r_col = np.array([ann.color_of(t) if t in ann.categories else (0.5, 0.5, 0.5, 1) for t in r_types])
+                ax.scatter(r["x"], r["y"], s=6, c=r_col, marker="x", linewidths=0.5, label="reference")
+        else:
+            q_col = "tab:blue"
+            if len(r):
+                ax.scatter(r["x"], r["y"], s=6, c="tab:orange", marker="x", linewidths=0.5, label="reference")
+        self._query_points = q
+        ax.scatter(q["x"], q["y"], s=4, c=q_col, picker=True, pickradius=4, label="query (Xenium)")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title("UMAP: query (dots), reference (x)", fontsize=9)
+        if not by_type:
+            ax.legend(loc="best", fontsize=7, markerscale=2)
+
+    def _draw_composition(self, ax) -> None:
+        ann = self.annotation
+        counts = ann.counts().sort_values()
+        colors = [ann.color_of(t) for t in counts.index]
+        ax.barh(counts.index.astype(str), counts.to_numpy(), color=colors)
+        ax.set_xlabel("cells")
+        ax.set_title("cell-type composition")
+        ax.tick_params(axis="y", labelsize=7)
+
+    def _draw_contingency(self, ax) -> None:
+        from ..core.summaries import contingency
+
+        name = self.other_combo.currentText()
+        other = getattr(self, "_others", {}).get(name)
+        if other is None:
+            ax.text(0.5, 0.5, "no other categorical column", ha="center", va="center")
+            ax.set_axis_off()
+            return
+        table = contingency(self.annotation.cell_type, other)
+        cols = sorted(table.columns, key=lambda c: (len(c), c))
+        table = table[cols]
+        im = ax.imshow(table.to_numpy(), aspect="auto", cmap="Blues", vmin=0, vmax=1)
+        ax.set_yticks(range(len(table.index)), table.index, fontsize=7)
+        ax.set_xticks(range(len(cols)), cols, fontsize=6, rotation=90)
+        ax.set_xlabel(name)
+        ax.set_title(f"{CELL_TYPE} vs {name} (row share)")
+        self.figure.colorbar(im, ax=ax, fraction=0.04)
+
+    def contingency_table(self, name: str) -> pd.DataFrame:
+        from ..core.summaries import contingency
+
+        return contingency(self.annotation.cell_type, self.other_columns()[name])
+
+    # ------------------------------------------------------------------ picking
+    def _on_pick(self, event) -> None:
+        if getattr(event, "ind", None) is None or not len(event.ind):
+            return
+        self.select_point(int(event.ind[0]))
+
+    def select_point(self, i: int) -> str | None:
+        """Select on the tissue the query cell of the ``i``-th UMAP query point."""
+        q = getattr(self, "_query_points", None)
+        if q is None or i >= len(q):
+            return None
+        cell = str(self.annotation.cell_ids[int(q["row"].iloc[i])])
+        select = (self.session.results.get("transfer") or {}).get("select_cells")
+        if select is not None:
+            select([cell])
+        self.info.setText(f"selected {cell} ({self.annotation.cell_type.iloc[int(q['row'].iloc[i])]})")
+        return cell

@@ -1,0 +1,198 @@
+"""Fast embedding mode: ONNX Runtime with dynamic int8 MatMul weights.
+
+The sentence-transformers pipeline (transformer, pooling, normalisation) is
+exported once to ONNX with ``torch.onnx`` from the *local* model folder (no
+download), and every MatMul whose second input is a weight matrix is quantised
+to int8, one scale per output channel (``onnxruntime.quantization.quantize_dynamic``,
+``per_channel=True``). Activations are quantised on the fly (dynamic, uint8, one
+scale per tensor), so nothing is calibrated. Attention score products,
+softmax, LayerNorm, GELU, pooling and the final normalisation stay float32;
+quantising them as well loses too much (see docs/performance.md).
+
+The exported and quantised models are cached on disk under
+``<cache_root()>/onnx-models/<model fingerprint>/`` (written atomically), so
+the export (~10 s) happens once per model and machine. The tokenizer is the
+model's own fast tokenizer (``tokenizers``), saved next to the ONNX file with
+its truncation at the model's ``max_seq_length``.
+
+Measured on this project's 2-core CPU (``benchmarks/bench_pipeline.py --stages modes``):
+about 2-3x the sentences per second of the float32 sentence-transformers path,
+cosine >= 0.98 to float32 per sentence; label agreement is measured in
+``tests/test_fast_mode.py`` and the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .._constants import CACHE_SUBDIR_ONNX
+from .cache import cache_root, model_fingerprint
+
+FAST_VARIANT = "int8-matmul-perchannel-v1"
+"""Identifies the quantisation recipe; part of the on-disk model cache and the embedding-cache key."""
+
+_OPSET = 17
+
+
+def onnx_cache_dir() -> Path:
+    """``<cache_root()>/onnx-models``."""
+    return cache_root() / CACHE_SUBDIR_ONNX
+
+
+def export_onnx(folder: str | os.PathLike, out: str | os.PathLike) -> dict:
+    """Export a sentence-transformers model folder to one float32 ONNX graph.
+
+    Inputs are the tokenizer's tensors (``input_ids``, ``attention_mask`` and, for
+    BERT-like models, ``token_type_ids``; batch and sequence dimensions dynamic);
+    the output ``sentence_embedding`` is what ``SentenceTransformer.encode`` returns.
+    Returns a description (input names, dimension, max sequence length).
+    """
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    # eager attention traces into plain MatMul/Softmax ops that every ONNX Runtime runs
+    st = SentenceTransformer(str(folder), device="cpu", local_files_only=True,
+                             model_kwargs={"attn_implementation": "eager"})
+    st.eval()
+    sample = st.preprocess(["Top genes are CD3E, IL7R, and LYZ.", "Top gene is A."])
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in sample]
+
+    class _Pipeline(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors):
+            features = dict(zip(names, tensors))
+            features["modality"] = "text"
+            return self.model(features)["sentence_embedding"]
+
+    args = tuple(sample[k] for k in names)
+    dynamic = {k: {0: "batch", 1: "sequence"} for k in names}
+    dynamic["sentence_embedding"] = {0: "batch"}
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Pipeline(st), args, str(out), input_names=names,
+                          output_names=["sentence_embedding"], dynamic_axes=dynamic,
+                          opset_version=_OPSET, dynamo=False, do_constant_folding=True)
+    tokenizer = st.tokenizer.backend_tokenizer
+    tokenizer.enable_truncation(max_length=int(st.max_seq_length))
+    pad_id = int(st.tokenizer.pad_token_id or 0)
+    tokenizer.enable_padding(pad_id=pad_id, pad_token=str(st.tokenizer.pad_token or "[PAD]"))
+    dim = st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension") else \
+        st.get_sentence_embedding_dimension()
+    return {"inputs": names, "dimension": int(dim), "max_seq_length": int(st.max_seq_length),
+            "tokenizer": tokenizer.to_str(), "torch": torch.__version__}
+
+
+def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Dynamic int8 quantisation of the weight MatMuls only, per output channel."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], per_channel=True,
+                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+
+
+_BUILD_LOCK = threading.Lock()
+
+
+def prepare_fast_model(folder: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                       fingerprint: str | None = None) -> Path:
+    """Folder with ``model.int8.onnx`` and ``export.json`` for a model, building it once.
+
+    Keyed by the model fingerprint (hash of the model's files) and :data:`FAST_VARIANT`;
+    files are built in a temporary folder and renamed into place, so concurrent
+    builders (processes, Dask workers) never see a half-written model.
+    """
+    fingerprint = fingerprint or model_fingerprint(folder)
+    base = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
+    target = base / f"{fingerprint}-{FAST_VARIANT}"
+    if (target / "export.json").exists():
+        return target
+    with _BUILD_LOCK:
+        if (target / "export.json").exists():
+            return target
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=base))
+        try:
+            info = export_onnx(folder, tmp / "model.fp32.onnx")
+            quantize_onnx(tmp / "model.fp32.onnx", tmp / "model.int8.onnx")
+            (tmp / "model.fp32.onnx").unlink()
+            info.update({"fingerprint": fingerprint, "variant": FAST_VARIANT, "source": str(folder)})
+            (tmp / "export.json").write_text(json.dumps(info))
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another process finished first: keep its copy
+                if not (target / "export.json").exists():
+                    raise
+        finally:
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except Exception:  # noqa: BLE001
+        n = None
+    return max(int(n or os.cpu_count() or 1), 1)
+
+
+class OnnxEncoder:
+    """Encode sentences with the quantised ONNX model of a sentence-transformers folder.
+
+    ``encode_batch(sentences)`` returns the ``(n, d)`` float32 embeddings of one batch.
+    """
+
+    def __init__(self, folder: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                 threads: int | None = None, fingerprint: str | None = None):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder)
+        self.fingerprint = fingerprint or model_fingerprint(folder)
+        self.path = prepare_fast_model(folder, cache_dir, self.fingerprint)
+        info = json.loads((self.path / "export.json").read_text())
+        self.inputs = list(info["inputs"])
+        self.dimension = int(info["dimension"])
+        self.max_seq_length = int(info["max_seq_length"])
+        self.tokenizer = Tokenizer.from_str(info["tokenizer"])
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or _physical_cores())
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(str(self.path / "model.int8.onnx"), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def tokenize(self, sentences: Sequence[str]) -> dict[str, np.ndarray]:
+        enc = self.tokenizer.encode_batch([s.strip() for s in sentences])
+        ids = np.array([e.ids for e in enc], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.inputs:
+            feeds["token_type_ids"] = np.array([e.type_ids for e in enc], dtype=np.int64)
+        return {k: feeds[k] for k in self.inputs}
+
+    def encode_batch(self, sentences: Sequence[str]) -> np.ndarray:
+        if len(sentences) == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        out = self.session.run(None, self.tokenize(sentences))[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+__all__ = ["FAST_VARIANT", "OnnxEncoder", "export_onnx", "onnx_cache_dir", "prepare_fast_model", "quantize_onnx"]

@@ -1,0 +1,575 @@
+"""Export per-cell results and restore an annotation session (Qt-free).
+
+Writers (each writes to a temporary sibling and renames it into place, and refuses any
+destination inside a Xenium output folder):
+
+* :func:`write_spatialdata` - a SpatialData zarr: the cells table (``obs`` columns,
+  embeddings in ``obsm['X_cellama']``, parameters / panel report / colours / edit
+  history in ``uns['cellama']``), the Xenium run's cell labels and boundaries (and,
+  optionally, its image), and the reference embeddings for the UMAP panel. Read it back
+  with :func:`load_session` (or ``spatialdata.read_zarr``).
+* :func:`write_h5ad` - the same cells table as an ``.h5ad``.
+* :func:`write_explorer_csv` - a Xenium Explorer cell-groups CSV.
+* :func:`write_cells_csv` - a plain per-cell CSV.
+
+``uns['cellama']`` holds JSON text (one string per entry): AnnData cannot store ``None``
+or keys such as ``CD4+/CD45RA+`` (a ``/`` is a path in zarr and HDF5), and cell-type
+names are arbitrary, so JSON keeps every value exact.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._constants import (
+    CELL_ID,
+    CELL_TYPE,
+    CONFIDENCE,
+    DISTANCE,
+    EXPLORER_COLOR,
+    EXPLORER_GROUP,
+    LABEL_ID,
+    NEAREST_REFERENCE,
+    NICHE_CLUSTER,
+    OBSM_EMBEDDING,
+    RUNNER_UP,
+    SENTENCE,
+    SOURCE,
+    SPATIALDATA_REFERENCE_TABLE,
+    SPATIALDATA_TABLE,
+    TRANSFERRED_TYPE,
+    UNS_KEY,
+)
+from ..core.annotation import Annotation, palette_color, to_hex
+from ..validators import CellamaInputError
+from .xenium import EXPERIMENT_FILE
+
+FORMAT_VERSION = 1
+RESULT_COLUMNS = (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, CONFIDENCE, DISTANCE, RUNNER_UP, NEAREST_REFERENCE,
+                  SENTENCE, NICHE_CLUSTER, LABEL_ID)
+"""Per-cell result columns (in this order) of every export."""
+
+XENIUM_INSTANCE_KEY = "cell_labels"
+"""Column of spatialdata-io's Xenium table holding each cell's id in the ``cell_labels`` raster."""
+
+
+# --------------------------------------------------------------------------- destinations
+def _resolved(path) -> Path:
+    p = Path(path).expanduser()
+    return p.parent.resolve() / p.name
+
+
+def xenium_folder_containing(path) -> Path | None:
+    """The Xenium output folder (has ``experiment.xenium``) that ``path`` is in or is, else None."""
+    p = _resolved(path)
+    for folder in (p, *p.parents):
+        if (folder / EXPERIMENT_FILE).is_file():
+            return folder
+    return None
+
+
+def check_destination(path, what: str = "output", *, sources=(), folder: bool = False,
+                      overwrite: bool = True) -> Path:
+    """Check an export destination before anything is computed; return it resolved.
+
+    Refuses a destination inside a Xenium output folder or inside / around any of
+    ``sources`` (the input paths), a missing parent folder, and, for folder outputs
+    (``folder=True``, a zarr), an existing path that is not a zarr store, or any
+    existing path when ``overwrite`` is False.
+    """
+    p = _resolved(path)
+    run = xenium_folder_containing(p)
+    if run is not None:
+        raise CellamaInputError(
+            f"{what} {p} is inside the Xenium input folder {run}; choose a location outside it"
+        )
+    for src in sources or ():
+        if src is None:
+            continue
+        s = _resolved(src)
+        if p == s or s in p.parents:
+            raise CellamaInputError(f"{what} {p} is inside the input {s}; choose another location")
+        if p in s.parents:
+            raise CellamaInputError(f"{what} {p} contains the input {s}; choose another location")
+    if not p.parent.is_dir():
+        raise CellamaInputError(f"folder {p.parent} for the {what} does not exist; create it first")
+    if folder:
+        if p.exists():
+            if not p.is_dir() or not _is_zarr_store(p):
+                raise CellamaInputError(
+                    f"{what} {p} already exists and is not a zarr store; choose a new name"
+                )
+            if not overwrite:
+                raise CellamaInputError(f"{what} {p} already exists; choose a new name or allow overwriting")
+    elif p.is_dir():
+        raise CellamaInputError(f"{what} {p} is a folder; give a file name")
+    return p
+
+
+def _is_zarr_store(p: Path) -> bool:
+    return any((p / f).exists() for f in ("zarr.json", ".zgroup", ".zattrs"))
+
+
+def _tmp_sibling(p: Path, suffix: str = "") -> Path:
+    return p.parent / f".{p.name}.tmp-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def _write_file_atomic(p: Path, write, suffix: str = "") -> None:
+    tmp = _tmp_sibling(p, suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_dir_atomic(p: Path, write) -> None:
+    tmp = _tmp_sibling(p, ".zarr")
+    old = None
+    try:
+        write(tmp)
+        if p.exists():
+            old = _tmp_sibling(p, ".old")
+            os.rename(p, old)
+        try:
+            os.rename(tmp, p)
+        except OSError:
+            if old is not None:
+                os.rename(old, p)
+                old = None
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- tables
+def _json(value) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def as_annotation(annotation, params: dict | None = None) -> Annotation:
+    """An :class:`Annotation` from an Annotation or a transfer table (threshold from ``params``)."""
+    if isinstance(annotation, Annotation):
+        return annotation
+    if isinstance(annotation, pd.DataFrame):
+        params = params or {}
+        return Annotation(annotation, min_confidence=params.get("min_confidence", 0.0) or 0.0,
+                          max_distance=params.get("max_distance"))
+    raise CellamaInputError("export needs an Annotation or the per-cell transfer table")
+
+
+def results_frame(annotation) -> pd.DataFrame:
+    """Per-cell results in export order (index: cell id), strings as plain ``str``."""
+    ann = as_annotation(annotation)
+    t = ann.table
+    cols = [c for c in RESULT_COLUMNS if c in t] + [c for c in t.columns if c not in RESULT_COLUMNS]
+    t = t[cols].copy()
+    for col in (TRANSFERRED_TYPE, RUNNER_UP, NEAREST_REFERENCE, SENTENCE):
+        if col in t:
+            t[col] = t[col].astype(object).where(t[col].notna(), "").astype(str)
+    return t
+
+
+def _align_rows(ids: pd.Index, other_index: pd.Index, what: str) -> np.ndarray:
+    pos = pd.Index(other_index.astype(str)).get_indexer(ids)
+    if (pos < 0).any():
+        missing = ids[pos < 0]
+        raise CellamaInputError(
+            f"{len(missing)} annotated cells are not in the {what} (e.g. {missing[0]!r}); "
+            "export with the query the transfer ran on"
+        )
+    return pos
+
+
+def _embeddings_for(ann: Annotation, result) -> np.ndarray | None:
+    if result is None or getattr(result, "query_embeddings", None) is None:
+        return None
+    emb = np.asarray(result.query_embeddings, dtype=np.float32)
+    index = pd.Index(result.table.index.astype(str))
+    if len(index) != len(emb):
+        raise CellamaInputError(f"{len(emb)} embeddings for {len(index)} cells in the transfer result")
+    return emb[_align_rows(ann.cell_ids, index, "transfer result")]
+
+
+def _uns(ann: Annotation, result=None, params=None, inputs=None) -> dict:
+    state = ann.state()
+    params = dict(params if params is not None else (getattr(result, "params", None) or {}))
+    params["min_confidence"] = ann.min_confidence
+    params["max_distance"] = ann.max_distance
+    panel = getattr(result, "panel", None)
+    from .. import __version__
+
+    session = {k: v for k, v in state.items() if k not in ("colors", "history")}
+    return {
+        "format_version": FORMAT_VERSION,
+        "software": f"napari-cellama {__version__}",
+        "params": _json(params),
+        "panel": _json(panel.to_dict() if hasattr(panel, "to_dict") else panel),
+        "colors": _json(state["colors"]),
+        "history": _json(state["history"]),
+        "session": _json(session),
+        "inputs": _json({k: str(v) for k, v in (inputs or {}).items() if v is not None}),
+    }
+
+
+def cells_anndata(annotation, result=None, *, query=None, params: dict | None = None,
+                  inputs: dict | None = None):
+    """The cells table as AnnData.
+
+    ``obs``: the query's own columns (when ``query`` is given) then the per-cell results;
+    ``X`` / ``var`` / ``obsm['spatial']`` from ``query``; ``obsm['X_cellama']`` the query
+    embeddings of ``result``; ``uns['cellama']`` parameters, panel report, colours,
+    edit history and session state as JSON text; ``uns['cell_type_colors']`` the colours
+    of ``obs['cell_type']``'s categories (scanpy's convention).
+    """
+    import anndata as ad
+
+    params = params if params is not None else getattr(result, "params", None)
+    ann = as_annotation(annotation, params)
+    res = results_frame(ann)
+    ids = ann.cell_ids
+    if query is not None:
+        pos = _align_rows(ids, query.obs_names, "query")
+        sub = query[pos]
+        obs = sub.obs.copy()
+        obs.index = ids
+        keep = [c for c in obs.columns if c not in res.columns]
+        obs = pd.concat([obs[keep], res], axis=1)
+        adata = ad.AnnData(X=sub.X, obs=obs, var=sub.var.copy())
+        for key, value in sub.obsm.items():
+            adata.obsm[key] = np.asarray(value)
+        if LABEL_ID not in res and XENIUM_INSTANCE_KEY in obs:
+            adata.obs[LABEL_ID] = obs[XENIUM_INSTANCE_KEY].to_numpy()
+    else:
+        adata = ad.AnnData(obs=res)
+    adata.obs.index.name = None
+    emb = _embeddings_for(ann, result)
+    if emb is not None:
+        adata.obsm[OBSM_EMBEDDING] = emb
+    adata.uns[UNS_KEY] = _uns(ann, result, params, inputs)
+    adata.uns[f"{CELL_TYPE}_colors"] = np.asarray([ann.hex_colors[c] for c in ann.categories], dtype=object)
+    return adata
+
+
+def reference_anndata(result):
+    """Reference embeddings (``obsm['X_cellama']``) and labels (``obs['cell_type']``) of a run."""
+    import anndata as ad
+
+    emb = getattr(result, "reference_embeddings", None)
+    labels = getattr(result, "reference_labels", None)
+    if emb is None or labels is None:
+        return None
+    labels = pd.Series(labels)
+    obs = pd.DataFrame({CELL_TYPE: pd.Categorical(labels.astype(str).to_numpy())},
+                       index=pd.Index(labels.index.astype(str)))
+    if not obs.index.is_unique:
+        obs.index = pd.Index([f"ref_{i}" for i in range(len(obs))])
+    adata = ad.AnnData(obs=obs)
+    adata.obsm[OBSM_EMBEDDING] = np.asarray(emb, dtype=np.float32)
+    return adata
+
+
+# --------------------------------------------------------------------------- writers
+def write_h5ad(path, annotation, result=None, *, query=None, params=None, inputs=None,
+               sources=()) -> Path:
+    """Write the cells table (see :func:`cells_anndata`) as ``.h5ad``; returns the path."""
+    p = check_destination(path, "h5ad file", sources=sources)
+    adata = cells_anndata(annotation, result, query=query, params=params, inputs=inputs)
+    _write_file_atomic(p, lambda tmp: adata.write_h5ad(tmp), suffix=".h5ad")
+    return p
+
+
+def explorer_groups(annotation, column: str = CELL_TYPE, colors: bool = True) -> pd.DataFrame:
+    """The Xenium Explorer cell-groups table: ``cell_id``, ``group`` (and ``color``, ``#rrggbb``).
+
+    ``column`` is ``cell_type`` (colours of the session) or another per-cell column such
+    as ``niche_cluster`` (palette colours in category order). Cells without a value are
+    left out (Xenium Explorer leaves them ungrouped).
+    """
+    ann = as_annotation(annotation)
+    t = ann.table
+    if column not in t:
+        raise CellamaInputError(f"no per-cell column {column!r} to export as cell groups")
+    values = t[column]
+    keep = values.notna().to_numpy()
+    groups = values[keep].astype(str)
+    out = pd.DataFrame({CELL_ID: t.index[keep].astype(str), EXPLORER_GROUP: groups.to_numpy()})
+    if colors:
+        if column == CELL_TYPE:
+            palette = ann.hex_colors
+        else:
+            cats = values.astype("category").cat.categories
+            palette = {str(c): to_hex(palette_color(i)) for i, c in enumerate(cats)}
+        out[EXPLORER_COLOR] = groups.map(palette).to_numpy()
+    return out
+
+
+def write_explorer_csv(path, annotation, *, column: str = CELL_TYPE, colors: bool = True,
+                       sources=()) -> Path:
+    """Write a Xenium Explorer cell-groups CSV.
+
+    Format (as 10x publishes ``*_cell_groups.csv`` and Xenium Explorer's Cell groups
+    import reads it): UTF-8, comma separated, a header line ``cell_id,group,color``,
+    one line per cell, ``color`` as ``#rrggbb`` (optional for Xenium Explorer; left out
+    with ``colors=False``), no index column, fields quoted only when they contain a
+    comma, quote or line break.
+    """
+    p = check_destination(path, "Xenium Explorer CSV", sources=sources)
+    df = explorer_groups(annotation, column, colors)
+    _write_file_atomic(p, lambda tmp: df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL,
+                                                lineterminator="\n", encoding="utf-8"))
+    return p
+
+
+def write_cells_csv(path, annotation, *, columns=None, sources=()) -> Path:
+    """Write every per-cell result (or ``columns``) as a CSV with a ``cell_id`` first column."""
+    p = check_destination(path, "cells CSV", sources=sources)
+    t = results_frame(annotation)
+    if columns is not None:
+        missing = [c for c in columns if c not in t]
+        if missing:
+            raise CellamaInputError(f"no per-cell column(s) {', '.join(map(repr, missing))} to export")
+        t = t[list(columns)]
+    t.index.name = CELL_ID
+    _write_file_atomic(p, lambda tmp: t.to_csv(tmp, float_format="%.6g", lineterminator="\n",
+                                               encoding="utf-8"))
+    return p
+
+
+def build_spatialdata(annotation, result=None, *, query=None, xenium=None, sdata=None,
+                      include_image: bool = False, include_reference: bool = True,
+                      params=None, inputs=None):
+    """A SpatialData holding the cells table and the Xenium run's labels / boundaries.
+
+    Elements come from ``sdata`` (an already read SpatialData) or are read from the
+    Xenium folder ``xenium`` (cell labels and cell boundaries; the morphology image
+    with ``include_image``). The table is then built on the run's own table (its counts
+    as ``X``, its obs) and annotates the ``cell_labels`` element (instance key
+    ``cell_labels``); ``query`` is not needed. Without either, the table stands alone
+    (``X`` from ``query`` if given).
+    """
+    from spatialdata import SpatialData
+    from spatialdata.models import TableModel
+
+    params = params if params is not None else getattr(result, "params", None)
+    ann = as_annotation(annotation, params)
+    if sdata is None and xenium is not None:
+        from .xenium import read_xenium
+
+        sdata = read_xenium(xenium, labels=True, boundaries=True, image=include_image)
+    labels, shapes, images = {}, {}, {}
+    region = region_key = instance_key = None
+    if sdata is not None:
+        labels = dict(sdata.labels)
+        shapes = dict(sdata.shapes)
+        if include_image:
+            images = dict(sdata.images)
+        xt = sdata.tables.get(SPATIALDATA_TABLE) if hasattr(sdata, "tables") else None
+        if xt is not None:
+            attrs = xt.uns.get(TableModel.ATTRS_KEY, {})
+            region = attrs.get(TableModel.REGION_KEY)
+            region_key = attrs.get(TableModel.REGION_KEY_KEY)
+            instance_key = attrs.get(TableModel.INSTANCE_KEY)
+            # the run's own table carries the instance ids that link cells to the labels
+            query = xt.copy()
+            if CELL_ID in query.obs:
+                query.obs_names = query.obs[CELL_ID].astype(str).to_numpy()
+    table = cells_anndata(ann, result, query=query, params=params, inputs=inputs)
+    annotated = region is not None and region_key in table.obs and instance_key in table.obs
+    if annotated and isinstance(region, str) and region not in labels and region not in shapes:
+        annotated = False
+    if annotated:
+        table.obs[region_key] = pd.Categorical(table.obs[region_key].astype(str))
+        table = TableModel.parse(table, region=region, region_key=region_key, instance_key=instance_key)
+    else:
+        table = TableModel.parse(table)
+    tables = {SPATIALDATA_TABLE: table}
+    if include_reference:
+        ref = reference_anndata(result)
+        if ref is not None:
+            tables[SPATIALDATA_REFERENCE_TABLE] = TableModel.parse(ref)
+    return SpatialData(images=images, labels=labels, shapes=shapes, tables=tables)
+
+
+def write_spatialdata(path, annotation, result=None, *, query=None, xenium=None, sdata=None,
+                      include_image: bool = False, include_reference: bool = True, params=None,
+                      inputs=None, overwrite: bool = False, sources=()) -> Path:
+    """Write the session as a SpatialData zarr at ``path``; returns the path.
+
+    See :func:`build_spatialdata` for the content. The zarr is written to a temporary
+    sibling and renamed into place; an existing zarr at ``path`` is replaced only with
+    ``overwrite=True`` (never a folder that is not a zarr store). Any destination inside
+    a Xenium output folder (or inside ``xenium`` / ``sources``) is refused.
+    """
+    srcs = [xenium, *sources]
+    p = check_destination(path, "SpatialData zarr", sources=srcs, folder=True, overwrite=overwrite)
+    if inputs is None and xenium is not None:
+        inputs = {"query": str(_resolved(xenium))}
+    sd = build_spatialdata(annotation, result, query=query, xenium=xenium,
+                           sdata=sdata, include_image=include_image, include_reference=include_reference,
+                           params=params, inputs=inputs)
+    def write(tmp):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*autosharding.*")
+            sd.write(tmp, update_sdata_path=False)
+
+    _write_dir_atomic(p, write)
+    return p
+
+
+# --------------------------------------------------------------------------- sessions
+@dataclass
+class Session:
+    """Everything a saved export holds to restore an annotation session."""
+
+    annotation: Annotation
+    """The review state: labels with manual edits and source, threshold, colours, history."""
+    params: dict
+    panel: dict | None
+    embeddings: np.ndarray | None
+    """Query embeddings (rows in ``annotation.cell_ids`` order)."""
+    reference_embeddings: np.ndarray | None = None
+    reference_labels: pd.Series | None = None
+    inputs: dict = field(default_factory=dict)
+    """Input paths recorded at export (``query``: the Xenium folder, ``reference``)."""
+    adata: Any = None
+    """The cells table as read (AnnData)."""
+    sdata: Any = None
+    """The SpatialData as read (lazy elements: ``cell_labels``, ``cell_boundaries`` ...); None for .h5ad."""
+    path: Path | None = None
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self.annotation.table
+
+    @property
+    def colors(self) -> dict:
+        return self.annotation.hex_colors
+
+    @property
+    def history(self) -> list[dict]:
+        return self.annotation.history_records()
+
+    def transfer_result(self):
+        """A :class:`~napari_cellama.core.TransferResult` for plots and re-export."""
+        from ..core.panel import PanelReport
+        from ..core.pipeline import TransferResult
+
+        table = self.annotation.table
+        panel = PanelReport(**self.panel) if self.panel else None
+        return TransferResult(table, self.embeddings, self.reference_embeddings, self.reference_labels,
+                              panel, dict(self.params))
+
+
+def _loads(uns: dict, key: str, default):
+    raw = uns.get(key)
+    if raw is None:
+        return default
+    if isinstance(raw, np.ndarray):
+        raw = raw.item() if raw.shape == () else str(raw)
+    try:
+        value = json.loads(str(raw))
+    except ValueError:
+        raise CellamaInputError(f"uns['{UNS_KEY}']['{key}'] is not valid JSON; the export is damaged") from None
+    return default if value is None else value
+
+
+def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
+    """Restore a :class:`Session` from a cells table written by :func:`cells_anndata`."""
+    uns = adata.uns.get(UNS_KEY)
+    if not isinstance(uns, dict) or "session" not in uns:
+        raise CellamaInputError(
+            f"{path or 'this table'} was not written by napari-cellama (no uns['{UNS_KEY}']); "
+            "open a zarr or .h5ad exported by the plugin"
+        )
+    params = _loads(uns, "params", {})
+    panel = _loads(uns, "panel", None)
+    colors = _loads(uns, "colors", {})
+    history = _loads(uns, "history", [])
+    state = _loads(uns, "session", {})
+    inputs = _loads(uns, "inputs", {})
+    state = dict(state, colors=colors, history=history)
+    obs = adata.obs
+    missing = [c for c in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, CONFIDENCE, DISTANCE) if c not in obs]
+    if missing:
+        raise CellamaInputError(f"the saved table lacks column(s) {', '.join(missing)}; the export is damaged")
+    cols = [c for c in RESULT_COLUMNS if c in obs]
+    table = obs[cols].copy()
+    table.index = pd.Index(obs.index.astype(str), name=CELL_ID)
+    for col in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, RUNNER_UP, NEAREST_REFERENCE, SENTENCE):
+        if col in table:
+            table[col] = table[col].astype(str).to_numpy(dtype=object)
+    ann = Annotation.from_state(table, state)
+    emb = adata.obsm.get(OBSM_EMBEDDING)
+    ref_emb = ref_labels = None
+    if sdata is not None and SPATIALDATA_REFERENCE_TABLE in sdata.tables:
+        ref = sdata.tables[SPATIALDATA_REFERENCE_TABLE]
+        ref_emb = np.asarray(ref.obsm[OBSM_EMBEDDING], dtype=np.float32)
+        ref_labels = pd.Series(ref.obs[CELL_TYPE].astype(str).to_numpy(), index=ref.obs_names.astype(str),
+                               name=CELL_TYPE)
+    return Session(
+        annotation=ann,
+        params=params,
+        panel=panel,
+        embeddings=None if emb is None else np.asarray(emb, dtype=np.float32),
+        reference_embeddings=ref_emb,
+        reference_labels=ref_labels,
+        inputs=inputs,
+        adata=adata,
+        sdata=sdata,
+        path=None if path is None else Path(path),
+    )
+
+
+def load_session(path) -> Session:
+    """Read a SpatialData zarr written by :func:`write_spatialdata` (or an ``.h5ad`` written
+    by :func:`write_h5ad`) and return the :class:`Session` to restore."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise CellamaInputError(f"saved session not found: {p} (check the path)")
+    if p.is_file() and p.name.lower().endswith(".h5ad"):
+        import anndata as ad
+
+        try:
+            adata = ad.read_h5ad(p)
+        except Exception as err:  # noqa: BLE001
+            raise CellamaInputError(f"{p} could not be read as .h5ad ({type(err).__name__}: {err})") from None
+        return session_from_anndata(adata, path=p)
+    if not p.is_dir() or not _is_zarr_store(p):
+        raise CellamaInputError(f"{p} is not a SpatialData zarr folder; open the .zarr written by the export")
+    import spatialdata
+
+    try:
+        sdata = spatialdata.read_zarr(p)
+    except Exception as err:  # noqa: BLE001
+        raise CellamaInputError(f"{p} could not be read as SpatialData ({type(err).__name__}: {err})") from None
+    if SPATIALDATA_TABLE not in sdata.tables:
+        raise CellamaInputError(f"{p} has no '{SPATIALDATA_TABLE}' table; open a zarr exported by napari-cellama")
+    return session_from_anndata(sdata.tables[SPATIALDATA_TABLE], sdata=sdata, path=p)

@@ -1,0 +1,100 @@
+"""Embedding on Dask distributed workers: a real LocalCluster of 2 single-threaded processes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from _perf_fixture import LABEL_KEY, exact_embeddings, pbmc, transfer
+from napari_cellama.core import Embedder
+from napari_cellama.core.cache import EmbeddingCache
+from napari_cellama.core.distributed import DistributedEmbedder, parse_scheduler
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        c.wait_for_workers(2)
+        yield c
+
+
+def _worker_state():
+    from napari_cellama.core import distributed as d
+
+    return {"pid": os.getpid(), "embedders": len(d._WORKER_EMBEDDERS), "loads": d._LOADS}
+
+
+def test_distributed_equals_single_process(client, tmp_path):
+    sentences = pbmc()[0]
+    exact = exact_embeddings()  # single process, same batch size, same length-sorted batches
+    emb = DistributedEmbedder(client, mode="exact", cache=tmp_path, task_sentences=128)
+    stages = []
+    got = emb.encode(sentences, callback=lambda *a: stages.append(a))
+    assert got.dtype == np.float32 and got.shape == exact.shape
+    assert np.abs(got - exact).max() < 1e-5
+    assert (transfer(got) == transfer(exact)).all() and (transfer(got, 1) == transfer(exact, 1)).all()
+    assert stages[-1][1] == stages[-1][2] == emb.last_stats["unique"]
+    state = client.run(_worker_state)
+    assert len(state) == 2 and all(s["embedders"] == 1 and s["loads"] == 1 for s in state.values())
+    # both workers wrote packs, in the single-process cache format, which a plain Embedder reads
+    pids = {s["pid"] for s in state.values()}
+    writers = {int(p.name.split("-")[1]) for p in (tmp_path / emb.cache_namespace).glob("*.keys.npy")}
+    assert writers == pids
+    warm = Embedder(mode="exact", cache=tmp_path, device="cpu")
+    again = warm.encode(sentences)
+    assert warm.last_stats["embedded"] == 0 and not warm.loaded and np.array_equal(again, got)
+    # a second run on the same workers reuses their loaded model
+    emb.encode(["Top genes are CD3E, CD2, and IL7R.", "Top gene is HBB."])
+    assert all(s["loads"] == 1 for s in client.run(_worker_state).values())
+    assert EmbeddingCache(tmp_path).lookup(emb.cache_namespace, ["Top gene is HBB."])[1].all()
+
+
+def test_client_writes_cache_when_workers_do_not(client, tmp_path):
+    sentences = pbmc()[0][:40]
+    emb = DistributedEmbedder(client, mode="exact", cache=tmp_path, worker_cache=False)
+    emb.encode(sentences)
+    writers = {int(p.name.split("-")[1]) for p in (tmp_path / emb.cache_namespace).glob("*.keys.npy")}
+    assert writers == {os.getpid()}
+    assert EmbeddingCache(tmp_path).lookup(emb.cache_namespace, sentences)[1].all()
+
+
+def test_cli_dask_scheduler_matches_single_process(client, tmp_path, capsys):
+    import scanpy as sc
+
+    from napari_cellama.cli import main
+    from napari_cellama.io import expression_for_sentences
+
+    adata = expression_for_sentences(sc.datasets.pbmc68k_reduced())
+    _, _, ref_idx, query_idx = pbmc()
+    adata[ref_idx[::3]].write_h5ad(tmp_path / "ref.h5ad")
+    adata[query_idx[:60]].write_h5ad(tmp_path / "query.h5ad")
+    base = ["transfer", str(tmp_path / "query.h5ad"), "--reference", str(tmp_path / "ref.h5ad"),
+            "--label-key", LABEL_KEY, "--mode", "exact", "--no-cache"]
+    assert main(base + ["--out", str(tmp_path / "single.csv")]) == 0
+    address = client.scheduler.address
+    assert main(base + ["--dask-scheduler", address, "--out", str(tmp_path / "dask.csv")]) == 0
+    single = pd.read_csv(tmp_path / "single.csv", index_col=0)
+    dask = pd.read_csv(tmp_path / "dask.csv", index_col=0)
+    assert single.index.equals(dask.index)
+    assert (single["cell_type"] == dask["cell_type"]).all()
+    assert np.allclose(single["confidence"], dask["confidence"], atol=1e-4)
+    assert client.status == "running"  # an existing cluster is left running
+    capsys.readouterr()
+    assert main(base + ["--dask-scheduler", "local:x", "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "local:N" in err[0]
+
+
+def test_parse_scheduler():
+    assert parse_scheduler("local:3") == ("local", 3)
+    assert parse_scheduler("tcp://10.0.0.1:8786") == ("address", "tcp://10.0.0.1:8786")
+    with pytest.raises(ValueError):
+        parse_scheduler("local:0")

@@ -1,0 +1,120 @@
+"""Fast mode (ONNX Runtime, int8 weight MatMuls per channel) against exact float32, real model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from _perf_fixture import LABEL_KEY, exact_embeddings, pbmc, session_cache, session_root, transfer
+from napari_cellama._constants import CACHE_ENV, EMBED_CACHE, EMBED_MODE
+from napari_cellama.core import Embedder, offline_model_path
+from napari_cellama.validators import CellamaInputError
+
+
+@pytest.fixture(scope="module")
+def fast_env():
+    """ONNX models and embeddings go to the session's temporary cache root, never the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(session_root()))
+        yield session_root()
+
+
+@pytest.fixture(scope="module")
+def fast_embedder(fast_env):
+    emb = Embedder(mode="fast", cache=True)
+    emb.load()
+    return emb
+
+
+def test_fast_model_built_once_quantised_per_channel_and_cached(fast_env, fast_embedder):
+    import onnx
+    from onnx import numpy_helper
+
+    from napari_cellama.core.fast import FAST_VARIANT, prepare_fast_model
+
+    folder = prepare_fast_model(offline_model_path())
+    assert folder.parent == fast_env / "onnx-models" and FAST_VARIANT in folder.name
+    assert folder.name.startswith(fast_embedder.fingerprint())
+    stamp = (folder / "model.int8.onnx").stat().st_mtime_ns
+    assert prepare_fast_model(offline_model_path()) == folder  # cached: not rebuilt
+    assert (folder / "model.int8.onnx").stat().st_mtime_ns == stamp
+    model = onnx.load(str(folder / "model.int8.onnx"))
+    ops = pd.Series([n.op_type for n in model.graph.node]).value_counts()
+    # 6 layers x (query, key, value, attention output, FFN in, FFN out) weight MatMuls in int8;
+    # the 12 attention products (activation x activation) stay float32
+    assert ops.get("MatMulInteger", 0) == 36 and ops.get("MatMul", 0) == 12
+    assert ops.get("DynamicQuantizeLinear", 0) > 0
+    init = {i.name: i for i in model.graph.initializer}
+    weights = [n.input[1] for n in model.graph.node if n.op_type == "MatMulInteger"]
+    w = numpy_helper.to_array(init[weights[0]])
+    assert w.dtype == np.int8
+    zero_points = [n.input[3] for n in model.graph.node if n.op_type == "MatMulInteger"]
+    assert all(numpy_helper.to_array(init[z]).shape == (numpy_helper.to_array(init[b]).shape[1],)
+               for z, b in zip(zero_points, weights))  # one zero point (and scale) per output channel
+
+
+def test_fast_tokenizer_matches_sentence_transformers(fast_embedder):
+    from napari_cellama.core import load_model
+
+    sentences = list(pbmc()[0][:64]) + ["Top genes are " + ", ".join(f"GENE{i}" for i in range(200)) + "."]
+    st, _ = load_model(None, "cpu")
+    ref = st.preprocess(sentences)
+    got = fast_embedder._fast.tokenize(sentences)
+    assert set(got) == {"input_ids", "attention_mask", "token_type_ids"}
+    for k, v in got.items():
+        assert np.array_equal(v, ref[k].numpy()), k
+    assert got["input_ids"].shape[1] == 256  # truncated at the model's max_seq_length
+
+
+def test_fast_labels_agree_with_exact_on_pbmc68k(fast_embedder):
+    sentences, labels, ref_idx, query_idx = pbmc()
+    exact = exact_embeddings()
+    fast = fast_embedder.encode(sentences)
+    assert fast.dtype == np.float32 and fast.shape == exact.shape and fast_embedder.mode == "fast"
+    cos = np.sum(fast * exact, axis=1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(exact, axis=1)
+    assert cos.min() >= 0.97 and cos.mean() >= 0.985, (cos.min(), cos.mean())
+    for k in (1, None):  # the paper's k=1 and the default vote
+        agreement = np.mean(transfer(fast, k) == transfer(exact, k))
+        assert agreement >= 0.99, (k, agreement)
+    # the labels are as good as exact mode's against the truth
+    truth = labels[query_idx]
+    assert abs(np.mean(transfer(fast) == truth) - np.mean(transfer(exact) == truth)) <= 0.01
+    # fast and exact embeddings are cached apart
+    warm = Embedder(mode="fast", cache=True)
+    again = warm.encode(sentences)
+    assert warm.last_stats["embedded"] == 0 and np.array_equal(again, fast)
+    assert warm.cache_namespace != Embedder(mode="exact", cache=True).cache_namespace
+
+
+def test_fast_mode_recorded_by_pipeline_and_cli(fast_env, tmp_path, capsys):
+    import scanpy as sc
+
+    from napari_cellama.cli import main
+    from napari_cellama.core import run_transfer
+    from napari_cellama.io import expression_for_sentences
+
+    adata = expression_for_sentences(sc.datasets.pbmc68k_reduced())
+    _, _, ref_idx, query_idx = pbmc()
+    ref, query = adata[ref_idx].copy(), adata[query_idx[:80]].copy()
+    res = run_transfer(query, ref, LABEL_KEY, mode="fast", cache=session_cache())
+    assert res.params[EMBED_MODE] == "fast" and res.params["device"] == "cpu"
+    assert res.params[EMBED_CACHE]["reference"]["embedded"] == 0  # cached by the agreement test
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    query.write_h5ad(tmp_path / "query.h5ad")
+    args = ["transfer", str(tmp_path / "query.h5ad"), "--reference", str(tmp_path / "ref.h5ad"),
+            "--label-key", LABEL_KEY, "--mode", "fast", "--out", str(tmp_path / "out.csv")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "fast mode" in err and str(session_cache()) in err
+    out = pd.read_csv(tmp_path / "out.csv", index_col=0)
+    assert (out["cell_type"].to_numpy() == res.table["cell_type"].to_numpy()).all()
+    assert main(args[:-2] + ["--no-cache", "--out", str(tmp_path / "out2.csv")]) == 0
+    assert "no cache" in capsys.readouterr().err
+
+
+def test_mode_errors_are_one_line():
+    with pytest.raises(CellamaInputError, match="fast mode runs on the CPU"):
+        Embedder(mode="fast", device="cuda")
+    with pytest.raises(CellamaInputError, match="unknown embedding mode"):
+        Embedder(mode="int4")
