@@ -103,11 +103,17 @@ def main(argv=None) -> int:
     import anndata as ad
     import scanpy as sc
     import torch
-
     from accuracy_pbmc import recover_counts, split
+
     from napari_cellama._constants import CELL_TYPE, DEFAULT_FINETUNE_PAIRS, DEFAULT_N_NEIGHBORS
-    from napari_cellama.core import Embedder, annotate_by_prototypes, finetune, knn_transfer, read_markers, run_transfer
-    from napari_cellama.core.prototypes import restrict_markers
+    from napari_cellama.core import (
+        Embedder,
+        annotate_by_prototypes,
+        finetune,
+        knn_transfer,
+        read_markers,
+        run_transfer,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)

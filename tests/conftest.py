@@ -10,9 +10,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# Every cache the tests touch (embeddings, exported ONNX models, the demo) lives in a
+# temporary folder for this test session, never in the user's cache; subprocesses inherit it.
+os.environ.setdefault("NAPARI_CELLAMA_CACHE", tempfile.mkdtemp(prefix="cellama-test-cache-"))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CROP_DIR = SHARED_DATA / "xenium_bone_marrow_crop"

@@ -11,8 +11,19 @@ from sklearn.model_selection import train_test_split
 
 from napari_cellama._constants import CELL_TYPE
 from napari_cellama.cli import main
-from napari_cellama.core import Embedder, FinetuneLog, iter_finetune, read_finetune_record, run_transfer
-from napari_cellama.core.finetune import FINETUNE_RECORD, pair_labels, pca_coordinates, sample_cell_pairs
+from napari_cellama.core import (
+    Embedder,
+    FinetuneLog,
+    iter_finetune,
+    read_finetune_record,
+    run_transfer,
+)
+from napari_cellama.core.finetune import (
+    FINETUNE_RECORD,
+    pair_labels,
+    pca_coordinates,
+    sample_cell_pairs,
+)
 from napari_cellama.core.transfer import l2_normalise
 from napari_cellama.io import expression_for_sentences
 from napari_cellama.validators import CellamaInputError
@@ -184,7 +195,7 @@ def test_cancel_between_steps_writes_nothing(pbmc, tmp_path):
 def test_cli_finetune_with_default_prototypes(pbmc, tmp_path, capsys):
     ref, _ = pbmc
     r = ref.copy()
-    r.obs["cell_type"] = r.obs[LABEL].map(TO_TABLE)
+    r.obs["cell_type"] = r.obs[LABEL].astype(str).map(TO_TABLE).astype(str)
     r.obs.loc[r.obs_names[:3], "cell_type"] = "unlisted type"
     r.write_h5ad(tmp_path / "ref.h5ad")
     out = tmp_path / "proto_model"

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _transfer_fixture import make_small_reference, make_xenium_subset
 
 from napari_cellama._constants import CELLS_LAYER_NAME, PROTOTYPE_PREFIX
 from napari_cellama.core import read_finetune_record
 from napari_cellama.session import get_session
-
-from _transfer_fixture import make_small_reference, make_xenium_subset
 
 PLUGIN = "napari-cellama"
 TIMEOUT = 300_000

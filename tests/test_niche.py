@@ -131,6 +131,17 @@ def test_sentence_template_exact():
     assert format_niche_sentences(types, np.array([0]), np.array([], dtype=int)) == []
 
 
+def test_count_truncated_uses_the_models_limit():
+    from napari_cellama.core import Embedder
+    from napari_cellama.core.niche import count_truncated
+
+    embedder = Embedder()
+    long = "Nearest cells are " + ", ".join(["CD4+/CD45RA+/CD25- Naive T"] * 30) + "."
+    n, limit = count_truncated(embedder, ["Top gene is A. Nearest cell is B.", long, long])
+    assert (n, limit) == (1, 256)  # the long sentence once (identical sentences count once)
+    assert not embedder.loaded  # the tokenizer alone answers
+
+
 # ----------------------------------------------------------------------------- composition, clusters, markers
 
 
@@ -187,11 +198,10 @@ MAX_CELLS = 300  # cap on sentences embedded per run (the demo has 256 CD14+ mon
 
 
 @pytest.fixture(scope="module")
-def demo():
-    from napari_cellama.datasets import make_demo
+def demo(demo_data):
     from napari_cellama.io import read_query
 
-    d = make_demo()
+    d = demo_data  # conftest: built once per session in a temporary cache
     query = read_query(d.xenium_dir)
     truth = pd.read_csv(d.truth_csv, dtype=str).set_index(CELL_ID)
     truth = truth.reindex(query.obs_names.astype(str))
@@ -272,7 +282,7 @@ def test_cli_end_to_end_on_demo(demo, tmp_path):
         [sys.executable, "-m", "napari_cellama.cli", "niche", str(d.xenium_dir), "--labels", str(d.truth_csv),
          "--cell-types", cell_type, "--neighbors", "10", "--n-clusters", "2", "--niche-only",
          "--max-cells", "150", "--out", str(out)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, check=False,
     )
     assert r.returncode == 0, r.stderr
     df = pd.read_csv(out, dtype={NICHE_CLUSTER: str})
@@ -287,9 +297,10 @@ def test_cli_end_to_end_on_demo(demo, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def other_labels(tmp_path_factory):
+def other_labels(demo, tmp_path_factory):
+    """Labels of another run: the right cell type names, but none of the query's cell ids."""
     p = tmp_path_factory.mktemp("labels") / "other.csv"
-    pd.DataFrame({CELL_ID: ["zz-1", "zz-2"], CELL_TYPE: ["T cell", "B cell"]}).to_csv(p, index=False)
+    pd.DataFrame({CELL_ID: ["zz-1", "zz-2"], CELL_TYPE: [demo[3], "T cell"]}).to_csv(p, index=False)
     return p
 
 

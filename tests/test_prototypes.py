@@ -9,7 +9,14 @@ import scanpy as sc
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
-from napari_cellama._constants import CELL_TYPE, CONFIDENCE, DISTANCE, RUNNER_UP, SIMILARITY_GAP, UNASSIGNED
+from napari_cellama._constants import (
+    CELL_TYPE,
+    CONFIDENCE,
+    DISTANCE,
+    RUNNER_UP,
+    SIMILARITY_GAP,
+    UNASSIGNED,
+)
 from napari_cellama.cli import main
 from napari_cellama.core import (
     annotate_by_prototypes,

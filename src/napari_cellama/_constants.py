@@ -19,13 +19,16 @@ DEFAULT_BATCH_SIZE = 64
 """Sentences per forward pass of the sentence-transformers model."""
 
 EMBED_MODE_EXACT = "exact"
+EMBED_MODE_ONNX = "onnx"
 EMBED_MODE_FAST = "fast"
-EMBED_MODES = (EMBED_MODE_EXACT, EMBED_MODE_FAST)
-"""``exact``: sentence-transformers in float32 (the reference); ``fast``: ONNX Runtime with
-dynamic int8 MatMul weights, per channel (see docs/performance.md)."""
+EMBED_MODES = (EMBED_MODE_EXACT, EMBED_MODE_ONNX, EMBED_MODE_FAST)
+"""``exact``: sentence-transformers / PyTorch in float32 (the reference); ``onnx``: the same
+float32 graph run by ONNX Runtime on the CPU; ``fast``: ONNX Runtime with dynamic int8 MatMul
+weights, per channel (approximate; see docs/performance.md)."""
 
 DEFAULT_EMBED_MODE = EMBED_MODE_EXACT
-"""Embedding mode of the CLI, the pipeline and the widgets (chosen by benchmarks/bench_pipeline.py)."""
+"""Embedding mode of the CLI, the pipeline and the widgets on a CPU (chosen by
+benchmarks/bench_pipeline.py); on a GPU the default is always ``exact``."""
 
 CACHE_ENV = "NAPARI_CELLAMA_CACHE"
 """Environment variable overriding the root of every napari-cellama cache."""

@@ -21,6 +21,7 @@ from .._constants import (
 from ..validators import (
     CellamaInputError,
     check_at_most_one,
+    check_cell_types,
     check_clustering,
     check_file,
     check_neighborhood,
@@ -118,9 +119,10 @@ def run(args) -> None:
         check_positive_int(args.max_cells, "--max-cells")
     mode = NICHE_MODE_NICHE if args.niche_only else NICHE_MODE_GENES if args.genes_only else NICHE_MODE_BOTH
     labels = read_labels(args.labels, args.label_key)
+    available = labels.dropna().unique()
+    cell_types = check_cell_types(split_cell_types(args.cell_types, available), available)
     print(f"reading query {args.query}", file=sys.stderr)
     query = read_query(args.query)
-    cell_types = split_cell_types(args.cell_types, labels.dropna().unique())
     embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download)
     progress = StderrProgress()
     try:

@@ -34,11 +34,14 @@ def add_arguments(p) -> None:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--allow-download", action="store_true", help="let --model be fetched from the Hugging Face Hub")
     p.add_argument("--mode", default=None, choices=list(EMBED_MODES),
-                   help=f"embedding mode: exact (float32) or fast (int8 ONNX Runtime, CPU); "
-                        f"default {DEFAULT_EMBED_MODE} (see docs/performance.md)")
+                   help=f"embedding mode: exact (PyTorch float32), onnx (ONNX Runtime float32, CPU) or "
+                        f"fast (ONNX Runtime int8, CPU, approximate); default {DEFAULT_EMBED_MODE} on a CPU, "
+                        f"exact on a GPU (see docs/performance.md)")
     p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
                    help="reuse and store embeddings in the persistent cache ($NAPARI_CELLAMA_CACHE or the "
                         "user cache folder; default on)")
+    p.add_argument("--max-per-type", type=int, default=None, metavar="N",
+                   help="use at most N reference cells of each label (random, seed 0; for large references)")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS|local:N",
                    help="embed on Dask distributed workers: a scheduler address (tcp://host:8786) or "
                         "local:N for N local worker processes")
@@ -80,6 +83,7 @@ def run(args) -> None:
         result = run_transfer(
             query, reference, args.label_key, top_k=args.top_k, k=args.neighbors, metadata=args.metadata,
             embedder=embedder, min_confidence=args.min_confidence, callback=progress,
+            max_per_type=args.max_per_type,
         )
     finally:
         progress.close()

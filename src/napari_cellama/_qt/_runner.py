@@ -127,11 +127,12 @@ class JobRunner(QObject):
         self.bar.setRange(0, total)
         self.bar.setValue(min(int(done), total))
         self.bar.setFormat(f"{stage}: {done}/{total}")
-        if self._pbar is not None:
-            self._pbar.set_description(f"napari-cellama: {stage}")
-            self._pbar.total = total
-            self._pbar.n = int(done)
-            self._pbar.refresh()
+        pbar = self._pbar  # a late signal may arrive after the job finished and closed it
+        if pbar is not None:
+            pbar.set_description(f"napari-cellama: {stage}")
+            pbar.total = total
+            pbar.n = int(done)
+            pbar.refresh()
 
     def _on_error(self, err: BaseException) -> None:
         self._fail(error_message(err))

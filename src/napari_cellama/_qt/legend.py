@@ -74,24 +74,43 @@ class LegendWidget(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        """Redraw rows from the annotation (names, colours, counts, visibility)."""
+        """Bring rows up to date with the annotation (names, colours, counts, visibility).
+
+        Rows are updated in place; the tree is rebuilt only when the list of types
+        changes. (Rebuilding from inside a row's own change signal would delete the row
+        Qt is still working on.)
+        """
+        ann = self.annotation
+        names = list(ann.categories) if ann is not None else []
+        if names != self.names():
+            self._rebuild(names)
+        if ann is None:
+            return
+        self._updating = True
+        counts = ann.counts(include_empty=True)
+        for i, name in enumerate(names):
+            item = self.tree.topLevelItem(i)
+            item.setText(1, str(int(counts.get(name, 0))))
+            item.setIcon(0, _swatch(ann.color_of(name)))
+            state = Qt.Checked if ann.is_visible(name) else Qt.Unchecked
+            if item.checkState(0) != state:
+                item.setCheckState(0, state)
+        self._updating = False
+
+    def _rebuild(self, names: list[str]) -> None:
         self._updating = True
         selected = self.selected_type()
         self.tree.clear()
-        ann = self.annotation
-        if ann is not None:
-            counts = ann.counts(include_empty=True)
-            for name in ann.categories:
-                item = QTreeWidgetItem([name, str(int(counts.get(name, 0)))])
-                item.setData(0, Qt.UserRole, name)
-                item.setIcon(0, _swatch(ann.color_of(name)))
-                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                item.setCheckState(0, Qt.Checked if ann.is_visible(name) else Qt.Unchecked)
-                item.setTextAlignment(1, Qt.AlignRight)
-                self.tree.addTopLevelItem(item)
-                if name == selected:
-                    item.setSelected(True)
-            self.tree.resizeColumnToContents(0)
+        for name in names:
+            item = QTreeWidgetItem([name, ""])
+            item.setData(0, Qt.UserRole, name)
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(0, Qt.Checked)
+            item.setTextAlignment(1, Qt.AlignRight)
+            self.tree.addTopLevelItem(item)
+            if name == selected:
+                item.setSelected(True)
+        self.tree.resizeColumnToContents(0)
         self._updating = False
 
     def item(self, name: str):

@@ -27,6 +27,7 @@ import pandas as pd
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -68,11 +69,11 @@ MAPS = (TYPES_LAYER, CONFIDENCE_LAYER, DISTANCE_LAYER)
 HOVER_COLUMNS = (CELL_TYPE, CONFIDENCE, RUNNER_UP, SOURCE, SENTENCE)
 
 
-def transfer_job(query, reference, label_key, top_k, model, k, metadata, device, mode):
+def transfer_job(query, reference, label_key, top_k, model, k, metadata, device, mode, cache):
     """The engine generator run by the widget (a plain function, testable without Qt)."""
     from ..core import Embedder, iter_transfer
 
-    embedder = Embedder(model or None, device=device, mode=mode)
+    embedder = Embedder(model or None, device=device, mode=mode, cache=cache or None)
     result = yield from iter_transfer(query, reference, label_key, top_k=top_k, k=k,
                                       metadata=metadata, embedder=embedder)
     return result
@@ -127,6 +128,8 @@ class TransferWidget(QWidget):
         self.mode_combo = QComboBox()
         self.mode_combo.addItems(list(EMBED_MODES))
         self.mode_combo.setCurrentText(DEFAULT_EMBED_MODE)
+        self.cache_check = QCheckBox("cache embeddings on disk (re-runs are fast)")
+        self.cache_check.setChecked(True)
         form.addRow("label column", self.label_combo)
         form.addRow("top-k genes", self.top_k_spin)
         form.addRow("model", model_row)
@@ -134,6 +137,7 @@ class TransferWidget(QWidget):
         form.addRow("k neighbours", self.k_spin)
         form.addRow("device", self.device_combo)
         form.addRow("embedding", self.mode_combo)
+        form.addRow("", self.cache_check)
         self.run_button = QPushButton("Run transfer")
         self.run_button.clicked.connect(lambda: self.run())
         self.runner = JobRunner(self)
@@ -277,6 +281,7 @@ class TransferWidget(QWidget):
             "metadata": [i.text() for i in self.metadata_list.selectedItems()],
             "device": self.device_combo.currentText(),
             "mode": self.mode_combo.currentText(),
+            "cache": self.cache_check.isChecked(),
         }
 
     # ------------------------------------------------------------------ run
@@ -288,7 +293,7 @@ class TransferWidget(QWidget):
             return None
         p = self.parameters()
         args = (s.query, s.reference, p["label_key"], p["top_k"], p["model"], p["k"], p["metadata"],
-                p["device"], p["mode"])
+                p["device"], p["mode"], p["cache"])
         if sync:
             return self.runner.run_sync(transfer_job, *args, on_done=self._on_result)
         return self.runner.start(transfer_job, *args, on_done=self._on_result, what="label transfer")

@@ -7,6 +7,8 @@ Nothing here imports Qt or napari. Every long step exists as a generator yieldin
 from ._progress import Progress, run
 from .annotation import Annotation, Edit, palette_color, to_hex, to_rgba
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
+from .cache import EmbeddingCache
+from .subsample import subsample_reference
 from .panel import PanelReport, normalise_symbol, shared_panel
 from .niche import (
     NicheResult,
@@ -63,6 +65,7 @@ __all__ = [
     "to_hex",
     "to_rgba",
     "Embedder",
+    "EmbeddingCache",
     "ModelNotFoundError",
     "NicheResult",
     "PanelReport",
@@ -96,6 +99,7 @@ __all__ = [
     "run_transfer",
     "shared_panel",
     "spatial_neighbors",
+    "subsample_reference",
     "top_genes",
     "transfer_labels",
     "vote",

@@ -168,7 +168,7 @@ class DistributedEmbedder(Embedder):
     def _config(self) -> dict:
         return {
             "model": self.requested,
-            "device": self.device if self.mode != "fast" else "cpu",
+            "device": self.device,
             "batch_size": self.batch_size,
             "allow_download": self.allow_download,
             "mode": self.mode,
@@ -213,7 +213,7 @@ class DistributedEmbedder(Embedder):
 
     @property
     def dimension(self) -> int:
-        if self.mode == "fast":
+        if self.mode != "exact":
             import json
 
             from .fast import prepare_fast_model

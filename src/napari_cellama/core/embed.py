@@ -19,9 +19,16 @@ Modes (``mode=``, recorded as :attr:`Embedder.mode` and in transfer results):
 
 ``exact``
     sentence-transformers / PyTorch in float32 on the chosen device (the reference).
+``onnx``
+    the same float32 graph exported to ONNX and run by ONNX Runtime on the CPU
+    (equal to ``exact`` to ~1e-6; less overhead per operator).
 ``fast``
     ONNX Runtime on the CPU with int8 weights in every weight MatMul, per output
-    channel, and dynamically quantised activations (:mod:`napari_cellama.core.fast`).
+    channel, and dynamically quantised activations (approximate).
+
+``mode=None`` is :data:`~napari_cellama._constants.DEFAULT_EMBED_MODE` on a CPU and
+``exact`` when the device is a GPU. See :mod:`napari_cellama.core.fast` and
+docs/performance.md for the measured speed and label agreement of each mode.
 
 Cache (``cache=``): ``True`` for the default persistent cache
 (``$NAPARI_CELLAMA_CACHE/embeddings`` or the user cache folder), a folder, or an
@@ -48,7 +55,6 @@ from .._constants import (
     DEFAULT_EMBED_MODE,
     DEFAULT_MODEL_PAPER,
     EMBED_MODE_EXACT,
-    EMBED_MODE_FAST,
     EMBED_MODES,
     OFFLINE_MODEL_PACKAGE,
     STAGE_EMBED,
@@ -101,11 +107,15 @@ def resolve_device(device: str | None = "auto") -> str:
     return "cpu"
 
 
-def resolve_mode(mode: str | None = None) -> str:
-    """``None`` -> :data:`DEFAULT_EMBED_MODE`; else ``exact`` or ``fast``."""
-    mode = (mode or DEFAULT_EMBED_MODE).strip().lower()
+def resolve_mode(mode: str | None = None, device: str | None = "auto") -> str:
+    """``None`` -> :data:`DEFAULT_EMBED_MODE` on a CPU, ``exact`` on a GPU; else the mode given."""
+    if mode is None or str(mode).strip() == "":
+        if DEFAULT_EMBED_MODE == EMBED_MODE_EXACT:
+            return EMBED_MODE_EXACT
+        return DEFAULT_EMBED_MODE if resolve_device(device) == "cpu" else EMBED_MODE_EXACT
+    mode = str(mode).strip().lower()
     if mode not in EMBED_MODES:
-        raise CellamaInputError(f"unknown embedding mode {mode!r}; use {' or '.join(EMBED_MODES)}")
+        raise CellamaInputError(f"unknown embedding mode {mode!r}; use {', '.join(EMBED_MODES)}")
     return mode
 
 
@@ -210,8 +220,8 @@ class Embedder:
     allow_download
         let a model given by name be fetched from the Hugging Face Hub.
     mode
-        ``exact`` (float32 sentence-transformers) or ``fast`` (int8 ONNX Runtime);
-        ``None``: :data:`~napari_cellama._constants.DEFAULT_EMBED_MODE`.
+        ``exact`` (float32 PyTorch), ``onnx`` (float32 ONNX Runtime, CPU) or ``fast``
+        (int8 ONNX Runtime, CPU); ``None``: the default (see module docstring).
     cache
         persistent embedding cache: ``None``/``False`` (off), ``True`` (default folder),
         a folder, or an :class:`~napari_cellama.core.cache.EmbeddingCache`.
@@ -230,12 +240,12 @@ class Embedder:
         cache=None,
     ):
         self.requested = None if model is None else str(model)
-        self.mode = resolve_mode(mode)
-        if self.mode == EMBED_MODE_FAST:
+        self.mode = resolve_mode(mode, device)
+        if self.mode != EMBED_MODE_EXACT:
             dev = (device or "auto").lower()
             if dev not in ("auto", "cpu"):
                 raise CellamaInputError(
-                    f"the fast mode runs on the CPU (ONNX Runtime); use mode='exact' on device {dev!r}"
+                    f"the {self.mode} mode runs on the CPU (ONNX Runtime); use mode='exact' on device {dev!r}"
                 )
             self.device = "cpu"
         else:
@@ -263,18 +273,16 @@ class Embedder:
     @property
     def loaded(self) -> bool:
         """True once the model this mode computes with is in memory."""
-        return (self._fast if self.mode == EMBED_MODE_FAST else self._model) is not None
+        return (self._model if self.mode == EMBED_MODE_EXACT else self._fast) is not None
 
     def load(self) -> None:
         """Load the model of this mode now (the fast mode builds its ONNX model once per machine)."""
-        if self.mode == EMBED_MODE_FAST:
-            if self._fast is None:
-                from .fast import OnnxEncoder
-
-                folder = self.folder
-                self._fast = OnnxEncoder(folder, fingerprint=self.fingerprint())
-        else:
+        if self.mode == EMBED_MODE_EXACT:
             _ = self.model
+        elif self._fast is None:
+            from .fast import OnnxEncoder
+
+            self._fast = OnnxEncoder(self.folder, mode=self.mode, fingerprint=self.fingerprint())
 
     @property
     def folder(self) -> Path:
@@ -290,7 +298,7 @@ class Embedder:
 
     @property
     def dimension(self) -> int:
-        if self.mode == EMBED_MODE_FAST:
+        if self.mode != EMBED_MODE_EXACT:
             self.load()
             return self._fast.dimension
         m = self.model
@@ -314,10 +322,11 @@ class Embedder:
     @property
     def cache_namespace(self) -> str:
         """Cache folder name of this model and mode."""
-        from .fast import FAST_VARIANT
+        if self.mode == EMBED_MODE_EXACT:
+            return EmbeddingCache.namespace(self.fingerprint(), self.mode)
+        from .fast import RECIPES
 
-        mode = self.mode if self.mode == EMBED_MODE_EXACT else f"{self.mode}-{FAST_VARIANT}"
-        return EmbeddingCache.namespace(self.fingerprint(), mode)
+        return EmbeddingCache.namespace(self.fingerprint(), RECIPES[self.mode])
 
     def describe(self) -> dict:
         """What computed the embeddings: model, fingerprint, mode, device, cache folder."""
@@ -334,7 +343,7 @@ class Embedder:
     def encode_batch(self, sentences: Sequence[str]) -> np.ndarray:
         """Embed one batch as it is (no de-duplication, sorting or cache): ``(n, d)`` float32."""
         self.load()
-        if self.mode == EMBED_MODE_FAST:
+        if self.mode != EMBED_MODE_EXACT:
             return self._fast.encode_batch(list(sentences))
         emb = self.model.encode(list(sentences), batch_size=max(len(sentences), 1),
                                 convert_to_numpy=True, show_progress_bar=False)

@@ -1,24 +1,28 @@
-"""Fast embedding mode: ONNX Runtime with dynamic int8 MatMul weights.
+"""ONNX Runtime embedding modes: ``onnx`` (float32) and ``fast`` (int8 weight MatMuls).
 
 The sentence-transformers pipeline (transformer, pooling, normalisation) is
 exported once to ONNX with ``torch.onnx`` from the *local* model folder (no
-download), and every MatMul whose second input is a weight matrix is quantised
-to int8, one scale per output channel (``onnxruntime.quantization.quantize_dynamic``,
-``per_channel=True``). Activations are quantised on the fly (dynamic, uint8, one
-scale per tensor), so nothing is calibrated. Attention score products,
-softmax, LayerNorm, GELU, pooling and the final normalisation stay float32;
-quantising them as well loses too much (see docs/performance.md).
+download). Two graphs are kept:
 
-The exported and quantised models are cached on disk under
-``<cache_root()>/onnx-models/<model fingerprint>/`` (written atomically), so
-the export (~10 s) happens once per model and machine. The tokenizer is the
-model's own fast tokenizer (``tokenizers``), saved next to the ONNX file with
-its truncation at the model's ``max_seq_length``.
+``model.fp32.onnx`` (mode ``onnx``)
+    the float32 graph as exported: the same arithmetic as PyTorch, run by ONNX
+    Runtime's CPU kernels (results equal to ~1e-6; less per-operator overhead,
+    which matters for short sentences).
+``model.int8.onnx`` (mode ``fast``)
+    every MatMul whose second input is a weight matrix quantised to int8, one
+    scale per output channel (``onnxruntime.quantization.quantize_dynamic``,
+    ``per_channel=True``, ``MatMulConstBOnly``); activations are quantised on the
+    fly (uint8, one scale per tensor), nothing is calibrated. Attention score
+    products, softmax, LayerNorm, GELU, pooling and normalisation stay float32.
 
-Measured on this project's 2-core CPU (``benchmarks/bench_pipeline.py --stages modes``):
-about 2-3x the sentences per second of the float32 sentence-transformers path,
-cosine >= 0.98 to float32 per sentence; label agreement is measured in
-``tests/test_fast_mode.py`` and the benchmark.
+Both are cached on disk under ``<cache_root()>/onnx-models/<model fingerprint>-<recipe>/``,
+built in a temporary folder and renamed into place, so the export (~10-30 s)
+happens once per model and machine. The tokenizer is the model's own fast
+tokenizer (``tokenizers``), stored next to the graphs with truncation at the
+model's ``max_seq_length``; it gives the same token ids as sentence-transformers.
+
+Speed and fidelity on this project's 2-core CPU are measured by
+``benchmarks/bench_pipeline.py --stages modes`` and written up in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -35,8 +39,16 @@ import numpy as np
 from .._constants import CACHE_SUBDIR_ONNX
 from .cache import cache_root, model_fingerprint
 
-FAST_VARIANT = "int8-matmul-perchannel-v1"
-"""Identifies the quantisation recipe; part of the on-disk model cache and the embedding-cache key."""
+EXPORT_VARIANT = "onnx-opset17-v1"
+"""Identifies the export recipe (folder name of the on-disk model cache)."""
+
+GRAPHS = {"onnx": "model.fp32.onnx", "fast": "model.int8.onnx"}
+"""Graph file of each ONNX Runtime mode."""
+
+RECIPES = {"onnx": "onnx-fp32-v1", "fast": "fast-int8-matmul-perchannel-v1"}
+"""What computed a mode's embeddings; part of the embedding-cache namespace."""
+
+FAST_VARIANT = RECIPES["fast"]
 
 _OPSET = 17
 
@@ -107,15 +119,16 @@ _BUILD_LOCK = threading.Lock()
 
 def prepare_fast_model(folder: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                        fingerprint: str | None = None) -> Path:
-    """Folder with ``model.int8.onnx`` and ``export.json`` for a model, building it once.
+    """Folder with ``model.fp32.onnx``, ``model.int8.onnx`` and ``export.json`` for a model,
+    building it once.
 
-    Keyed by the model fingerprint (hash of the model's files) and :data:`FAST_VARIANT`;
+    Keyed by the model fingerprint (hash of the model's files) and :data:`EXPORT_VARIANT`;
     files are built in a temporary folder and renamed into place, so concurrent
     builders (processes, Dask workers) never see a half-written model.
     """
     fingerprint = fingerprint or model_fingerprint(folder)
     base = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    target = base / f"{fingerprint}-{FAST_VARIANT}"
+    target = base / f"{fingerprint}-{EXPORT_VARIANT}"
     if (target / "export.json").exists():
         return target
     with _BUILD_LOCK:
@@ -125,9 +138,8 @@ def prepare_fast_model(folder: str | os.PathLike, cache_dir: str | os.PathLike |
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=base))
         try:
             info = export_onnx(folder, tmp / "model.fp32.onnx")
-            quantize_onnx(tmp / "model.fp32.onnx", tmp / "model.int8.onnx")
-            (tmp / "model.fp32.onnx").unlink()
-            info.update({"fingerprint": fingerprint, "variant": FAST_VARIANT, "source": str(folder)})
+            quantize_onnx(tmp / GRAPHS["onnx"], tmp / GRAPHS["fast"])
+            info.update({"fingerprint": fingerprint, "variant": EXPORT_VARIANT, "source": str(folder)})
             (tmp / "export.json").write_text(json.dumps(info))
             try:
                 os.replace(tmp, target)
@@ -142,7 +154,11 @@ def prepare_fast_model(folder: str | os.PathLike, cache_dir: str | os.PathLike |
     return target
 
 
-def _physical_cores() -> int:
+def _threads() -> int:
+    """``OMP_NUM_THREADS`` if set (Dask workers set it to their thread count), else physical cores."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         import psutil
 
@@ -153,13 +169,17 @@ def _physical_cores() -> int:
 
 
 class OnnxEncoder:
-    """Encode sentences with the quantised ONNX model of a sentence-transformers folder.
+    """Encode sentences with the ONNX graph of a sentence-transformers folder.
 
+    ``mode`` is ``onnx`` (float32) or ``fast`` (int8 weight MatMuls).
     ``encode_batch(sentences)`` returns the ``(n, d)`` float32 embeddings of one batch.
     """
 
-    def __init__(self, folder: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+    def __init__(self, folder: str | os.PathLike, mode: str = "fast", cache_dir: str | os.PathLike | None = None,
                  threads: int | None = None, fingerprint: str | None = None):
+        if mode not in GRAPHS:
+            raise ValueError(f"ONNX mode must be one of {sorted(GRAPHS)}, not {mode!r}")
+        self.mode = mode
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -172,11 +192,11 @@ class OnnxEncoder:
         self.max_seq_length = int(info["max_seq_length"])
         self.tokenizer = Tokenizer.from_str(info["tokenizer"])
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or _physical_cores())
+        opts.intra_op_num_threads = int(threads or _threads())
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path / "model.int8.onnx"), opts,
+        self.session = ort.InferenceSession(str(self.path / GRAPHS[mode]), opts,
                                             providers=["CPUExecutionProvider"])
 
     def tokenize(self, sentences: Sequence[str]) -> dict[str, np.ndarray]:
@@ -195,4 +215,4 @@ class OnnxEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
-__all__ = ["FAST_VARIANT", "OnnxEncoder", "export_onnx", "onnx_cache_dir", "prepare_fast_model", "quantize_onnx"]
+__all__ = ["EXPORT_VARIANT", "FAST_VARIANT", "GRAPHS", "RECIPES", "OnnxEncoder", "export_onnx", "onnx_cache_dir", "prepare_fast_model", "quantize_onnx"]

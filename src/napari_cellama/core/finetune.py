@@ -54,9 +54,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import anndata as ad
 import numpy as np
@@ -83,7 +83,13 @@ from .._constants import (
     STAGE_SAVE_MODEL,
     STAGE_VALIDATE,
 )
-from ..validators import CellamaInputError, check_label_key, check_matrix, check_metadata, check_top_k
+from ..validators import (
+    CellamaInputError,
+    check_label_key,
+    check_matrix,
+    check_metadata,
+    check_top_k,
+)
 from ._progress import run
 from .embed import load_model, resolve_device
 from .panel import normalise_symbol
@@ -182,7 +188,7 @@ class PairSet:
         return {str(k): int(v) for k, v in pd.Series(self.kind).value_counts().items()}
 
     @staticmethod
-    def concat(parts: Sequence["PairSet"]) -> "PairSet":
+    def concat(parts: Sequence[PairSet]) -> PairSet:
         return PairSet(
             [s for p in parts for s in p.a],
             [s for p in parts for s in p.b],
@@ -191,7 +197,7 @@ class PairSet:
             np.concatenate([p.top_k for p in parts]),
         )
 
-    def shuffled(self, rng: np.random.Generator) -> "PairSet":
+    def shuffled(self, rng: np.random.Generator) -> PairSet:
         o = rng.permutation(len(self))
         return PairSet([self.a[i] for i in o], [self.b[i] for i in o], self.label[o], self.kind[o], self.top_k[o])
 
@@ -209,7 +215,7 @@ def sample_cell_pairs(
     m = len(cells)
     if m < 2:
         raise CellamaInputError("at least two cells are needed to draw training pairs")
-    n_neigh = int(round(n_pairs * neighbor_fraction))
+    n_neigh = round(n_pairs * neighbor_fraction)
     n_rand = n_pairs - n_neigh
     k = min(int(n_neighbors), m - 1)
     ii, jj, kinds = [], [], []
@@ -258,7 +264,7 @@ def _split_cells(n: int, labels: np.ndarray | None, fraction: float, seed: int) 
     idx = np.arange(n)
     if fraction <= 0:
         return idx, np.zeros(0, dtype=np.int64)
-    n_val = max(2, int(round(n * fraction)))
+    n_val = max(2, round(n * fraction))
     if n - n_val < 2:
         raise CellamaInputError(f"the reference has too few cells ({n}) to hold out {fraction:.0%} for validation")
     from sklearn.model_selection import train_test_split
@@ -537,7 +543,7 @@ def iter_finetune(
     groups = _group_codes(reference.obs, match_cols)
     labels = reference.obs[label_key].astype(str).to_numpy() if label_key else None
     train_cells, val_cells = _split_cells(reference.n_obs, labels, validation_fraction, seed)
-    n_val_pairs = int(round(n_pairs * validation_fraction / (1 - validation_fraction))) if len(val_cells) else 0
+    n_val_pairs = round(n_pairs * validation_fraction / (1 - validation_fraction)) if len(val_cells) else 0
     train = _cell_pairset(pca, train_cells, n_pairs, neighbor_fraction, n_neighbors, groups, sentences, top_ks, rng)
     val = (_cell_pairset(pca, val_cells, max(n_val_pairs, 10), neighbor_fraction, n_neighbors, groups, sentences,
                          top_ks, rng) if len(val_cells) >= 2 else None)
@@ -561,7 +567,7 @@ def iter_finetune(
         type_pos = {t: i for i, t in enumerate(kept_types)}
         cell_type_index = np.array([type_pos.get(proto_map.get(lab, ""), -1) for lab in labels], dtype=np.int64)
         proto_text = [proto_text_by_type[t] for t in kept_types]
-        n_proto = int(round(n_pairs * prototype_fraction))
+        n_proto = round(n_pairs * prototype_fraction)
         pp = _prototype_pairs(train_cells, cell_type_index, n_proto, sentences, top_ks, proto_text,
                               float(prototype_positive), float(prototype_negative), rng)
         if pp is not None:
@@ -602,7 +608,7 @@ def iter_finetune(
     optimizer = torch.optim.AdamW(groups_opt, lr=float(learning_rate))
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total_steps = steps_per_epoch * epochs
-    warmup_steps = int(round(warmup * total_steps))
+    warmup_steps = round(warmup * total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
     log.total_steps, log.step, log.losses = total_steps, 0, []
     labels_t = torch.tensor(train.label, dtype=torch.float32)
@@ -630,7 +636,7 @@ def iter_finetune(
     after = yield from _iter_validate(st, val, proto_eval, max(batch_size, 32), "after")
 
     # ---- save (temporary folder, then rename)
-    validation = {"n_cells": int(len(val_cells)), "n_pairs": int(len(val) if val is not None else 0)}
+    validation = {"n_cells": len(val_cells), "n_pairs": int(len(val) if val is not None else 0)}
     for key, value in before.items():
         validation[f"{key}_before"] = value
     for key, value in after.items():

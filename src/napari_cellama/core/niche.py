@@ -64,9 +64,11 @@ Clustering and cluster description
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -458,23 +460,48 @@ def niche_markers(x, gene_names: Sequence[str], clusters, n_markers: int = DEFAU
     return df.loc[:, list(MARKER_COLUMNS)].reset_index(drop=True)
 
 
-def count_truncated(embedder: Embedder, sentences: Sequence[str]) -> int | None:
-    """Unique sentences longer than the model's maximum sequence length (truncated when embedded).
+@functools.lru_cache(maxsize=4)
+def _folder_tokenizer(folder: str):
+    """Tokenizer and maximum sequence length of a sentence-transformers folder (no model weights)."""
+    import json
 
-    ``None`` when the model exposes no tokenizer or limit.
+    from transformers import AutoTokenizer
+
+    limit = None
+    cfg = Path(folder) / "sentence_bert_config.json"
+    if cfg.exists():
+        limit = json.loads(cfg.read_text()).get("max_seq_length")
+    return AutoTokenizer.from_pretrained(folder), limit
+
+
+def _tokenizer(embedder: Embedder):
+    """``(tokenizer, max_seq_length)`` of the embedder's model, or ``(None, None)``."""
+    if embedder.loaded and getattr(embedder, "_model", None) is not None:  # the exact model is in memory
+        model = embedder.model
+        return getattr(model, "tokenizer", None), getattr(model, "max_seq_length", None)
+    try:
+        return _folder_tokenizer(str(embedder.folder))
+    except Exception:  # noqa: BLE001 - no tokenizer files: the length cannot be checked
+        return None, None
+
+
+def count_truncated(embedder: Embedder, sentences: Sequence[str]) -> tuple[int | None, int | None]:
+    """``(n, limit)``: unique sentences longer than the model's ``limit`` word pieces (cut when embedded).
+
+    ``(None, None)`` when the model's tokenizer or limit is unknown. Uses the tokenizer
+    only: the model weights are not loaded for this.
     """
-    model = embedder.model
-    tok, limit = getattr(model, "tokenizer", None), getattr(model, "max_seq_length", None)
+    tok, limit = _tokenizer(embedder)
     if tok is None or not limit:
-        return None
+        return None, None
     unique = list(dict.fromkeys(sentences))
     if not unique:
-        return 0
+        return 0, int(limit)
     try:
-        lengths = tok(unique, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
+        ids = tok(unique, add_special_tokens=True, truncation=False, verbose=False)["input_ids"]
     except Exception:  # noqa: BLE001 - a tokenizer without this call signature: unknown
-        return None
-    return int(sum(len(ids) > limit for ids in lengths))
+        return None, int(limit)
+    return int(sum(len(i) > limit for i in ids)), int(limit)
 
 
 # --------------------------------------------------------------------------- whole run
@@ -529,8 +556,8 @@ class NicheResult:
         """One line per cluster: size, the two most frequent neighbour types, top markers."""
         markers = self.top_markers(3)
         lines = [
-            f"{len(self.table)} cells of {', '.join(self.params.get('cell_types', []))} in "
-            f"{len(self.sizes)} niche clusters ({self.params.get('method')})"
+            (f"{len(self.table)} cells of {', '.join(self.params.get('cell_types', []))} in "
+             f"{len(self.sizes)} niche clusters ({self.params.get('method')})")
         ]
         for c in self.composition.index:
             comp = self.composition.loc[c].sort_values(ascending=False).head(2)
@@ -618,7 +645,7 @@ def iter_niches(
 
     embedder = embedder or Embedder(model, device=device)
     emb = yield from embedder.iter_encode(sentences, STAGE_EMBED_NICHES)
-    n_truncated = count_truncated(embedder, sentences)
+    n_truncated, max_seq_length = count_truncated(embedder, sentences)
 
     yield (STAGE_CLUSTER, 0, 1)
     clusters = cluster_embeddings(
@@ -662,13 +689,13 @@ def iter_niches(
         "random_state": random_state,
         "model": embedder.model_id,
         "device": embedder.device,
-        "n_selected": int(len(selected)),
-        "n_of_types": int(n_of_types),
+        "n_selected": len(selected),
+        "n_of_types": n_of_types,
         "max_cells": max_cells,
         "n_unique_sentences": int(pd.Index(sentences).nunique()),
         "n_unlabelled": n_missing,
         "n_truncated": n_truncated,
-        "max_seq_length": getattr(embedder.model, "max_seq_length", None),
+        "max_seq_length": max_seq_length,
     }
     return NicheResult(table, composition, sizes, markers, emb, cell_comp, neighbors, params)
 

@@ -55,6 +55,7 @@ def iter_transfer(
     device: str = "auto",
     mode: str | None = None,
     cache=None,
+    max_per_type: int | None = None,
     min_confidence: float = 0.0,
     max_distance: float | None = None,
 ) -> Iterator:
@@ -70,6 +71,10 @@ def iter_transfer(
     labelled = r.obs[label_key].notna().to_numpy()
     if not labelled.all():
         r = r[labelled].copy()
+    if max_per_type:
+        from .subsample import subsample_reference
+
+        r = subsample_reference(r, label_key, max_per_type)
     yield (STAGE_PANEL, 1, 1)
     genes = list(q.var_names)
     ref_sentences = yield from iter_cell_sentences(r.X, genes, top_k, r.obs, metadata)
@@ -100,6 +105,8 @@ def iter_transfer(
         "model": embedder.model_id,
         "device": embedder.device,
         EMBED_MODE: getattr(embedder, "mode", "exact"),
+        "max_per_type": None if not max_per_type else int(max_per_type),
+        "n_reference": int(r.n_obs),
         EMBED_CACHE: {
             "folder": None if getattr(embedder, "cache", None) is None else str(embedder.cache.root),
             "reference": ref_stats,

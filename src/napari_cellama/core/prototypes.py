@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -181,8 +181,8 @@ class MarkerSet:
 
     def summary(self) -> str:
         lines = [
-            f"marker prototypes: {len(self.markers)} cell types, {self.n_kept} markers in the panel "
-            f"({self.n_panel_genes} genes); {self.n_dropped} markers not in the panel were dropped"
+            (f"marker prototypes: {len(self.markers)} cell types, {self.n_kept} markers in the panel "
+             f"({self.n_panel_genes} genes); {self.n_dropped} markers not in the panel were dropped")
         ]
         for ct, genes in self.dropped.items():
             if genes:
