@@ -110,3 +110,29 @@ def test_console_script_is_installed():
     exe = shutil.which("napari-cellama") or str(Path(sys.executable).parent / "napari-cellama")
     r = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "transfer" in r.stdout
+
+
+@pytest.mark.parametrize("option,value", [("--min-confidence", "1.5"), ("--max-distance", "-0.1")])
+def test_thresholds_out_of_range_are_refused(pbmc_files, tmp_path, option, value):
+    r = _cli("transfer", pbmc_files / "query.h5ad", "--reference", pbmc_files / "ref.h5ad",
+             "--label-key", "bulk_labels", option, value, "--out", tmp_path / "o.csv")
+    assert r.returncode == 2 and option in r.stderr and "Traceback" not in r.stderr
+
+
+def test_output_inside_xenium_folder_is_refused(tmp_path):
+    if not CROP.exists():
+        pytest.skip("shared Xenium crop not present")
+    run = tmp_path / "run"
+    shutil.copytree(CROP, run)
+    r = _cli("transfer", run, "--reference", run / "missing.h5ad", "--label-key", "x", "--out", run / "o.csv")
+    assert r.returncode == 2 and "inside the Xenium input folder" in r.stderr
+
+
+def test_gui_without_display_or_with_missing_path_is_one_line(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    r = subprocess.run([sys.executable, "-m", "napari_cellama.cli", "gui"], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "no display" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("gui", tmp_path / "nope")
+    assert r.returncode == 2 and "not found" in r.stderr

@@ -42,6 +42,7 @@ def test_cells_below_top_k_are_counted():
     r = _adata([[1, 1, 1]], ["A", "B", "C"])
     *_, rep = shared_panel(q, r, top_k=2)
     assert rep.n_query_cells_below_top_k == 2
+    assert rep.n_query_cells_without_shared_genes == 1
     assert "2 of 3" in rep.summary()
 
 

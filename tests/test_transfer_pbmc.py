@@ -88,3 +88,24 @@ def test_metadata_enters_sentences(split):
     res = run_transfer(q, r, "bulk_labels", top_k=5, k=3, metadata=["phase"])
     assert res.table[SENTENCE].str.contains(" phase of this cell is ").all()
     assert isinstance(res.table, pd.DataFrame)
+
+
+def test_cells_without_shared_genes_stay_unassigned(split):
+    query, ref = split
+    q = query[:12].copy()
+    x = q.X.toarray() if hasattr(q.X, "toarray") else np.array(q.X)
+    x[:3] = 0
+    q.X = x
+    r = ref[:40].copy()
+    rx = r.X.toarray() if hasattr(r.X, "toarray") else np.array(r.X)
+    rx[0] = 0  # a reference cell with nothing detected must not vote
+    r.X = rx
+    res = run_transfer(q, r, "bulk_labels", top_k=5, k=3)
+    t = res.table
+    assert (t["cell_type"].iloc[:3] == UNASSIGNED).all()
+    assert (t["transferred_type"].iloc[:3] == UNASSIGNED).all()
+    assert (t[CONFIDENCE].iloc[:3] == 0).all()
+    assert (t["cell_type"].iloc[3:] != UNASSIGNED).all()
+    assert res.panel.n_query_cells_without_shared_genes == 3
+    assert r.obs_names[0] not in set(t["nearest_reference"])
+    assert len(res.reference_embeddings) == 39

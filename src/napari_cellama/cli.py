@@ -35,11 +35,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """No download/loading progress bars from huggingface / transformers on stderr."""
+    import os
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover - transformers comes with sentence-transformers
+        return
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     from .validators import CellamaInputError
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("transfer", "demo", "niche", "finetune", "prototypes"):
+        _quiet_libraries()
     try:
         args._run(args)
     except CellamaInputError as err:

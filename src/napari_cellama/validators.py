@@ -48,6 +48,14 @@ def check_n_neighbors(k: int, n_reference: int | None = None) -> int:
     return k
 
 
+def check_fraction(value: float, name: str, upper: float = 1.0) -> float:
+    """A threshold between 0 and ``upper`` (1 for a vote share, 2 for a cosine distance)."""
+    value = float(value)
+    if not 0.0 <= value <= upper:
+        raise CellamaInputError(f"{name} must be between 0 and {upper:g}, got {value:g}")
+    return value
+
+
 def check_matrix(x, name: str) -> None:
     """A cells x genes matrix with at least one cell and one gene, no negative values."""
     if x.ndim != 2:

@@ -39,14 +39,11 @@ class StderrProgress:
         self.stream.flush()
 
 
-def output_path(path: str | os.PathLike, what: str = "output") -> Path:
-    """An output file path whose folder exists."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        raise CellamaInputError(f"{what} {p} is a folder; give a file name")
-    if not p.parent.exists():
-        raise CellamaInputError(f"folder {p.parent} for the {what} does not exist")
-    return p
+def output_path(path: str | os.PathLike, what: str = "output", sources=()) -> Path:
+    """An output file path checked like every export (see ``io.export.check_destination``)."""
+    from ..io.export import check_destination
+
+    return check_destination(path, what, sources=sources)
 
 
 def write_atomic(path: Path, write) -> None:

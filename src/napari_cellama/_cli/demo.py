@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 
 from .._constants import CELL_ID, CELL_TYPE, DEFAULT_N_NEIGHBORS, DEFAULT_TOP_K, TRANSFER_COLUMNS
-from ._common import StderrProgress, output_path, write_atomic
+from ._common import StderrProgress, write_atomic
 
 NAME = "demo"
 HELP = "generate the demo Xenium run (once, cached) and transfer labels to it from its reference"
@@ -28,7 +28,9 @@ def run(args) -> None:
 
     demo = make_demo()
     print(f"demo run: {demo.xenium_dir}\ndemo reference: {demo.reference_h5ad}", file=sys.stderr)
-    out = output_path(args.out or demo.root / "transfer.csv", "output CSV")
+    from ..io.export import check_destination
+
+    out = check_destination(args.out or demo.root / "transfer.csv", "output CSV")
     query, reference = read_query(demo.xenium_dir), read_reference(demo.reference_h5ad)
     progress = StderrProgress()
     try:

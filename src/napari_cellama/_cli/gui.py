@@ -53,6 +53,20 @@ def open_viewer(path=None, demo=False, reference=None, show=True):
 
 
 def run(args) -> None:
+    import os
+    from pathlib import Path
+
+    from ..validators import CellamaInputError
+
+    if args.path is not None and not Path(args.path).expanduser().exists():
+        raise CellamaInputError(f"{args.path} not found (give a Xenium output folder)")
+    if args.reference is not None and not Path(args.reference).expanduser().is_file():
+        raise CellamaInputError(f"reference {args.reference} not found")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise CellamaInputError(
+            "no display: run napari-cellama gui on a desktop, or under xvfb-run for screenshots; "
+            "`napari-cellama demo` runs the transfer without a display"
+        )
     import napari
 
     viewer, _ = open_viewer(args.path, args.demo, args.reference, show=True)

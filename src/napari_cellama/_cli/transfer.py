@@ -13,7 +13,7 @@ from .._constants import (
     EMBED_MODES,
     TRANSFER_COLUMNS,
 )
-from ._common import StderrProgress, output_path, write_atomic
+from ._common import StderrProgress, write_atomic
 
 NAME = "transfer"
 HELP = "transfer cell-type labels from a labelled scRNA reference (.h5ad) to a query (.h5ad or Xenium folder)"
@@ -31,6 +31,8 @@ def add_arguments(p) -> None:
     p.add_argument("--metadata", nargs="+", default=None, metavar="COL", help="obs columns appended to sentences")
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="cells below this vote share become Unassigned (default 0)")
+    p.add_argument("--max-distance", type=float, default=None, metavar="D",
+                   help="cells farther than this cosine distance from every reference cell become Unassigned")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--allow-download", action="store_true", help="let --model be fetched from the Hugging Face Hub")
     p.add_argument("--mode", default=None, choices=list(EMBED_MODES),
@@ -59,9 +61,14 @@ def run(args) -> None:
     from ..core import Embedder, run_transfer
     from ..io import read_query, read_reference
 
-    from ..validators import check_file
+    from ..validators import check_file, check_fraction
 
-    out = output_path(args.out, "output CSV")
+    from ..io.export import check_destination
+
+    check_fraction(args.min_confidence, "--min-confidence")
+    if args.max_distance is not None:
+        check_fraction(args.max_distance, "--max-distance", upper=2.0)
+    out = check_destination(args.out, "output CSV", sources=[args.query, args.reference])
     check_file(args.reference, "reference", suffixes=(".h5ad",))
     check_file(args.query, "query")
     exports = _check_exports(args)
@@ -82,7 +89,8 @@ def run(args) -> None:
     try:
         result = run_transfer(
             query, reference, args.label_key, top_k=args.top_k, k=args.neighbors, metadata=args.metadata,
-            embedder=embedder, min_confidence=args.min_confidence, callback=progress,
+            embedder=embedder, min_confidence=args.min_confidence, max_distance=args.max_distance,
+            callback=progress,
             max_per_type=args.max_per_type,
         )
     finally:
@@ -122,7 +130,7 @@ def _write_exports(args, paths: dict, result, query) -> None:
     from ..core import Annotation
     from ..io import write_explorer_csv, write_h5ad, write_spatialdata, xenium_root
 
-    annotation = Annotation(result.table, min_confidence=args.min_confidence)
+    annotation = Annotation(result.table, min_confidence=args.min_confidence, max_distance=args.max_distance)
     sources = [args.query, args.reference]
     inputs = {"query": Path(args.query).expanduser().resolve(),
               "reference": Path(args.reference).expanduser().resolve()}

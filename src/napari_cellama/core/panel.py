@@ -41,6 +41,8 @@ class PanelReport:
     n_query_cells_below_top_k: int
     """Query cells with fewer than ``top_k`` detected shared genes (shorter sentences)."""
     top_k: int
+    n_query_cells_without_shared_genes: int = 0
+    """Query cells with no detected shared gene: they get no sentence and stay Unassigned."""
     query_duplicates: list[str] = field(default_factory=list)
     reference_duplicates: list[str] = field(default_factory=list)
 
@@ -57,6 +59,11 @@ class PanelReport:
             f"query cells with fewer than {self.top_k} detected shared genes: "
             f"{self.n_query_cells_below_top_k} of {self.n_query_cells}",
         ]
+        if self.n_query_cells_without_shared_genes:
+            lines.append(
+                f"query cells without any detected shared gene (left Unassigned): "
+                f"{self.n_query_cells_without_shared_genes}"
+            )
         if self.query_duplicates or self.reference_duplicates:
             lines.append(
                 "duplicate symbols summed: "
@@ -130,6 +137,7 @@ def shared_panel(
         n_query_cells=int(query.n_obs),
         n_query_cells_below_top_k=int((q_detected < top_k).sum()),
         top_k=top_k,
+        n_query_cells_without_shared_genes=int((q_detected == 0).sum()),
         query_duplicates=qdups,
         reference_duplicates=rdups,
     )

@@ -11,6 +11,11 @@ import pandas as pd
 
 from .._constants import (
     CELL_ID,
+    CELL_TYPE,
+    CONFIDENCE,
+    RUNNER_UP,
+    TRANSFERRED_TYPE,
+    UNASSIGNED,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
     EMBED_CACHE,
@@ -68,9 +73,10 @@ def iter_transfer(
     check_unique_ids(query.obs_names, "query")
     yield (STAGE_PANEL, 0, 1)
     q, r, report = shared_panel(query, reference, top_k)
-    labelled = r.obs[label_key].notna().to_numpy()
-    if not labelled.all():
-        r = r[labelled].copy()
+    # reference cells vote only with a label and at least one detected shared gene
+    usable = r.obs[label_key].notna().to_numpy() & (np.asarray((r.X > 0).sum(axis=1)).ravel() > 0)
+    if not usable.all():
+        r = r[usable].copy()
     if max_per_type:
         from .subsample import subsample_reference
 
@@ -97,6 +103,12 @@ def iter_transfer(
     )
     table.index.name = CELL_ID
     table[SENTENCE] = query_sentences
+    # a cell without any detected shared gene has no sentence to compare: it stays Unassigned
+    empty = np.asarray((q.X > 0).sum(axis=1)).ravel() == 0
+    if empty.any():
+        table.loc[empty, [CELL_TYPE, TRANSFERRED_TYPE]] = UNASSIGNED
+        table.loc[empty, CONFIDENCE] = 0.0
+        table.loc[empty, RUNNER_UP] = ""
     params = {
         "label_key": label_key,
         "top_k": top_k,
