@@ -24,14 +24,33 @@ def plugin_widget_names() -> list[str]:
     return [w.display_name for w in manifest.contributions.widgets or []]
 
 
+PLOTS_WIDGET = "Plots"
+
+
 def open_viewer(path=None, demo=False, reference=None, show=True):
-    """Create a viewer with every plugin widget docked; returns ``(viewer, {name: widget})``."""
+    """Create a viewer with every plugin widget docked; returns ``(viewer, {name: widget})``.
+
+    The window fills the screen, the step widgets are tabbed on the right (step 1 in
+    front) and the plots sit below the canvas. With ``demo`` the demo run is opened, its
+    reference chosen, and the panel check started, so the transfer can be run at once.
+    """
     import napari
+    from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=show)
+    screen = QApplication.primaryScreen()
+    if screen is not None:
+        geometry = screen.availableGeometry()
+        viewer.window.resize(geometry.width(), geometry.height())
     widgets = {}
     for name in plugin_widget_names():
-        dock, widget = viewer.window.add_plugin_dock_widget("napari-cellama", name, tabify=True)
+        if name == PLOTS_WIDGET:
+            from .._qt.plots_widget import PlotsWidget
+
+            widget = PlotsWidget(viewer)
+            viewer.window.add_dock_widget(widget, name=PLOTS_WIDGET, area="bottom")
+        else:
+            _, widget = viewer.window.add_plugin_dock_widget("napari-cellama", name, tabify=True)
         widgets[name] = widget
     if demo:
         from ..datasets import make_demo
@@ -41,14 +60,26 @@ def open_viewer(path=None, demo=False, reference=None, show=True):
         reference = reference or data.reference_h5ad
     if path is not None:
         viewer.open(str(path), plugin="napari-cellama")
-    if reference is not None:
-        for widget in widgets.values():
-            setter = getattr(widget, "set_reference_path", None)
-            if setter is not None:
-                setter(str(reference))
-    first = next(iter(widgets.values()), None)
-    if first is not None and hasattr(first, "parent") and first.parent() is not None:
-        first.parent().raise_()
+    load = next((w for w in widgets.values() if hasattr(w, "set_reference_path")), None)
+    if load is not None and reference is not None:
+        if path is not None and hasattr(load, "columns_ready"):
+            from qtpy.QtCore import QTimer
+
+            def _load_when_idle(load=load):
+                if load.busy:  # the worker that listed the columns is still finishing
+                    QTimer.singleShot(100, _load_when_idle)
+                    return
+                load.use_open_layers()
+                load.load()
+
+            def _load_when_ready(_columns, load=load):
+                load.columns_ready.disconnect(_load_when_ready)
+                _load_when_idle()
+
+            load.columns_ready.connect(_load_when_ready)
+        load.set_reference_path(str(reference), "cell_type" if demo else None)
+    if load is not None and load.parent() is not None:
+        load.parent().raise_()
     return viewer, widgets
 
 
@@ -69,14 +100,26 @@ def run(args) -> None:
         )
     import napari
 
-    viewer, _ = open_viewer(args.path, args.demo, args.reference, show=True)
+    viewer, widgets = open_viewer(args.path, args.demo, args.reference, show=True)
     if args.screenshot:
-        from qtpy.QtWidgets import QApplication
-
-        for _ in range(20):
-            QApplication.processEvents()
+        settle(widgets)
         viewer.screenshot(args.screenshot, canvas_only=False)
         print(f"saved {args.screenshot}", file=sys.stderr)
         viewer.close()
         return
     napari.run()
+
+
+def settle(widgets: dict, minimum: float = 3.0, timeout: float = 180.0) -> None:
+    """Process Qt events until no widget is busy (at least ``minimum`` s, at most ``timeout`` s)."""
+    import time
+
+    from qtpy.QtWidgets import QApplication
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        QApplication.processEvents()
+        elapsed = time.monotonic() - start
+        if elapsed > minimum and not any(getattr(w, "busy", False) for w in widgets.values()):
+            break
+        time.sleep(0.05)
