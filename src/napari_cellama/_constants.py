@@ -26,9 +26,12 @@ EMBED_MODES = (EMBED_MODE_EXACT, EMBED_MODE_ONNX, EMBED_MODE_FAST)
 float32 graph run by ONNX Runtime on the CPU; ``fast``: ONNX Runtime with dynamic int8 MatMul
 weights, per channel (approximate; see docs/performance.md)."""
 
-DEFAULT_EMBED_MODE = EMBED_MODE_EXACT
-"""Embedding mode of the CLI, the pipeline and the widgets on a CPU (chosen by
-benchmarks/bench_pipeline.py); on a GPU the default is always ``exact``."""
+DEFAULT_EMBED_MODE = EMBED_MODE_ONNX
+"""Embedding mode of ``Embedder(mode=None)`` - the CLI, the pipeline and the widgets - on a
+CPU: float32 like ``exact``, with the same labels (100% agreement measured on pbmc68k and on
+the 84,518-cell Xenium section) in less time (benchmarks/bench_pipeline.py,
+docs/performance.md). On a GPU the default is ``exact``; if the ONNX export of a model
+fails, the default falls back to ``exact``."""
 
 CACHE_ENV = "NAPARI_CELLAMA_CACHE"
 """Environment variable overriding the root of every napari-cellama cache."""
@@ -37,7 +40,12 @@ CACHE_SUBDIR_EMBEDDINGS = "embeddings"
 """Sub-folder of the cache root holding the persistent embedding cache."""
 
 CACHE_SUBDIR_ONNX = "onnx-models"
-"""Sub-folder of the cache root holding exported / quantised ONNX models of the fast mode."""
+"""Sub-folder of the user cache folder holding the ONNX exports of the onnx / fast modes."""
+
+ONNX_CACHE_ENV = "NAPARI_CELLAMA_ONNX_CACHE"
+"""Environment variable overriding the folder of ONNX exports. Exports are derived from the
+model files only (keyed by their hash), so unlike the embedding cache they do not follow
+``NAPARI_CELLAMA_CACHE``: test sessions and benchmarks with a temporary cache root reuse them."""
 
 EMBED_MODE = "embedding_mode"
 EMBED_CACHE = "embedding_cache"
@@ -70,6 +78,23 @@ or the gene sentence only (the no-niche baseline)."""
 
 NICHE_METHOD_LEIDEN = "leiden"
 NICHE_METHOD_KMEANS = "kmeans"
+
+# niche widget (issue 5)
+DEFAULT_NICHE_WIDGET_RESOLUTION = 0.3
+"""Leiden resolution the niche widget starts with: on the demo, 1.0 splits the 3 planted
+niches of CD14+ monocytes into 7 clusters, 0.3 finds 3 (docs/niche.md)."""
+
+DEFAULT_NICHE_WIDGET_CLUSTERS = 3
+"""KMeans clusters the niche widget starts with."""
+
+DEFAULT_NICHE_RADIUS = 30.0
+"""Neighbourhood radius (microns) the niche widget starts with when radius mode is chosen."""
+
+NICHE_LAYER_NAME = "niche clusters"
+NICHE_OTHER_CELLS = "other cells"
+"""Category of the niche layer for every cell that was not clustered (dimmed grey)."""
+NICHE_OTHER_COLOR = (0.55, 0.55, 0.55, 0.45)
+"""RGBA of the cells that were not clustered in the niche layer."""
 
 # fine-tuning and marker prototypes (issue 7)
 DEFAULT_FINETUNE_PAIRS = 2000

@@ -24,6 +24,7 @@ factory                   type       ``metadata["cellama"]["kind"]``
 :func:`transcripts_...`   points     ``"transcripts"`` (one colour per gene)
 :func:`cell_categories_`  labels     ``"cell categories"`` (one colour per category)
 :func:`cell_values_...`   image      ``"cell values"`` (a number per cell, colour-mapped)
+:func:`niche_layer_data`  labels     ``"cell categories"`` (niche clusters; other cells grey)
 ========================  =========  ================================================
 
 Every napari-cellama layer's metadata also holds ``xenium_root`` and ``pixel_size``.
@@ -70,6 +71,9 @@ from ._constants import (
     KIND_TRANSCRIPTS,
     LABEL_ID,
     LAYER_META,
+    NICHE_LAYER_NAME,
+    NICHE_OTHER_CELLS,
+    NICHE_OTHER_COLOR,
     TRANSCRIPT_COUNTS,
     UNASSIGNED,
     UNASSIGNED_COLOR,
@@ -685,3 +689,63 @@ def set_selected_cells(layer, label_ids: Sequence[int]) -> None:
     ids = ids[(ids > 0) & (ids < len(lut))]
     lut[ids] = 1
     layer.refresh()
+
+
+# --------------------------------------------------------------------------- niche clusters (issue 5)
+
+
+def niche_colors(clusters: Iterable[str]) -> dict[str, tuple]:
+    """One RGBA colour per niche cluster name.
+
+    Colours are the annotation palette (:func:`napari_cellama.core.annotation.palette_color`)
+    taken in the order of the names' string sort, which is the order pandas gives the
+    categories of the saved ``niche_cluster`` column, so the Xenium Explorer export of that
+    column (:func:`napari_cellama.io.export.explorer_groups`) uses the same colours.
+    """
+    from .core.annotation import palette_color
+
+    names = sorted({str(c) for c in clusters})
+    return {name: palette_color(i) for i, name in enumerate(names)}
+
+
+def niche_layer_data(
+    cells_layer,
+    cell_ids: Sequence[str],
+    clusters: Sequence[str],
+    *,
+    name: str = NICHE_LAYER_NAME,
+    colors: Mapping[str, object] | None = None,
+    hidden: Iterable[str] = (),
+    other_color=NICHE_OTHER_COLOR,
+) -> LayerDataTuple:
+    """A Labels layer of niche clusters: clustered cells coloured by cluster, all others grey.
+
+    ``cell_ids`` / ``clusters`` are the clustered cells and their cluster (NaN: not
+    clustered). Every other cell of ``cells_layer`` falls in the category
+    :data:`NICHE_OTHER_CELLS`, drawn dimmed in ``other_color``. Built with
+    :func:`cell_categories_layer_data` (so :class:`LabelLookup`-backed and cheap to update);
+    colours default to :func:`niche_colors`. The metadata also keeps ``clusters`` (the
+    cluster names) and ``colors``, which :func:`set_niche_hidden` reuses.
+    """
+    ids = pd.Index(np.asarray(cell_ids).astype(str))
+    values = pd.Series(np.asarray(clusters, dtype=object), index=ids)
+    values = values[values.notna()].astype(str)
+    if (values == NICHE_OTHER_CELLS).any():
+        raise ValueError(f"{NICHE_OTHER_CELLS!r} is reserved for the cells that were not clustered")
+    all_ids = pd.Index(cells_layer.features[CELL_ID].astype(str))
+    cats = pd.Series(NICHE_OTHER_CELLS, index=all_ids, dtype=object)
+    known = values.index[values.index.isin(all_ids)]
+    cats.loc[known] = values.loc[known].to_numpy()
+    names = sorted(set(values.tolist()))
+    palette = {**niche_colors(names), **dict(colors or {}), NICHE_OTHER_CELLS: other_color}
+    data, kwargs, layer_type = cell_categories_layer_data(
+        cells_layer, all_ids, cats.to_numpy(), name=name, colors=palette, hidden=hidden
+    )
+    kwargs["opacity"] = 0.9
+    kwargs["metadata"][LAYER_META].update(niche=True, clusters=names, colors=palette)
+    return (data, kwargs, layer_type)
+
+
+def set_niche_hidden(layer, hidden: Iterable[str] = ()) -> None:
+    """Hide (make transparent) the given clusters of a :func:`niche_layer_data` layer."""
+    set_category_colors(layer, layer_info(layer).get("colors"), hidden)

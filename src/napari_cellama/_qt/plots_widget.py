@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
 
 from .._constants import CELL_TYPE
 from ._runner import JobRunner
@@ -73,11 +73,19 @@ class PlotsWidget(QWidget):
         layout.addWidget(self.runner.widget)
         layout.addWidget(self.info)
         layout.addWidget(self.canvas, 1)
+        # vertically expanding: napari then gives the dock's height to the figure instead of
+        # adding a stretch below a 320-pixel plot
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
+        self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.session.changed.connect(self._on_session)
         self._on_session("transfer")
 
     # ------------------------------------------------------------------ data
     def _on_session(self, what: str) -> None:
+        if what == "niche" and self.annotation is not None:
+            self._fill_other_columns()  # niche_cluster becomes a column to compare with
+            self.draw()
+            return
         if what != "transfer":
             return
         info = self.session.results.get("transfer")
@@ -210,9 +218,9 @@ class PlotsWidget(QWidget):
         table = table[cols]
         im = ax.imshow(table.to_numpy(), aspect="auto", cmap="Blues", vmin=0, vmax=1)
         ax.set_yticks(range(len(table.index)), table.index, fontsize=7)
-        ax.set_xticks(range(len(cols)), cols, fontsize=6, rotation=90)
+        ax.set_xticks(range(len(cols)), cols, fontsize=7, rotation=90)
         ax.set_xlabel(name)
-        ax.set_title(f"{CELL_TYPE} vs {name} (row share)")
+        ax.set_title(f"{CELL_TYPE} vs {name}\n(share of each type's cells)", fontsize=9)
         self.figure.colorbar(im, ax=ax, fraction=0.04)
 
     def contingency_table(self, name: str) -> pd.DataFrame:

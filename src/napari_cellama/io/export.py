@@ -194,6 +194,8 @@ def results_frame(annotation) -> pd.DataFrame:
     for col in (TRANSFERRED_TYPE, RUNNER_UP, NEAREST_REFERENCE, SENTENCE):
         if col in t:
             t[col] = t[col].astype(object).where(t[col].notna(), "").astype(str)
+    if NICHE_CLUSTER in t:  # categorical: SpatialData's writer would turn a missing value into "nan"
+        t[NICHE_CLUSTER] = pd.Categorical(t[NICHE_CLUSTER])
     return t
 
 
