@@ -35,7 +35,7 @@ def run(args) -> None:
     progress = StderrProgress()
     try:
         result = run_transfer(query, reference, "cell_type", top_k=args.top_k, k=args.neighbors,
-                              embedder=Embedder(args.model), callback=progress)
+                              embedder=Embedder(args.model, cache=True), callback=progress)
     finally:
         progress.close()
     table = result.table.loc[:, list(TRANSFER_COLUMNS)]

@@ -131,8 +131,7 @@ class JobRunner(QObject):
         if pbar is not None:
             pbar.set_description(f"napari-cellama: {stage}")
             pbar.total = total
-            pbar.n = int(done)
-            pbar.refresh()
+            pbar.update(int(done) - pbar.n)  # update() notifies napari's activity panel
 
     def _on_error(self, err: BaseException) -> None:
         self._fail(error_message(err))

@@ -13,6 +13,7 @@ from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QTreeWidget,
@@ -46,6 +47,11 @@ class LegendWidget(QWidget):
         self.tree.setRootIsDecorated(False)
         self.tree.setSelectionMode(QAbstractItemView.SingleSelection)
         self.tree.setMinimumHeight(140)
+        # the name column takes the width (long reference labels stay readable), counts fit
+        header = self.tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
         self.tree.itemChanged.connect(self._on_item_changed)
         self.tree.itemDoubleClicked.connect(lambda item, _col: self.type_activated.emit(item.data(0, Qt.UserRole)))
         self.only_button = QPushButton("Show only selected")
@@ -110,7 +116,6 @@ class LegendWidget(QWidget):
             self.tree.addTopLevelItem(item)
             if name == selected:
                 item.setSelected(True)
-        self.tree.resizeColumnToContents(0)
         self._updating = False
 
     def item(self, name: str):

@@ -513,8 +513,7 @@ class LoadWidget(QWidget):
         self.progress_bar.setFormat(f"{stage}: {done}/{total}")
         pbar.set_description(f"napari-cellama: {stage}")
         pbar.total = int(total)
-        pbar.n = int(done)
-        pbar.refresh()
+        pbar.update(int(done) - pbar.n)  # update() notifies napari's activity panel
 
     def _on_finished(self, worker, pbar) -> None:
         pbar.close()

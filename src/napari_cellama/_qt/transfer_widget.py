@@ -38,8 +38,10 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QListWidget,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -102,7 +104,17 @@ class TransferWidget(QWidget):
         self.status.setWordWrap(True)
 
         # ---------------------------------------------------------------- parameters
-        params = QGroupBox("Parameters")
+        # the parameters fold away once results are shown (legend and review need the height);
+        # the arrow button brings them back
+        self.params_toggle = QToolButton()
+        self.params_toggle.setText("Parameters")
+        self.params_toggle.setCheckable(True)
+        self.params_toggle.setChecked(True)
+        self.params_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.params_toggle.setArrowType(Qt.DownArrow)
+        self.params_toggle.setStyleSheet("QToolButton { border: none; }")
+        self.params_toggle.toggled.connect(self.show_parameters)
+        params = self.params_box = QGroupBox()
         form = QFormLayout(params)
         self.label_combo = QComboBox()
         self.top_k_spin = QSpinBox()
@@ -141,6 +153,8 @@ class TransferWidget(QWidget):
         self.run_button = QPushButton("Run transfer")
         self.run_button.clicked.connect(lambda: self.run())
         self.runner = JobRunner(self)
+        self.runner.started.connect(lambda _what: self.run_button.setEnabled(False))
+        self.runner.finished.connect(lambda: self.run_button.setEnabled(self.session.ready))
 
         # ---------------------------------------------------------------- results
         self.results_box = QGroupBox("Results")
@@ -171,7 +185,7 @@ class TransferWidget(QWidget):
         rform.addWidget(self.threshold_label)
         rform.addWidget(self.threshold_slider)
         rform.addLayout(dist_row)
-        rform.addWidget(self.legend)
+        rform.addWidget(self.legend, 1)
 
         # ---------------------------------------------------------------- review
         self.review_box = QGroupBox("Review")
@@ -228,14 +242,16 @@ class TransferWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.status)
+        layout.addWidget(self.params_toggle)
         layout.addWidget(params)
         layout.addWidget(self.run_button)
         layout.addWidget(self.runner.widget)
-        layout.addWidget(self.results_box)
+        layout.addWidget(self.results_box, 1)  # the legend takes the spare height
         layout.addWidget(self.review_box)
         layout.addWidget(self.export_box)
         layout.addWidget(self.open_button)
-        layout.addStretch(1)
+        # vertically expanding, so that napari adds no stretch below and the legend gets the height
+        self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
 
         self.session.changed.connect(self._on_session_changed)
         self.viewer.mouse_drag_callbacks.append(self._on_mouse)
@@ -272,6 +288,14 @@ class TransferWidget(QWidget):
         if path:
             self.model_edit.setText(path)
 
+    def show_parameters(self, visible: bool = True) -> None:
+        """Unfold (or fold away) the parameters box."""
+        self.params_box.setVisible(visible)
+        self.params_toggle.setArrowType(Qt.DownArrow if visible else Qt.RightArrow)
+        if self.params_toggle.isChecked() != visible:
+            with _blocked(self.params_toggle):
+                self.params_toggle.setChecked(visible)
+
     def parameters(self) -> dict:
         return {
             "label_key": self.label_combo.currentText(),
@@ -307,8 +331,8 @@ class TransferWidget(QWidget):
                                 types=sorted(types))
         self.result = result
         self.show_annotation(annotation)
-        model = Path(str(result.params.get("model") or "model")).name
-        note = f"{len(result.table):,} cells annotated ({model}, {result.params.get('embedding_mode', 'exact')})"
+        note = (f"{len(result.table):,} cells annotated ({_model_label(result.params.get('model'))}, "
+                f"{result.params.get('embedding_mode', 'exact')} embedding)")
         self.status.setText(note)
 
     # ------------------------------------------------------------------ layers
@@ -370,6 +394,7 @@ class TransferWidget(QWidget):
         self._refresh_assign_types()
         self.show_map(self.map_combo.currentText())
         self._set_has_result(True)
+        self.show_parameters(False)
         self.session.results["transfer"] = {"result": self.result, "annotation": annotation,
                                             "select_cells": self.select_cells}
         self.session.changed.emit("transfer")
@@ -515,6 +540,11 @@ class TransferWidget(QWidget):
             world = np.asarray([layer.data_to_world(v) for v in shape])[:, -2:]  # (y, x)
             inside |= MplPath(world[:, ::-1]).contains_points(xy)
         self.select_cells(q.obs_names[inside], add=add)
+        # drawing is over: stop adding polygons on click and make the cells layer active again,
+        # so that hovering shows the cells' results (napari shows the active layer's status)
+        layer.mode = "pan_zoom"
+        if self._cells_layer is not None and self._cells_layer in self.viewer.layers:
+            self.viewer.layers.selection.active = self._cells_layer
         return int(inside.sum())
 
     # ------------------------------------------------------------------ edits
@@ -592,6 +622,11 @@ class TransferWidget(QWidget):
         from ..io.export import write_spatialdata
 
         s = self.session
+        if not path:  # the save dialog has asked whether to replace an existing session
+            path = self._ask_path(None, "Save session (SpatialData zarr)", "zarr (*.zarr)", folder=True)
+            if not path:
+                return None
+            overwrite = True
         return self._export(write_spatialdata, path, "Save session (SpatialData zarr)", "zarr (*.zarr)",
                             _folder=True, result=self.result, query=s.query, xenium=s.xenium_root,
                             inputs=self._inputs(), overwrite=overwrite)
@@ -645,6 +680,18 @@ class TransferWidget(QWidget):
         from ..session import get_session
 
         get_session(self.viewer).update("opened", xenium_root=Path(root))
+
+
+def _model_label(model) -> str:
+    """Short name of a model id for the status line (the offline default by its model name)."""
+    from .._constants import OFFLINE_MODEL_PACKAGE
+
+    if not model:
+        return "default model"
+    path = Path(str(model))
+    if OFFLINE_MODEL_PACKAGE in path.parts:
+        return "all-MiniLM-L6-v2, offline"
+    return path.name if path.name not in ("model", "") else path.parent.name
 
 
 def _create(layer_data):
