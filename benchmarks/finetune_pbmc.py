@@ -95,6 +95,11 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=None, help="training pairs (default: the package default)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--train-top-k", type=int, nargs="+", default=[TOP_K],
+                        help="sentence lengths mixed in the training pairs (default: 20, as the transfer)")
+    parser.add_argument("--eval-steps", type=int, default=None,
+                        help="validate every N steps and keep the best-validated weights (held-out reference cells)")
+    parser.add_argument("--validation", type=float, default=None, help="held-out share of reference cells")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--models-dir", type=Path, default=None, help="keep the fine-tuned models here")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "finetune_pbmc.json")
@@ -144,6 +149,8 @@ def main(argv=None) -> int:
         "n_pairs": n_pairs,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "train_top_k": args.train_top_k,
+        "eval_steps": args.eval_steps,
         "transfer": {},
         "finetune": {},
         "reference_free": {},
@@ -201,8 +208,11 @@ def main(argv=None) -> int:
     for name, extra in configs.items():
         out = models_root / name.replace(" ", "_").replace("+", "plus")
         print(f"[{name}] fine-tuning on the reference half -> {out}", flush=True)
-        ft = finetune(reference, out, label_key=LABEL, top_k=TOP_K, n_pairs=n_pairs, epochs=args.epochs,
-                      batch_size=args.batch_size, overwrite=True, callback=progress, **extra)
+        if args.validation is not None:
+            extra = {**extra, "validation_fraction": args.validation}
+        ft = finetune(reference, out, label_key=LABEL, top_k=args.train_top_k, n_pairs=n_pairs, epochs=args.epochs,
+                      batch_size=args.batch_size, eval_steps=args.eval_steps, overwrite=True, callback=progress,
+                      **extra)
         print(ft.summary(), flush=True)
         results["finetune"][name] = {
             "validation": ft.validation,
@@ -237,8 +247,11 @@ def main(argv=None) -> int:
 def print_tables(results: dict) -> None:
     rare = list(results["rare_types"])
     k = f"k={results['default_k']}"
-    print(f"\nlabel transfer, pbmc68k seed-0 split, top-k {results['top_k']}; fine-tuning: {results['n_pairs']} pairs, "
-          f"{results['epochs']} epoch(s), batch {results['batch_size']}\n")
+    print(f"\nlabel transfer, pbmc68k seed-0 split, top-k {results['top_k']}; fine-tuning: {results['n_pairs']} pairs "
+          f"(+25% prototype pairs when guided), training sentences top-k {results['train_top_k']}, "
+          f"{results['epochs']} epoch(s), batch {results['batch_size']}"
+          + (f", validated every {results['eval_steps']} steps, best kept" if results.get("eval_steps") else "")
+          + "\n")
     head = " | ".join(f"recall {r} (n={results['rare_types'][r]})" for r in rare)
     print(f"| model | accuracy ({k}) | macro-F1 ({k}) | accuracy (k=1) | macro-F1 (k=1) | {head} ({k}) |")
     print("|---|---|---|---|---|" + "---|" * len(rare))
@@ -249,14 +262,17 @@ def print_tables(results: dict) -> None:
         rr = " | ".join(f"{a['rare_recall'][r]:.3f}" for r in rare)
         print(f"| {name} | {a['accuracy']:.3f} | {a['macro_f1']:.3f}{gain} | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | {rr} |")
     print("\nfine-tuning validation (held-out reference cells): Spearman of predicted cosine vs pair label\n")
-    print("| run | pairs (train) | Spearman before | Spearman after | prototype accuracy before | after | seconds |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | pairs (train) | steps (kept) | Spearman before | after | held-out transfer macro-F1 before | after "
+          "| prototype accuracy before | after | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, e in results["finetune"].items():
         v = e["validation"]
         n = sum(e["pair_counts"]["train"].values())
         pa = (f"{v['prototype_accuracy_before']:.3f} | {v['prototype_accuracy_after']:.3f}"
               if "prototype_accuracy_before" in v else " | ")
-        print(f"| {name} | {n} | {v['spearman_before']:.3f} | {v['spearman_after']:.3f} | {pa} | {e['seconds']:.0f} |")
+        steps = f"{e['params']['total_steps']} ({v.get('kept_step', e['params']['total_steps'])})"
+        print(f"| {name} | {n} | {steps} | {v['spearman_before']:.3f} | {v['spearman_after']:.3f} | "
+              f"{v['transfer_macro_f1_before']:.3f} | {v['transfer_macro_f1_after']:.3f} | {pa} | {e['seconds']:.0f} |")
     print("\nreference-free annotation of the query half\n")
     print("| method | accuracy | macro-F1 | " + " | ".join(f"recall {r}" for r in rare) + " |")
     print("|---|---|---|" + "---|" * len(rare))

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _perf_fixture import LABEL_KEY, exact_embeddings, pbmc, transfer
+from _perf_fixture import LABEL_KEY, exact_embeddings, pbmc
 from napari_cellama.core import Embedder
 from napari_cellama.core.cache import EmbeddingCache
 from napari_cellama.core.distributed import DistributedEmbedder, parse_scheduler
@@ -33,15 +33,23 @@ def _worker_state():
 
 
 def test_distributed_equals_single_process(client, tmp_path):
-    sentences = pbmc()[0]
-    exact = exact_embeddings()  # single process, same batch size, same length-sorted batches
-    emb = DistributedEmbedder(client, mode="exact", cache=tmp_path, task_sentences=128)
+    from napari_cellama.core import knn_transfer
+
+    sentences, labels, ref_idx, query_idx = pbmc()
+    exact = exact_embeddings()  # single process, exact mode
+    query = [sentences[i] for i in query_idx]  # the 350 query cells go to the workers
+    emb = DistributedEmbedder(client, mode="exact", cache=tmp_path, task_sentences=64)
     stages = []
-    got = emb.encode(sentences, callback=lambda *a: stages.append(a))
-    assert got.dtype == np.float32 and got.shape == exact.shape
-    assert np.abs(got - exact).max() < 1e-5
-    assert (transfer(got) == transfer(exact)).all() and (transfer(got, 1) == transfer(exact, 1)).all()
+    got = emb.encode(query, callback=lambda *a: stages.append(a))
+    assert got.dtype == np.float32 and got.shape == (len(query_idx), exact.shape[1])
+    assert np.abs(got - exact[query_idx]).max() < 1e-5
+    for k in (1, 10):
+        a = knn_transfer(got, exact[ref_idx], labels[ref_idx], k)
+        b = knn_transfer(exact[query_idx], exact[ref_idx], labels[ref_idx], k)
+        assert (a["cell_type"].to_numpy() == b["cell_type"].to_numpy()).all()
+        assert np.allclose(a["confidence"], b["confidence"], atol=1e-4)
     assert stages[-1][1] == stages[-1][2] == emb.last_stats["unique"]
+    assert len({s[1] for s in stages}) >= 3  # progress arrives task by task
     state = client.run(_worker_state)
     assert len(state) == 2 and all(s["embedders"] == 1 and s["loads"] == 1 for s in state.values())
     # both workers wrote packs, in the single-process cache format, which a plain Embedder reads
@@ -49,7 +57,7 @@ def test_distributed_equals_single_process(client, tmp_path):
     writers = {int(p.name.split("-")[1]) for p in (tmp_path / emb.cache_namespace).glob("*.keys.npy")}
     assert writers == pids
     warm = Embedder(mode="exact", cache=tmp_path, device="cpu")
-    again = warm.encode(sentences)
+    again = warm.encode(query)
     assert warm.last_stats["embedded"] == 0 and not warm.loaded and np.array_equal(again, got)
     # a second run on the same workers reuses their loaded model
     emb.encode(["Top genes are CD3E, CD2, and IL7R.", "Top gene is HBB."])
@@ -77,17 +85,18 @@ def test_cli_dask_scheduler_matches_single_process(client, tmp_path, capsys):
     adata[ref_idx[::3]].write_h5ad(tmp_path / "ref.h5ad")
     adata[query_idx[:60]].write_h5ad(tmp_path / "query.h5ad")
     base = ["transfer", str(tmp_path / "query.h5ad"), "--reference", str(tmp_path / "ref.h5ad"),
-            "--label-key", LABEL_KEY, "--mode", "exact", "--no-cache"]
+            "--label-key", LABEL_KEY, "--no-cache"]  # the default mode
     assert main(base + ["--out", str(tmp_path / "single.csv")]) == 0
     address = client.scheduler.address
+    capsys.readouterr()
     assert main(base + ["--dask-scheduler", address, "--out", str(tmp_path / "dask.csv")]) == 0
+    assert "onnx mode" in capsys.readouterr().err
     single = pd.read_csv(tmp_path / "single.csv", index_col=0)
     dask = pd.read_csv(tmp_path / "dask.csv", index_col=0)
     assert single.index.equals(dask.index)
     assert (single["cell_type"] == dask["cell_type"]).all()
     assert np.allclose(single["confidence"], dask["confidence"], atol=1e-4)
     assert client.status == "running"  # an existing cluster is left running
-    capsys.readouterr()
     assert main(base + ["--dask-scheduler", "local:x", "--out", str(tmp_path / "x.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "local:N" in err[0]

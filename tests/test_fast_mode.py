@@ -13,16 +13,17 @@ import pandas as pd
 import pytest
 
 from _perf_fixture import LABEL_KEY, exact_embeddings, pbmc, session_cache, session_root, transfer
-from napari_cellama._constants import CACHE_ENV, EMBED_CACHE, EMBED_MODE
+from napari_cellama._constants import CACHE_ENV, EMBED_CACHE, EMBED_MODE, ONNX_CACHE_ENV
 from napari_cellama.core import Embedder, offline_model_path
 from napari_cellama.validators import CellamaInputError
 
 
 @pytest.fixture(scope="module")
 def fast_env():
-    """ONNX models and embeddings go to the session's temporary cache root, never the user's."""
+    """ONNX exports and embeddings go to the session's temporary cache root, never the user's."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(session_root()))
+        mp.setenv(ONNX_CACHE_ENV, str(session_root() / "onnx-models"))
         yield session_root()
 
 
@@ -137,6 +138,14 @@ def test_fast_mode_recorded_by_pipeline_and_cli(fast_env, tmp_path, capsys):
     assert (out["cell_type"].to_numpy() == res.table["cell_type"].to_numpy()).all()
     assert main(args[:-2] + ["--no-cache", "--out", str(tmp_path / "out2.csv")]) == 0
     assert "no cache" in capsys.readouterr().err
+
+
+def test_default_mode_on_cpu():
+    from napari_cellama._constants import DEFAULT_EMBED_MODE
+
+    emb = Embedder(device="cpu")
+    assert emb.mode == DEFAULT_EMBED_MODE == "onnx" and emb.default_mode
+    assert Embedder(mode="exact").mode == "exact" and not Embedder(mode="exact").default_mode
 
 
 def test_mode_errors_are_one_line():

@@ -16,6 +16,7 @@ from napari_cellama.core import (
     FinetuneLog,
     iter_finetune,
     read_finetune_record,
+    run,
     run_transfer,
 )
 from napari_cellama.core.finetune import (
@@ -128,7 +129,7 @@ def test_tiny_finetune_on_cpu_then_transfer_with_it(pbmc, tmp_path):
     log = FinetuneLog()
     stages, steps = [], []
     gen = iter_finetune(ref, out, label_key=LABEL, top_k=[TOP_K, TOP_K + 2], n_pairs=160, batch_size=16,
-                        device="cpu", log=log, seed=0)
+                        device="cpu", log=log, seed=0, eval_steps=5, keep_best=False)
     try:
         while True:
             stage, done, total = next(gen)
@@ -148,6 +149,11 @@ def test_tiny_finetune_on_cpu_then_transfer_with_it(pbmc, tmp_path):
     v = res.validation
     assert v["n_cells"] == 15 and v["n_pairs"] >= 10
     assert -1 <= v["spearman_before"] <= 1 and -1 <= v["spearman_after"] <= 1
+    # validated before, every 5 steps and at the end; the last weights are kept (keep_best=False)
+    assert [h["step"] for h in v["history"]] == [0, 5, 10] and v["kept_step"] == 10
+    assert v["spearman_after"] == v["history"][-1]["spearman"]
+    assert 0 <= v["transfer_macro_f1_before"] <= 1 and 0 <= v["transfer_accuracy_after"] <= 1
+    assert "validation (step 5)" in stages and "validation (step 5, transfer)" in stages
     print(f"tiny fine-tune: validation Spearman {v['spearman_before']:.3f} -> {v['spearman_after']:.3f}")
     # a sentence-transformers folder with the record
     assert (out / "modules.json").is_file() and (out / "model.safetensors").is_file()
@@ -178,6 +184,25 @@ def test_tiny_finetune_on_cpu_then_transfer_with_it(pbmc, tmp_path):
     assert len(df) == query.n_obs
     assert (df.set_index("cell_id").loc[query.obs_names, "cell_type"].to_numpy()
             == res_t.table.loc[query.obs_names, CELL_TYPE].to_numpy()).all()
+
+
+def test_keep_best_saves_the_best_validated_weights(pbmc, tmp_path):
+    ref, _ = pbmc
+    base = Embedder(device="cpu")
+    probe = ["Top genes are LYZ, S100A9, and CST3.", "Top genes are CD79A, MS4A1, and CD74."]
+    out = tmp_path / "best"
+    # a learning rate far too high makes some steps validate worse than others
+    res = run(iter_finetune(ref, out, label_key=LABEL, top_k=TOP_K, n_pairs=48, batch_size=16, eval_steps=1,
+                            learning_rate=5e-4, warmup=0.0, device="cpu", seed=0))
+    hist = res.validation["history"]
+    assert [h["step"] for h in hist] == [0, 1, 2, 3]
+    scores = [h["spearman"] for h in hist]
+    kept = res.validation["kept_step"]
+    assert kept == int(np.argmax(scores))  # the first best
+    assert res.validation["spearman_after"] == scores[kept]
+    saved = Embedder(out, device="cpu").encode(probe)
+    assert np.allclose(saved, base.encode(probe), atol=1e-5) == (kept == 0)
+    assert ("saved the starting model" in res.summary()) == (kept == 0)
 
 
 def test_cancel_between_steps_writes_nothing(pbmc, tmp_path):

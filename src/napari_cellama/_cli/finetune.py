@@ -53,6 +53,11 @@ def add_arguments(p) -> None:
                    help=f"share of steps with linear warm-up (default {DEFAULT_FINETUNE_WARMUP})")
     p.add_argument("--validation", type=float, default=DEFAULT_FINETUNE_VALIDATION, metavar="F",
                    help=f"share of reference cells held out for the validation correlation (default {DEFAULT_FINETUNE_VALIDATION})")
+    p.add_argument("--eval-steps", type=int, default=None, metavar="N",
+                   help="also validate every N steps and keep the weights with the best validation Spearman "
+                        "(default: validate only before and after training)")
+    p.add_argument("--keep-last", action="store_true",
+                   help="with --eval-steps: keep the last weights even if an earlier step validated better")
     p.add_argument("--prototypes", default=None, metavar="MARKERS",
                    help="marker table (CSV cell_type,gene / JSON / GMT, or 'default') whose types are --label-key "
                         "values: adds (cell, marker sentence) pairs that pull each type to its prototype")
@@ -148,7 +153,8 @@ def run(args) -> None:
             learning_rate=args.learning_rate, warmup=args.warmup, validation_fraction=args.validation,
             prototypes=args.prototypes, prototype_fraction=args.prototype_fraction, genes=genes,
             append_metadata=args.append_metadata, seed=args.seed, device=args.device,
-            allow_download=args.allow_download, overwrite=args.overwrite, log=log, callback=progress,
+            allow_download=args.allow_download, overwrite=args.overwrite, eval_steps=args.eval_steps,
+            keep_best=not args.keep_last, log=log, callback=progress,
         )
     finally:
         progress.close()

@@ -149,6 +149,12 @@ class FinetuneWidget(QWidget):
         self.validation.setRange(0.0, 0.5)
         self.validation.setSingleStep(0.05)
         self.validation.setValue(DEFAULT_FINETUNE_VALIDATION)
+        self.eval_steps = QSpinBox()
+        self.eval_steps.setRange(0, 1_000_000)
+        self.eval_steps.setSpecialValueText("only at the end")
+        self.eval_steps.setToolTip("validate every N steps and keep the best weights (0: validate only at the end)")
+        self.keep_best = QCheckBox("keep the best-validated weights")
+        self.keep_best.setChecked(True)
         self.use_prototypes = QCheckBox("prototype guidance")
         self.use_prototypes.setToolTip("pull each cell type toward the sentence of its markers (needs a label column "
                                        "whose values are the marker table's types)")
@@ -172,6 +178,8 @@ class FinetuneWidget(QWidget):
         form.addRow("Learning rate", self.learning_rate)
         form.addRow("Warm-up share", self.warmup)
         form.addRow("Validation share", self.validation)
+        form.addRow("Validate every", self.eval_steps)
+        form.addRow(self.keep_best)
         form.addRow(self.use_prototypes)
         form.addRow("Markers", _path_row(self.markers, "...", self._pick_markers))
         form.addRow("Prototype pairs share", self.prototype_fraction)
@@ -281,6 +289,8 @@ class FinetuneWidget(QWidget):
             "learning_rate": self.learning_rate.value(),
             "warmup": self.warmup.value(),
             "validation_fraction": self.validation.value(),
+            "eval_steps": self.eval_steps.value() or None,
+            "keep_best": self.keep_best.isChecked(),
             "prototypes": prototypes,
             "prototype_fraction": self.prototype_fraction.value(),
             "overwrite": self.overwrite.isChecked(),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from typing import Sequence
 
 import numpy as np
@@ -237,11 +238,12 @@ class DistributedEmbedder(Embedder):
         per_task = max(self.task_sentences // self.batch_size, 1)
         groups = [batches[i : i + per_task] for i in range(0, len(batches), per_task)]
         futures = {}
+        call = uuid.uuid4().hex  # task keys unique per call: Dask would reuse a result with the same key
         for gi, group in enumerate(groups):
             texts = [[sentences[j] for j in b] for b in group]
             gkeys = None if keys is None else keys[np.concatenate(group)]
             fut = self.client.submit(_embed_task, config, texts, gkeys, pure=False,
-                                     key=f"cellama-embed-{os.getpid()}-{id(self):x}-{gi}-{len(groups)}")
+                                     key=f"cellama-embed-{call}-{gi}")
             futures[fut] = gi
         out = None
         client_store = []

@@ -240,6 +240,7 @@ class Embedder:
         cache=None,
     ):
         self.requested = None if model is None else str(model)
+        self.default_mode = mode is None or str(mode).strip() == ""
         self.mode = resolve_mode(mode, device)
         if self.mode != EMBED_MODE_EXACT:
             dev = (device or "auto").lower()
@@ -282,7 +283,22 @@ class Embedder:
         elif self._fast is None:
             from .fast import OnnxEncoder
 
-            self._fast = OnnxEncoder(self.folder, mode=self.mode, fingerprint=self.fingerprint())
+            try:
+                self._fast = OnnxEncoder(self.folder, mode=self.mode, fingerprint=self.fingerprint())
+            except ModelNotFoundError:
+                raise
+            except Exception as err:  # noqa: BLE001 - export/runtime failure: exact mode still works
+                if not self.default_mode:
+                    raise CellamaInputError(
+                        f"the {self.mode} mode could not prepare an ONNX model of {self.model_id} "
+                        f"({type(err).__name__}: {err}); use mode='exact'"
+                    ) from err
+                import warnings
+
+                warnings.warn(f"ONNX export of {self.model_id} failed ({type(err).__name__}: {err}); "
+                              f"embedding in exact mode instead", RuntimeWarning, stacklevel=2)
+                self.mode = EMBED_MODE_EXACT
+                _ = self.model
 
     @property
     def folder(self) -> Path:

@@ -15,7 +15,9 @@ download). Two graphs are kept:
     fly (uint8, one scale per tensor), nothing is calibrated. Attention score
     products, softmax, LayerNorm, GELU, pooling and normalisation stay float32.
 
-Both are cached on disk under ``<cache_root()>/onnx-models/<model fingerprint>-<recipe>/``,
+Both are cached on disk under ``<onnx_cache_dir()>/<model fingerprint>-<recipe>/``
+(``$NAPARI_CELLAMA_ONNX_CACHE`` or ``onnx-models`` in the user cache folder; at most
+:data:`KEEP_EXPORTS` models, least recently used ones are removed),
 built in a temporary folder and renamed into place, so the export (~10-30 s)
 happens once per model and machine. The tokenizer is the model's own fast
 tokenizer (``tokenizers``), stored next to the graphs with truncation at the
@@ -36,8 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .._constants import CACHE_SUBDIR_ONNX
-from .cache import cache_root, model_fingerprint
+from .._constants import CACHE_SUBDIR_ONNX, ONNX_CACHE_ENV
+from .cache import model_fingerprint
 
 EXPORT_VARIANT = "onnx-opset17-v1"
 """Identifies the export recipe (folder name of the on-disk model cache)."""
@@ -54,8 +56,15 @@ _OPSET = 17
 
 
 def onnx_cache_dir() -> Path:
-    """``<cache_root()>/onnx-models``."""
-    return cache_root() / CACHE_SUBDIR_ONNX
+    """Folder of ONNX exports: ``$NAPARI_CELLAMA_ONNX_CACHE``, else ``onnx-models`` in the
+    platform user cache folder of napari-cellama (not under ``$NAPARI_CELLAMA_CACHE``: an
+    export depends only on the model files, so temporary cache roots reuse it)."""
+    env = os.environ.get(ONNX_CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("napari-cellama", appauthor=False)) / CACHE_SUBDIR_ONNX
 
 
 def export_onnx(folder: str | os.PathLike, out: str | os.PathLike) -> dict:
@@ -116,6 +125,39 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike) -> None:
 
 _BUILD_LOCK = threading.Lock()
 
+KEEP_EXPORTS = 4
+"""Exported models kept on disk (least recently used ones beyond this are deleted)."""
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def prune_onnx_cache(base: str | os.PathLike | None = None, keep: int = KEEP_EXPORTS,
+                     protect: Path | None = None) -> list[Path]:
+    """Delete all but the ``keep`` most recently used exported models; returns those removed.
+
+    Each fine-tuned model gets its own export, so without this the folder would grow
+    by ~150 MB per model.
+    """
+    import shutil
+
+    base = Path(base) if base is not None else onnx_cache_dir()
+    if not base.is_dir():
+        return []
+    done = [p for p in base.iterdir() if p.is_dir() and (p / "export.json").exists()]
+    done.sort(key=lambda p: (p / "export.json").stat().st_mtime, reverse=True)
+    removed = []
+    for p in done[keep:]:
+        if protect is not None and p.resolve() == Path(protect).resolve():
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
 
 def prepare_fast_model(folder: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                        fingerprint: str | None = None) -> Path:
@@ -130,6 +172,7 @@ def prepare_fast_model(folder: str | os.PathLike, cache_dir: str | os.PathLike |
     base = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
     target = base / f"{fingerprint}-{EXPORT_VARIANT}"
     if (target / "export.json").exists():
+        _touch(target / "export.json")
         return target
     with _BUILD_LOCK:
         if (target / "export.json").exists():
@@ -146,6 +189,7 @@ def prepare_fast_model(folder: str | os.PathLike, cache_dir: str | os.PathLike |
             except OSError:  # another process finished first: keep its copy
                 if not (target / "export.json").exists():
                     raise
+            prune_onnx_cache(base, keep=KEEP_EXPORTS, protect=target)
         finally:
             if tmp.exists():
                 import shutil
@@ -215,4 +259,4 @@ class OnnxEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
-__all__ = ["EXPORT_VARIANT", "FAST_VARIANT", "GRAPHS", "RECIPES", "OnnxEncoder", "export_onnx", "onnx_cache_dir", "prepare_fast_model", "quantize_onnx"]
+__all__ = ["EXPORT_VARIANT", "FAST_VARIANT", "GRAPHS", "KEEP_EXPORTS", "RECIPES", "OnnxEncoder", "prune_onnx_cache", "export_onnx", "onnx_cache_dir", "prepare_fast_model", "quantize_onnx"]

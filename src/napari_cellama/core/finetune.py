@@ -100,6 +100,9 @@ from .transfer import l2_normalise
 FINETUNE_RECORD = "cellama_finetune.json"
 """File in the model folder recording how the model was fine-tuned."""
 
+MAX_TRANSFER_EVAL_CELLS = 2000
+"""Training cells (at most) that the held-out cells are label-transferred from during validation."""
+
 KIND_NEIGHBOR = "neighbour"
 KIND_RANDOM = "random"
 KIND_PROTO_POS = "prototype (own type)"
@@ -371,11 +374,23 @@ class FinetuneResult:
                 f"validation ({v['n_pairs']} pairs of {v['n_cells']} held-out cells): Spearman of predicted "
                 f"similarity vs label {v['spearman_before']:.3f} before -> {v['spearman_after']:.3f} after"
             )
+        if "transfer_macro_f1_before" in v:
+            lines.append(
+                f"validation label transfer (held-out cells from the training cells, k=10): macro-F1 "
+                f"{v['transfer_macro_f1_before']:.3f} before -> {v['transfer_macro_f1_after']:.3f} after, accuracy "
+                f"{v['transfer_accuracy_before']:.3f} -> {v['transfer_accuracy_after']:.3f}"
+            )
         if "prototype_accuracy_before" in v:
             lines.append(
                 f"validation cells nearest to their own prototype: {v['prototype_accuracy_before']:.3f} before -> "
                 f"{v['prototype_accuracy_after']:.3f} after"
             )
+        if self.params.get("eval_steps"):
+            kept = v.get("kept_step", self.params["total_steps"])
+            what = ("the starting model (no step validated better)" if kept == 0 else f"the weights of step {kept}")
+            lines.append(f"validated every {self.params['eval_steps']} steps; saved {what}"
+                         if self.params.get("keep_best") else
+                         f"validated every {self.params['eval_steps']} steps; saved the last weights")
         return "\n".join(lines)
 
 
@@ -412,7 +427,7 @@ def _correlations(pred: np.ndarray, label: np.ndarray) -> tuple[float, float]:
     return float(spearmanr(pred, label).statistic), float(pearsonr(pred, label).statistic)
 
 
-def _iter_validate(model, val: PairSet | None, proto_eval, batch_size: int, tag: str) -> Iterator:
+def _iter_validate(model, val: PairSet | None, proto_eval, transfer_eval, batch_size: int, tag: str) -> Iterator:
     out: dict = {}
     if val is not None and len(val):
         texts = list(val.a) + list(val.b)
@@ -425,7 +440,26 @@ def _iter_validate(model, val: PairSet | None, proto_eval, batch_size: int, tag:
                                             f"{STAGE_VALIDATE} ({tag}, prototypes)")
         sim = l2_normalise(emb[: len(cell_text)]) @ l2_normalise(emb[len(cell_text):]).T
         out["prototype_accuracy"] = float((sim.argmax(axis=1) == own).mean())
+    if transfer_eval is not None:
+        from sklearn.metrics import f1_score
+
+        from .._constants import DEFAULT_N_NEIGHBORS
+        from .transfer import knn_transfer
+
+        val_text, val_labels, train_text, train_labels = transfer_eval
+        emb = yield from _iter_model_encode(model, list(val_text) + list(train_text), batch_size,
+                                            f"{STAGE_VALIDATE} ({tag}, transfer)")
+        table = knn_transfer(emb[: len(val_text)], emb[len(val_text):], train_labels,
+                             k=min(DEFAULT_N_NEIGHBORS, len(train_labels)))
+        pred = table["cell_type"].to_numpy()
+        out["transfer_accuracy"] = float((pred == np.asarray(val_labels)).mean())
+        out["transfer_macro_f1"] = float(f1_score(val_labels, pred, average="macro", labels=np.unique(val_labels),
+                                                  zero_division=0))
     return out
+
+
+def _finite(value) -> float:
+    return float(value) if value is not None and np.isfinite(value) else -np.inf
 
 
 def _prepare_out(out: str | os.PathLike, overwrite: bool) -> Path:
@@ -496,6 +530,8 @@ def iter_finetune(
     device: str = "auto",
     allow_download: bool = False,
     overwrite: bool = False,
+    eval_steps: int | None = None,
+    keep_best: bool = True,
     log: FinetuneLog | None = None,
 ) -> Iterator:
     """Generator of :func:`finetune`: yields ``(stage, done, total)``, returns a :class:`FinetuneResult`.
@@ -514,6 +550,8 @@ def iter_finetune(
     warmup = _check_fraction(warmup, "the warm-up share", high_open=True)
     validation_fraction = _check_fraction(validation_fraction, "the validation share", high_open=True)
     prototype_fraction = _check_fraction(prototype_fraction, "the share of prototype pairs", low_open=True)
+    if eval_steps is not None:
+        eval_steps = _check_positive_int(eval_steps, "the evaluation interval (steps)")
     if not (np.isfinite(learning_rate) and learning_rate > 0):
         raise CellamaInputError(f"the learning rate must be a positive number, got {learning_rate!r}")
     metadata = check_metadata(reference, metadata, "reference")
@@ -596,7 +634,20 @@ def iter_finetune(
     st = SentenceTransformer(model_id, device=device, local_files_only=not allow_download)
     yield (STAGE_LOAD_MODEL, 1, 1)
 
-    before = yield from _iter_validate(st, val, proto_eval, max(batch_size, 32), "before")
+    transfer_eval = None
+    if labels is not None and len(val_cells):
+        k0 = top_ks[0]
+        sub = train_cells
+        if len(sub) > MAX_TRANSFER_EVAL_CELLS:
+            sub = np.sort(np.random.default_rng(seed).choice(train_cells, MAX_TRANSFER_EVAL_CELLS, replace=False))
+        transfer_eval = ([sentences[k0][i] for i in val_cells], labels[val_cells],
+                         [sentences[k0][i] for i in sub], labels[sub])
+    eval_bs = max(batch_size, 32)
+    before = yield from _iter_validate(st, val, proto_eval, transfer_eval, eval_bs, "before")
+    history = [{"step": 0, **before}]
+    select = bool(val is not None and len(val) and keep_best and eval_steps is not None)
+    best_score = _finite(before.get("spearman")) if select else -np.inf
+    best_step, best_state = 0, None
 
     loss_model = CosineSimilarityLoss(st).to(device)
     no_decay = ("bias", "LayerNorm.bias", "LayerNorm.weight")
@@ -632,11 +683,31 @@ def iter_finetune(
             log.losses.append(log.loss)
             log.learning_rate = float(scheduler.get_last_lr()[0])
             yield (STAGE_FINETUNE, log.step, total_steps)
+            if eval_steps and (log.step % eval_steps == 0 or log.step == total_steps):
+                scores = yield from _iter_validate(st, val, proto_eval, transfer_eval, eval_bs,
+                                                   f"step {log.step}")
+                history.append({"step": log.step, **scores})
+                loss_model.train()
+                if select and _finite(scores.get("spearman")) > best_score:
+                    best_score, best_step = scores["spearman"], log.step
+                    best_state = None if log.step == total_steps else {
+                        k: v.detach().to("cpu", copy=True) for k, v in st.state_dict().items()}
 
-    after = yield from _iter_validate(st, val, proto_eval, max(batch_size, 32), "after")
+    if select:
+        if best_step == 0:  # training never beat the starting model on the held-out cells
+            st = SentenceTransformer(model_id, device=device, local_files_only=not allow_download)
+        elif best_state is not None:
+            st.load_state_dict(best_state)
+        best_state = None
+    final_step = best_step if select else total_steps
+    if eval_steps:  # the kept weights were evaluated already
+        after = {k: v for k, v in next(h for h in history if h["step"] == final_step).items() if k != "step"}
+    else:
+        after = yield from _iter_validate(st, val, proto_eval, transfer_eval, eval_bs, "after")
 
     # ---- save (temporary folder, then rename)
-    validation = {"n_cells": len(val_cells), "n_pairs": int(len(val) if val is not None else 0)}
+    validation = {"n_cells": len(val_cells), "n_pairs": int(len(val) if val is not None else 0),
+                  "kept_step": int(final_step), "history": history}
     for key, value in before.items():
         validation[f"{key}_before"] = value
     for key, value in after.items():
@@ -656,6 +727,8 @@ def iter_finetune(
         "warmup": warmup,
         "warmup_steps": warmup_steps,
         "total_steps": total_steps,
+        "eval_steps": eval_steps,
+        "keep_best": bool(keep_best),
         "validation_fraction": validation_fraction,
         "prototype_fraction": prototype_fraction if prototypes is not None else None,
         "prototype_positive": float(prototype_positive) if prototypes is not None else None,
