@@ -74,6 +74,27 @@ def scores(truth, pred, rare) -> dict:
     return out
 
 
+def summarise(runs: list[dict], ks: list[str], rare: list[str]) -> dict:
+    """Mean and sd over fine-tuning seeds of each score, plus the per-seed values."""
+    out: dict = {"per_seed": runs}
+    for k in ks:
+        acc = [r[k]["accuracy"] for r in runs]
+        f1 = [r[k]["macro_f1"] for r in runs]
+        out[k] = {
+            "accuracy_mean_sd": [float(np.mean(acc)), float(np.std(acc, ddof=1)) if len(acc) > 1 else 0.0],
+            "macro_f1_mean_sd": [float(np.mean(f1)), float(np.std(f1, ddof=1)) if len(f1) > 1 else 0.0],
+            "macro_f1_per_seed": f1,
+            "rare_recall_mean": {t: float(np.mean([r[k]["rare_recall"][t] for r in runs])) for t in rare},
+        }
+    v = [r["finetune"]["validation"] for r in runs]
+    out["validation_mean"] = {key: float(np.mean([x[key] for x in v])) for key in v[0]
+                              if key.endswith(("_before", "_after"))}
+    out["seconds_per_step_mean"] = float(np.mean([r["finetune"]["seconds_per_step"] for r in runs]))
+    out["total_steps"] = runs[0]["finetune"]["params"]["total_steps"]
+    out["pairs_train"] = sum(runs[0]["finetune"]["pair_counts"]["train"].values())
+    return out
+
+
 def score_genes_predict(counts, genes, markers: dict[str, list[str]]) -> np.ndarray:
     """scanpy ``score_genes`` per type on log-normalised counts, argmax over types."""
     import anndata as ad
@@ -93,13 +114,14 @@ def score_genes_predict(counts, genes, markers: dict[str, list[str]]) -> np.ndar
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=None, help="training pairs (default: the package default)")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the package default)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--train-top-k", type=int, nargs="+", default=[TOP_K],
                         help="sentence lengths mixed in the training pairs (default: 20, as the transfer)")
     parser.add_argument("--eval-steps", type=int, default=None,
                         help="validate every N steps and keep the best-validated weights (held-out reference cells)")
     parser.add_argument("--validation", type=float, default=None, help="held-out share of reference cells")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--models-dir", type=Path, default=None, help="keep the fine-tuned models here")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "finetune_pbmc.json")
@@ -110,7 +132,12 @@ def main(argv=None) -> int:
     import torch
     from accuracy_pbmc import recover_counts, split
 
-    from napari_cellama._constants import CELL_TYPE, DEFAULT_FINETUNE_PAIRS, DEFAULT_N_NEIGHBORS
+    from napari_cellama._constants import (
+        CELL_TYPE,
+        DEFAULT_FINETUNE_EPOCHS,
+        DEFAULT_FINETUNE_PAIRS,
+        DEFAULT_N_NEIGHBORS,
+    )
     from napari_cellama.core import (
         Embedder,
         annotate_by_prototypes,
@@ -123,6 +150,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     n_pairs = args.pairs or DEFAULT_FINETUNE_PAIRS
+    args.epochs = args.epochs or DEFAULT_FINETUNE_EPOCHS
     t_start = time.perf_counter()
     adata = sc.datasets.pbmc68k_reduced()
     labels = adata.obs[LABEL].astype(str).to_numpy(dtype=object)
@@ -162,7 +190,7 @@ def main(argv=None) -> int:
         if stage == "fine-tuning" and (done % 25 == 0 or done == total):
             print(f"  {stage}: {done}/{total}", flush=True)
 
-    def transfer_rows(name: str, model) -> dict:
+    def transfer_rows(name: str, model, store: bool = False) -> dict:
         t0 = time.perf_counter()
         emb = Embedder(model)
         res = run_transfer(query, reference, LABEL, top_k=TOP_K, k=DEFAULT_N_NEIGHBORS, embedder=emb)
@@ -171,14 +199,16 @@ def main(argv=None) -> int:
             f"k={DEFAULT_N_NEIGHBORS}": scores(truth, res.table.loc[query.obs_names, CELL_TYPE], rare),
             "k=1": scores(truth, t1[CELL_TYPE].to_numpy(), rare),
             "model": emb.model_id,
+            "embedding_mode": getattr(emb, "mode", "exact"),
             "seconds": round(time.perf_counter() - t0, 1),
         }
-        results["transfer"][name] = entry
+        if store:
+            results["transfer"][name] = entry
         print(f"[{name}] k={DEFAULT_N_NEIGHBORS}: {entry[f'k={DEFAULT_N_NEIGHBORS}']}; k=1: {entry['k=1']}", flush=True)
         return entry
 
     # ---- zero-shot
-    transfer_rows("zero-shot", None)
+    transfer_rows("zero-shot", None, store=True)
 
     # ---- reference-free prototypes (zero-shot model), score_genes, majority
     majority = pd.Series(labels[train]).value_counts().index[0]
@@ -200,33 +230,46 @@ def main(argv=None) -> int:
     print(f"[reference-free] {json.dumps({k: v for k, v in results['reference_free'].items() if 'accuracy' in v})}",
           flush=True)
 
-    # ---- fine-tuning
+    # ---- fine-tuning: every configuration with each fine-tuning seed (pairs, dropout, validation cells)
     configs = {
         "fine-tuned": {},
         "fine-tuned + prototype guidance": {"prototypes": pbmc_markers},
     }
+    if args.validation is not None:
+        configs = {k: {**v, "validation_fraction": args.validation} for k, v in configs.items()}
     for name, extra in configs.items():
-        out = models_root / name.replace(" ", "_").replace("+", "plus")
-        print(f"[{name}] fine-tuning on the reference half -> {out}", flush=True)
-        if args.validation is not None:
-            extra = {**extra, "validation_fraction": args.validation}
-        ft = finetune(reference, out, label_key=LABEL, top_k=args.train_top_k, n_pairs=n_pairs, epochs=args.epochs,
-                      batch_size=args.batch_size, eval_steps=args.eval_steps, overwrite=True, callback=progress,
-                      **extra)
-        print(ft.summary(), flush=True)
-        results["finetune"][name] = {
-            "validation": ft.validation,
-            "pair_counts": ft.pair_counts,
-            "seconds": round(ft.seconds, 1),
-            "loss_first": ft.losses[0],
-            "loss_last20": float(np.mean(ft.losses[-20:])),
-            "params": ft.params,
-        }
-        transfer_rows(name, out)
+        runs = []
+        for seed in args.seeds:
+            out = models_root / f"{name.replace(' ', '_').replace('+', 'plus')}_seed{seed}"
+            print(f"[{name}, seed {seed}] fine-tuning on the reference half -> {out}", flush=True)
+            ft = finetune(reference, out, label_key=LABEL, top_k=args.train_top_k, n_pairs=n_pairs,
+                          epochs=args.epochs, batch_size=args.batch_size, eval_steps=args.eval_steps, seed=seed,
+                          overwrite=True, callback=progress, **extra)
+            print(ft.summary(), flush=True)
+            entry = transfer_rows(f"{name} (seed {seed})", out)
+            entry["finetune"] = {
+                "validation": ft.validation,
+                "pair_counts": ft.pair_counts,
+                "seconds": round(ft.seconds, 1),
+                "seconds_per_step": round(ft.seconds / max(1, ft.params["total_steps"]), 2),
+                "loss_first": ft.losses[0],
+                "loss_last20": float(np.mean(ft.losses[-20:])),
+                "params": ft.params,
+            }
+            if extra.get("prototypes"):
+                p2 = annotate_by_prototypes(query, pbmc_markers, TOP_K, model=str(out))
+                entry["prototype_annotation"] = scores(truth, p2.table.loc[query.obs_names, CELL_TYPE].to_numpy(), rare)
+            runs.append(entry)
+        results["finetune"][name] = summarise(runs, [f"k={DEFAULT_N_NEIGHBORS}", "k=1"], rare)
+        results["finetune"][name]["seeds"] = list(args.seeds)
         if extra.get("prototypes"):
-            p2 = annotate_by_prototypes(query, pbmc_markers, TOP_K, model=str(out))
-            results["reference_free"]["prototypes (10 PBMC types, prototype-guided model; uses reference labels)"] = (
-                scores(truth, p2.table.loc[query.obs_names, CELL_TYPE].to_numpy(), rare))
+            pa = [r["prototype_annotation"] for r in runs]
+            results["reference_free"]["prototypes (10 PBMC types, prototype-guided model; uses reference labels)"] = {
+                "accuracy": float(np.mean([r["accuracy"] for r in pa])),
+                "macro_f1": float(np.mean([r["macro_f1"] for r in pa])),
+                "rare_recall": {t: float(np.mean([r["rare_recall"][t] for r in pa])) for t in rare},
+                "note": f"mean over fine-tuning seeds {list(args.seeds)}",
+            }
 
     results["seconds_total"] = round(time.perf_counter() - t_start, 1)
     import importlib.metadata as md
@@ -247,32 +290,41 @@ def main(argv=None) -> int:
 def print_tables(results: dict) -> None:
     rare = list(results["rare_types"])
     k = f"k={results['default_k']}"
-    print(f"\nlabel transfer, pbmc68k seed-0 split, top-k {results['top_k']}; fine-tuning: {results['n_pairs']} pairs "
-          f"(+25% prototype pairs when guided), training sentences top-k {results['train_top_k']}, "
-          f"{results['epochs']} epoch(s), batch {results['batch_size']}"
+    seeds = results["finetune"][next(iter(results["finetune"]))]["seeds"] if results["finetune"] else []
+    print(f"\nlabel transfer, pbmc68k seed-0 split (reference 350 / query 350 cells), top-k {results['top_k']}; "
+          f"fine-tuning: {results['n_pairs']} cell pairs (+25% prototype pairs when guided), training sentences "
+          f"top-k {results['train_top_k']}, {results['epochs']} epoch(s), batch {results['batch_size']}"
           + (f", validated every {results['eval_steps']} steps, best kept" if results.get("eval_steps") else "")
-          + "\n")
+          + f"; fine-tuned rows: mean ± sd over fine-tuning seeds {seeds}\n")
     head = " | ".join(f"recall {r} (n={results['rare_types'][r]})" for r in rare)
-    print(f"| model | accuracy ({k}) | macro-F1 ({k}) | accuracy (k=1) | macro-F1 (k=1) | {head} ({k}) |")
-    print("|---|---|---|---|---|" + "---|" * len(rare))
-    zs = results["transfer"]["zero-shot"][k]["macro_f1"]
-    for name, e in results["transfer"].items():
+    print(f"| model | accuracy ({k}) | macro-F1 ({k}) | gain vs zero-shot | accuracy (k=1) | macro-F1 (k=1) | {head} ({k}) |")
+    print("|---|---|---|---|---|---|" + "---|" * len(rare))
+    zs = results["transfer"]["zero-shot"]
+    rr = " | ".join(f"{zs[k]['rare_recall'][r]:.3f}" for r in rare)
+    print(f"| zero-shot | {zs[k]['accuracy']:.3f} | {zs[k]['macro_f1']:.3f} | | {zs['k=1']['accuracy']:.3f} | "
+          f"{zs['k=1']['macro_f1']:.3f} | {rr} |")
+    for name, e in results["finetune"].items():
         a, b = e[k], e["k=1"]
-        gain = "" if name == "zero-shot" else f" ({a['macro_f1'] - zs:+.3f})"
-        rr = " | ".join(f"{a['rare_recall'][r]:.3f}" for r in rare)
-        print(f"| {name} | {a['accuracy']:.3f} | {a['macro_f1']:.3f}{gain} | {b['accuracy']:.3f} | {b['macro_f1']:.3f} | {rr} |")
-    print("\nfine-tuning validation (held-out reference cells): Spearman of predicted cosine vs pair label\n")
-    print("| run | pairs (train) | steps (kept) | Spearman before | after | held-out transfer macro-F1 before | after "
-          "| prototype accuracy before | after | seconds |")
+        gain = a["macro_f1_mean_sd"][0] - zs[k]["macro_f1"]
+        rr = " | ".join(f"{a['rare_recall_mean'][r]:.3f}" for r in rare)
+        print(f"| {name} | {a['accuracy_mean_sd'][0]:.3f} ± {a['accuracy_mean_sd'][1]:.3f} | "
+              f"{a['macro_f1_mean_sd'][0]:.3f} ± {a['macro_f1_mean_sd'][1]:.3f} | {gain:+.3f} | "
+              f"{b['accuracy_mean_sd'][0]:.3f} ± {b['accuracy_mean_sd'][1]:.3f} | "
+              f"{b['macro_f1_mean_sd'][0]:.3f} ± {b['macro_f1_mean_sd'][1]:.3f} | {rr} |")
+    print(f"\nper seed, macro-F1 ({k}):")
+    for name, e in results["finetune"].items():
+        print(f"  {name}: " + ", ".join(f"{x:.3f}" for x in e[k]["macro_f1_per_seed"]))
+    print("\nfine-tuning validation on held-out reference cells (mean over seeds)\n")
+    print("| run | pairs (train) | steps | s/step | Spearman before | after | held-out transfer macro-F1 before | after "
+          "| prototype accuracy before | after |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, e in results["finetune"].items():
-        v = e["validation"]
-        n = sum(e["pair_counts"]["train"].values())
+        v = e["validation_mean"]
         pa = (f"{v['prototype_accuracy_before']:.3f} | {v['prototype_accuracy_after']:.3f}"
               if "prototype_accuracy_before" in v else " | ")
-        steps = f"{e['params']['total_steps']} ({v.get('kept_step', e['params']['total_steps'])})"
-        print(f"| {name} | {n} | {steps} | {v['spearman_before']:.3f} | {v['spearman_after']:.3f} | "
-              f"{v['transfer_macro_f1_before']:.3f} | {v['transfer_macro_f1_after']:.3f} | {pa} | {e['seconds']:.0f} |")
+        print(f"| {name} | {e['pairs_train']} | {e['total_steps']} | {e['seconds_per_step_mean']:.1f} | "
+              f"{v['spearman_before']:.3f} | {v['spearman_after']:.3f} | {v['transfer_macro_f1_before']:.3f} | "
+              f"{v['transfer_macro_f1_after']:.3f} | {pa} |")
     print("\nreference-free annotation of the query half\n")
     print("| method | accuracy | macro-F1 | " + " | ".join(f"recall {r}" for r in rare) + " |")
     print("|---|---|---|" + "---|" * len(rare))

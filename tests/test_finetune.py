@@ -129,7 +129,7 @@ def test_tiny_finetune_on_cpu_then_transfer_with_it(pbmc, tmp_path):
     log = FinetuneLog()
     stages, steps = [], []
     gen = iter_finetune(ref, out, label_key=LABEL, top_k=[TOP_K, TOP_K + 2], n_pairs=160, batch_size=16,
-                        device="cpu", log=log, seed=0, eval_steps=5, keep_best=False)
+                        device="cpu", log=log, seed=0, epochs=1, eval_steps=5, keep_best=False)
     try:
         while True:
             stage, done, total = next(gen)
@@ -194,7 +194,7 @@ def test_keep_best_saves_the_best_validated_weights(pbmc, tmp_path):
     probe = ["Top genes are LYZ, S100A9, and CST3.", "Top genes are CD79A, MS4A1, and CD74."]
     out = tmp_path / "best"
     # a learning rate far too high makes some steps validate worse than others
-    res = run(iter_finetune(ref, out, label_key=LABEL, top_k=TOP_K, n_pairs=48, batch_size=16, eval_steps=1,
+    res = run(iter_finetune(ref, out, label_key=LABEL, top_k=TOP_K, n_pairs=48, batch_size=16, epochs=1, eval_steps=1,
                             learning_rate=5e-4, warmup=0.0, device="cpu", seed=0))
     hist = res.validation["history"]
     assert [h["step"] for h in hist] == [0, 1, 2, 3]
@@ -227,7 +227,7 @@ def test_cli_finetune_with_default_prototypes(pbmc, tmp_path, capsys):
     r.write_h5ad(tmp_path / "ref.h5ad")
     out = tmp_path / "proto_model"
     code = main(["finetune", "--reference", str(tmp_path / "ref.h5ad"), "--out", str(out), "--label-key", "cell_type",
-                 "--top-k", str(TOP_K), "--pairs", "32", "--batch-size", "16", "--prototypes", "default",
+                 "--top-k", str(TOP_K), "--pairs", "32", "--epochs", "1", "--batch-size", "16", "--prototypes", "default",
                  "--prototype-fraction", "0.5", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 0, err

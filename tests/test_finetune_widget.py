@@ -62,6 +62,7 @@ def test_finetune_panel_runs_shows_loss_and_cancels(viewer, qtbot, small_referen
     widget.label_key.setCurrentText("bulk_labels")
     widget.top_k.setText("6")
     widget.pairs.setValue(48)
+    widget.epochs.setValue(1)
     widget.batch_size.setValue(16)
     out = tmp_path / "tuned"
     widget.out.setText(str(out))

@@ -51,8 +51,12 @@ EMBED_MODE = "embedding_mode"
 EMBED_CACHE = "embedding_cache"
 """Keys of ``TransferResult.params`` recording how embeddings were made."""
 
-DEFAULT_KNN_CHUNK = 4096
-"""Query rows per float32 GEMM block in the cosine kNN."""
+DEFAULT_KNN_CHUNK = 1024
+"""Query rows per float32 GEMM block in the cosine kNN (buffer: rows x references x 4 bytes,
+200 MB against 50,000 references)."""
+
+DEFAULT_SPATIAL_CHUNK = 4096
+"""Query cells per KD-tree query block in the spatial neighbour search."""
 
 DEFAULT_SPATIAL_NEIGHBORS = 10
 """Spatial neighbours per cell in a niche sentence."""
@@ -100,7 +104,7 @@ NICHE_OTHER_COLOR = (0.55, 0.55, 0.55, 0.45)
 DEFAULT_FINETUNE_PAIRS = 2000
 """Training sentence pairs drawn from the reference (validation pairs come on top)."""
 
-DEFAULT_FINETUNE_EPOCHS = 1
+DEFAULT_FINETUNE_EPOCHS = 2
 DEFAULT_FINETUNE_BATCH_SIZE = 16
 DEFAULT_FINETUNE_LEARNING_RATE = 2e-5
 DEFAULT_FINETUNE_WARMUP = 0.1

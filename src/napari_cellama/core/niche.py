@@ -77,7 +77,7 @@ import scipy.sparse as sp
 from .._constants import (
     CELL_ID,
     CELL_TYPE,
-    DEFAULT_KNN_CHUNK,
+    DEFAULT_SPATIAL_CHUNK,
     DEFAULT_NICHE_GRAPH_NEIGHBORS,
     DEFAULT_NICHE_MARKERS,
     DEFAULT_NICHE_RESOLUTION,
@@ -169,7 +169,7 @@ def spatial_neighbors(
     k: int | None = None,
     radius: float | None = None,
     query: np.ndarray | None = None,
-    chunk: int = DEFAULT_KNN_CHUNK,
+    chunk: int = DEFAULT_SPATIAL_CHUNK,
 ) -> SpatialNeighbors:
     """Spatial neighbours of cells on their centroids (microns), nearest first.
 

