@@ -22,6 +22,23 @@ def test_knn_matches_float64_brute_force():
     assert sim.dtype == np.float32
 
 
+def test_torch_topk_and_numpy_argpartition_paths_agree():
+    """Large products take the top-k with torch.topk, small ones with argpartition: same neighbours."""
+    from napari_cellama.core import transfer
+
+    rng = np.random.default_rng(3)
+    q = rng.normal(size=(300, 24)).astype(np.float32)
+    r = rng.normal(size=(2000, 24)).astype(np.float32)
+    ref_idx, ref_sim = cosine_knn(q, r, k=10, chunk=64)
+    s = transfer.l2_normalise(q) @ transfer.l2_normalise(r).T
+    for topk in (transfer._topk_rows(n_pairs=10**12), transfer._topk_rows_numpy):
+        v, i = topk(s.copy(), 10)
+        order = transfer._sort_rows(v, i)
+        assert (np.take_along_axis(i, order, axis=1) == ref_idx).all()
+        assert np.allclose(np.take_along_axis(v, order, axis=1), ref_sim, atol=1e-6)
+    assert transfer._topk_rows(n_pairs=10**12) is not transfer._topk_rows_numpy  # torch is installed here
+
+
 def test_k_larger_than_reference_is_capped():
     rng = np.random.default_rng(1)
     idx, sim = cosine_knn(rng.normal(size=(3, 4)), rng.normal(size=(2, 4)), k=10)

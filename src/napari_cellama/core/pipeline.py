@@ -91,16 +91,21 @@ def iter_transfer(
     query_emb = yield from embedder.iter_encode(query_sentences, STAGE_EMBED_QUERY)
     query_stats = dict(getattr(embedder, "last_stats", {}))
     labels = r.obs[label_key].astype(str)
+    # identical sentences have identical embeddings: search once per distinct sentence
+    codes, distinct = pd.factorize(pd.Series(query_sentences, dtype=object))
+    first = np.unique(codes, return_index=True)[1] if len(codes) else np.zeros(0, dtype=np.int64)
     table = yield from iter_knn_transfer(
-        query_emb,
+        query_emb[first] if len(first) < len(codes) else query_emb,
         ref_emb,
         labels.to_numpy(),
         k,
-        query_index=q.obs_names,
         reference_index=r.obs_names,
         min_confidence=min_confidence,
         max_distance=max_distance,
     )
+    if len(first) < len(codes):
+        table = table.iloc[codes]
+    table.index = pd.Index(q.obs_names)
     table.index.name = CELL_ID
     table[SENTENCE] = query_sentences
     # a cell without any detected shared gene has no sentence to compare: it stays Unassigned

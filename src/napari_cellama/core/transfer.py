@@ -15,6 +15,7 @@ Cells whose confidence is below ``min_confidence`` or whose distance is above
 
 from __future__ import annotations
 
+import sys
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -62,7 +63,7 @@ def iter_cosine_knn(
     k = check_n_neighbors(k, m)
     idx = np.empty((n, k), dtype=np.int64)
     sim = np.empty((n, k), dtype=np.float32)
-    topk = _topk_rows()
+    topk = _topk_rows(n * m)
     rt = np.ascontiguousarray(r.T)
     buf = np.empty((min(chunk, max(n, 1)), m), dtype=np.float32)
     yield (STAGE_KNN, 0, n)
@@ -78,8 +79,15 @@ def iter_cosine_knn(
     return idx, sim
 
 
-def _topk_rows():
+_TORCH_TOPK_MIN_PAIRS = 200_000_000
+"""Below this many query x reference similarities (and with PyTorch not imported yet), the
+top-k stays in numpy: importing PyTorch costs more than the selection it would speed up."""
+
+
+def _topk_rows(n_pairs: int = _TORCH_TOPK_MIN_PAIRS):
     """``f(s, k) -> (values, indices)``: the ``k`` largest entries of each row of ``s`` (unordered)."""
+    if "torch" not in sys.modules and n_pairs < _TORCH_TOPK_MIN_PAIRS:
+        return _topk_rows_numpy
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency of sentence-transformers
