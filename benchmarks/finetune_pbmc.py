@@ -121,6 +121,11 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-steps", type=int, default=None,
                         help="validate every N steps and keep the best-validated weights (held-out reference cells)")
     parser.add_argument("--validation", type=float, default=None, help="held-out share of reference cells")
+    parser.add_argument("--learning-rate", type=float, default=None, help="(default: the package default)")
+    parser.add_argument("--augment", type=int, default=None,
+                        help="down-sampled copies per reference cell (default: the package default)")
+    parser.add_argument("--augment-keep", type=float, default=None,
+                        help="share of counts kept in a copy (default: the package default)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--models-dir", type=Path, default=None, help="keep the fine-tuned models here")
@@ -134,7 +139,10 @@ def main(argv=None) -> int:
 
     from napari_cellama._constants import (
         CELL_TYPE,
+        DEFAULT_FINETUNE_AUGMENT_KEEP,
+        DEFAULT_FINETUNE_AUGMENT_VIEWS,
         DEFAULT_FINETUNE_EPOCHS,
+        DEFAULT_FINETUNE_LEARNING_RATE,
         DEFAULT_FINETUNE_PAIRS,
         DEFAULT_N_NEIGHBORS,
     )
@@ -179,6 +187,9 @@ def main(argv=None) -> int:
         "batch_size": args.batch_size,
         "train_top_k": args.train_top_k,
         "eval_steps": args.eval_steps,
+        "learning_rate": args.learning_rate or DEFAULT_FINETUNE_LEARNING_RATE,
+        "augment_views": DEFAULT_FINETUNE_AUGMENT_VIEWS if args.augment is None else args.augment,
+        "augment_keep": args.augment_keep or DEFAULT_FINETUNE_AUGMENT_KEEP,
         "transfer": {},
         "finetune": {},
         "reference_free": {},
@@ -242,9 +253,11 @@ def main(argv=None) -> int:
         for seed in args.seeds:
             out = models_root / f"{name.replace(' ', '_').replace('+', 'plus')}_seed{seed}"
             print(f"[{name}, seed {seed}] fine-tuning on the reference half -> {out}", flush=True)
+            opt = {k: v for k, v in (("learning_rate", args.learning_rate), ("augment_views", args.augment),
+                                     ("augment_keep", args.augment_keep)) if v is not None}
             ft = finetune(reference, out, label_key=LABEL, top_k=args.train_top_k, n_pairs=n_pairs,
                           epochs=args.epochs, batch_size=args.batch_size, eval_steps=args.eval_steps, seed=seed,
-                          overwrite=True, callback=progress, **extra)
+                          overwrite=True, callback=progress, **opt, **extra)
             print(ft.summary(), flush=True)
             entry = transfer_rows(f"{name} (seed {seed})", out)
             entry["finetune"] = {
@@ -293,7 +306,9 @@ def print_tables(results: dict) -> None:
     seeds = results["finetune"][next(iter(results["finetune"]))]["seeds"] if results["finetune"] else []
     print(f"\nlabel transfer, pbmc68k seed-0 split (reference 350 / query 350 cells), top-k {results['top_k']}; "
           f"fine-tuning: {results['n_pairs']} cell pairs (+25% prototype pairs when guided), training sentences "
-          f"top-k {results['train_top_k']}, {results['epochs']} epoch(s), batch {results['batch_size']}"
+          f"top-k {results['train_top_k']}, {results['epochs']} epoch(s), batch {results['batch_size']}, "
+          f"learning rate {results.get('learning_rate')}, down-sampled copies {results.get('augment_views')} "
+          f"(keep {results.get('augment_keep')})"
           + (f", validated every {results['eval_steps']} steps, best kept" if results.get("eval_steps") else "")
           + f"; fine-tuned rows: mean ± sd over fine-tuning seeds {seeds}\n")
     head = " | ".join(f"recall {r} (n={results['rare_types'][r]})" for r in rare)

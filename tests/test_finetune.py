@@ -21,6 +21,8 @@ from napari_cellama.core import (
 )
 from napari_cellama.core.finetune import (
     FINETUNE_RECORD,
+    _cell_pairset,
+    downsample,
     pair_labels,
     pca_coordinates,
     sample_cell_pairs,
@@ -79,6 +81,36 @@ def test_pair_labels_are_clipped_pca_cosine_zeroed_across_groups():
     assert np.allclose(lab2, [np.sqrt(0.5), 0.0, 0.0, 0.0], atol=1e-6)
 
 
+def test_downsampling_thins_counts_or_drops_genes():
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(5.0, size=(300, 40)).astype(np.float32)
+    d = downsample(counts, 0.5, np.random.default_rng(1)).toarray()
+    assert (d <= counts).all() and (d == np.rint(d)).all()
+    assert abs(d.sum() / counts.sum() - 0.5) < 0.01  # binomial thinning keeps half the molecules
+    logn = np.log1p(counts)
+    d2 = downsample(logn, 0.5, np.random.default_rng(1)).toarray()
+    kept = d2 > 0
+    assert np.allclose(d2[kept], logn[kept])  # values untouched, genes dropped
+    assert abs(kept.sum() / (logn > 0).sum() - 0.5) < 0.02
+
+
+def test_augmented_pairs_mix_own_and_downsampled_sentences():
+    from napari_cellama.core import cell_sentences
+
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(3.0, size=(50, 30)).astype(np.float32)
+    genes = [f"G{i}" for i in range(30)]
+    pca = rng.normal(size=(50, 4)).astype(np.float32)
+    own = cell_sentences(counts, genes, 5)
+    views = {5: [own] + [cell_sentences(downsample(counts, 0.5, rng), genes, 5) for _ in range(2)]}
+    pairs = _cell_pairset(pca, np.arange(50), 400, 0.5, 4, None, views, [5], np.random.default_rng(2))
+    plain = _cell_pairset(pca, np.arange(50), 400, 0.5, 4, None, {5: [own]}, [5], np.random.default_rng(2))
+    assert np.array_equal(pairs.label, plain.label)  # same cells, same labels
+    from_own = np.mean([a == own_a for a, own_a in zip(pairs.a, plain.a)])
+    assert 0.2 < from_own < 0.5  # about a third from the cell itself, the rest from its copies
+    assert set(plain.a) <= set(own)
+
+
 def test_pca_on_counts_and_on_log_normalised_values(pbmc):
     ref, _ = pbmc
     coords, info = pca_coordinates(ref, n_hvg=300, n_pcs=10)
@@ -99,6 +131,8 @@ def test_pca_on_counts_and_on_log_normalised_values(pbmc):
         ({"neighbor_fraction": 1.5}, "neighbour pairs"),
         ({"validation_fraction": 1.0}, "validation share"),
         ({"learning_rate": -1.0}, "learning rate"),
+        ({"augment_views": -1}, "down-sampled copies"),
+        ({"augment_views": 2, "augment_keep": 1.0}, "share of counts kept"),
         ({"metadata": ["nope"]}, "not in the reference"),
         ({"label_key": "nope"}, "label column"),
         ({"prototypes": "default"}, "needs the reference's cell-type column"),

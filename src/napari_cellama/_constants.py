@@ -104,10 +104,20 @@ NICHE_OTHER_COLOR = (0.55, 0.55, 0.55, 0.45)
 DEFAULT_FINETUNE_PAIRS = 2000
 """Training sentence pairs drawn from the reference (validation pairs come on top)."""
 
-DEFAULT_FINETUNE_EPOCHS = 2
+DEFAULT_FINETUNE_EPOCHS = 1
 DEFAULT_FINETUNE_BATCH_SIZE = 16
-DEFAULT_FINETUNE_LEARNING_RATE = 2e-5
+DEFAULT_FINETUNE_LEARNING_RATE = 5e-5
 DEFAULT_FINETUNE_WARMUP = 0.1
+
+DEFAULT_FINETUNE_AUGMENT_VIEWS = 4
+"""Down-sampled copies of each reference cell that training sentences are also drawn from
+(0: the cells' own sentences only). Without them the model memorises the few hundred
+sentences of a small reference: on pbmc68k the held-out validation Spearman fell during
+training (0.51 -> 0.42-0.44); with 4 copies keeping 30% of the counts it rose (0.60 -> 0.63)."""
+
+DEFAULT_FINETUNE_AUGMENT_KEEP = 0.3
+"""Share of a cell's counts kept in a down-sampled copy (binomial thinning; for
+log-normalised input, the share of its detected genes kept)."""
 """Share of the optimiser steps over which the learning rate rises linearly from 0."""
 
 DEFAULT_FINETUNE_NEIGHBOR_FRACTION = 0.5

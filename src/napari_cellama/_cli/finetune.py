@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from .._constants import (
+    DEFAULT_FINETUNE_AUGMENT_KEEP,
+    DEFAULT_FINETUNE_AUGMENT_VIEWS,
     DEFAULT_FINETUNE_BATCH_SIZE,
     DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_FINETUNE_LEARNING_RATE,
@@ -53,6 +55,12 @@ def add_arguments(p) -> None:
                    help=f"share of steps with linear warm-up (default {DEFAULT_FINETUNE_WARMUP})")
     p.add_argument("--validation", type=float, default=DEFAULT_FINETUNE_VALIDATION, metavar="F",
                    help=f"share of reference cells held out for the validation correlation (default {DEFAULT_FINETUNE_VALIDATION})")
+    p.add_argument("--augment", type=int, default=DEFAULT_FINETUNE_AUGMENT_VIEWS, metavar="N",
+                   help="also draw training sentences from N down-sampled copies of each reference cell "
+                        f"(default {DEFAULT_FINETUNE_AUGMENT_VIEWS}: the cells' own sentences only)")
+    p.add_argument("--augment-keep", type=float, default=DEFAULT_FINETUNE_AUGMENT_KEEP, metavar="F",
+                   help="share of a cell's counts kept in a down-sampled copy (binomial thinning; for "
+                        f"log-normalised input the share of its genes kept; default {DEFAULT_FINETUNE_AUGMENT_KEEP})")
     p.add_argument("--eval-steps", type=int, default=None, metavar="N",
                    help="also validate every N steps and keep the weights with the best validation Spearman "
                         "(default: validate only before and after training)")
@@ -151,6 +159,7 @@ def run(args) -> None:
             top_k=args.top_k, n_pairs=args.pairs, neighbor_fraction=args.neighbor_fraction,
             n_neighbors=args.pair_neighbors, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=args.learning_rate, warmup=args.warmup, validation_fraction=args.validation,
+            augment_views=args.augment, augment_keep=args.augment_keep,
             prototypes=args.prototypes, prototype_fraction=args.prototype_fraction, genes=genes,
             append_metadata=args.append_metadata, seed=args.seed, device=args.device,
             allow_download=args.allow_download, overwrite=args.overwrite, eval_steps=args.eval_steps,

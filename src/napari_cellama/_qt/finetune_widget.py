@@ -39,6 +39,8 @@ from qtpy.QtWidgets import (
 from .._constants import (
     CELL_TYPE,
     CONFIDENCE,
+    DEFAULT_FINETUNE_AUGMENT_KEEP,
+    DEFAULT_FINETUNE_AUGMENT_VIEWS,
     DEFAULT_FINETUNE_BATCH_SIZE,
     DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_FINETUNE_LEARNING_RATE,
@@ -149,6 +151,17 @@ class FinetuneWidget(QWidget):
         self.validation.setRange(0.0, 0.5)
         self.validation.setSingleStep(0.05)
         self.validation.setValue(DEFAULT_FINETUNE_VALIDATION)
+        self.augment = QSpinBox()
+        self.augment.setRange(0, 64)
+        self.augment.setValue(DEFAULT_FINETUNE_AUGMENT_VIEWS)
+        self.augment.setSpecialValueText("off")
+        self.augment.setToolTip("training sentences also come from this many down-sampled copies of each "
+                                "reference cell (as a shallower assay such as Xenium sees it)")
+        self.augment_keep = QDoubleSpinBox()
+        self.augment_keep.setRange(0.05, 0.95)
+        self.augment_keep.setSingleStep(0.05)
+        self.augment_keep.setValue(DEFAULT_FINETUNE_AUGMENT_KEEP)
+        self.augment_keep.setToolTip("share of a cell's counts kept in a down-sampled copy")
         self.eval_steps = QSpinBox()
         self.eval_steps.setRange(0, 1_000_000)
         self.eval_steps.setSpecialValueText("only at the end")
@@ -178,6 +191,8 @@ class FinetuneWidget(QWidget):
         form.addRow("Learning rate", self.learning_rate)
         form.addRow("Warm-up share", self.warmup)
         form.addRow("Validation share", self.validation)
+        form.addRow("Down-sampled copies", self.augment)
+        form.addRow("Counts kept in a copy", self.augment_keep)
         form.addRow("Validate every", self.eval_steps)
         form.addRow(self.keep_best)
         form.addRow(self.use_prototypes)
@@ -289,6 +304,8 @@ class FinetuneWidget(QWidget):
             "learning_rate": self.learning_rate.value(),
             "warmup": self.warmup.value(),
             "validation_fraction": self.validation.value(),
+            "augment_views": self.augment.value(),
+            "augment_keep": self.augment_keep.value(),
             "eval_steps": self.eval_steps.value() or None,
             "keep_best": self.keep_best.isChecked(),
             "prototypes": prototypes,

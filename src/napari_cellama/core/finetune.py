@@ -14,7 +14,15 @@ Training pairs (:func:`build_pairs`), following the CELLama authors' recipe:
    differ in any of the ``metadata`` columns or in ``label_key``;
 4. each pair is written with one of the ``top_k`` sentence lengths (several values mix;
    each gets an equal share of the pairs), in the same format as a transfer
-   (:func:`napari_cellama.core.cell_sentences`).
+   (:func:`napari_cellama.core.cell_sentences`);
+5. optional augmentation (``augment_views`` > 0): each side of a training pair is
+   written, with equal chance, from the cell itself or from one of ``augment_views``
+   down-sampled copies of it (binomial thinning keeping a share ``augment_keep`` of its
+   counts, as a shallower assay such as Xenium sees the cell; for log-normalised input a
+   random share ``augment_keep`` of its detected genes is kept). The pair's label stays
+   that of the two cells. A small reference then yields many distinct sentences per cell,
+   so the model learns which genes matter rather than memorising its few hundred
+   sentences. Validation pairs always use the cells' own sentences.
 
 A share ``validation_fraction`` of the cells (stratified by ``label_key`` when given) is
 held out before any pair is drawn; validation pairs are drawn among those cells only,
@@ -64,6 +72,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._constants import (
+    DEFAULT_FINETUNE_AUGMENT_KEEP,
+    DEFAULT_FINETUNE_AUGMENT_VIEWS,
     DEFAULT_FINETUNE_BATCH_SIZE,
     DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_FINETUNE_HVG,
@@ -285,12 +295,13 @@ def _prototype_pairs(
     cells: np.ndarray,
     cell_type_index: np.ndarray,
     n_pairs: int,
-    sentences: dict[int, list[str]],
+    views: dict[int, list[list[str]]],
     top_ks: list[int],
     proto_text: list[str],
     positive: float,
     negative: float,
     rng: np.random.Generator,
+    view_rng: np.random.Generator | None = None,
 ) -> PairSet | None:
     """(cell, own prototype) and (cell, other prototype) pairs, cells drawn uniformly over types."""
     cells = np.asarray(cells)
@@ -307,7 +318,8 @@ def _prototype_pairs(
     chosen = np.array([by_type[ty][rng.integers(0, len(by_type[ty]))] for ty in chosen_types], dtype=np.int64)
     other = (chosen_types + rng.integers(1, n_types, size=n_cells)) % n_types
     ks = np.asarray(top_ks)[rng.integers(0, len(top_ks), size=n_cells)]
-    cell_text = [sentences[int(k)][int(c)] for k, c in zip(ks, chosen)]
+    view_rng = rng if view_rng is None else view_rng
+    cell_text = [_pick(views[int(k)], np.array([c]), view_rng)[0] for k, c in zip(ks, chosen)]
     a = cell_text + cell_text
     b = [proto_text[int(x)] for x in chosen_types] + [proto_text[int(x)] for x in other]
     label = np.concatenate([np.full(n_cells, positive), np.full(n_cells, negative)]).astype(np.float32)
@@ -315,13 +327,46 @@ def _prototype_pairs(
     return PairSet(a, b, label, kind, np.concatenate([ks, ks]))
 
 
-def _cell_pairset(pca, cells, n_pairs, neighbor_fraction, n_neighbors, groups, sentences, top_ks, rng) -> PairSet:
+def downsample(x, keep: float, rng: np.random.Generator, counts: bool | None = None):
+    """A down-sampled copy of a cells x genes matrix (CSR float32).
+
+    Integer counts: binomial thinning, each molecule kept with probability ``keep``.
+    Other values (e.g. log-normalised): each detected gene kept with probability ``keep``.
+    """
+    m = sp.csr_matrix(x, dtype=np.float32, copy=True)
+    counts = _is_integer_valued(m) if counts is None else counts
+    if counts:
+        m.data = rng.binomial(np.rint(m.data).astype(np.int64), keep).astype(np.float32)
+    else:
+        m.data[rng.random(m.data.size) >= keep] = 0.0
+    m.eliminate_zeros()
+    return m
+
+
+def _pick(views: Sequence[Sequence[str]], cells: np.ndarray, rng: np.random.Generator) -> list[str]:
+    """One sentence per cell, each from a uniformly chosen view (view 0: the cell itself)."""
+    v = rng.integers(0, len(views), size=len(cells)) if len(views) > 1 else np.zeros(len(cells), dtype=np.int64)
+    return [views[int(a)][int(c)] for a, c in zip(v, cells)]
+
+
+def _cell_pairset(pca, cells, n_pairs, neighbor_fraction, n_neighbors, groups, views, top_ks, rng,
+                  view_rng=None) -> PairSet:
+    """Cell pairs; ``views[k]`` lists the sentences of every cell at top-k ``k`` (own first, then copies).
+
+    Views are drawn with ``view_rng`` (default ``rng``), so that augmenting leaves the pairs,
+    and the pairs drawn after them, as they are without augmentation.
+    """
+    view_rng = rng if view_rng is None else view_rng
     i, j, kind = sample_cell_pairs(pca, cells, n_pairs, neighbor_fraction, n_neighbors, rng)
     lab = pair_labels(pca, i, j, groups)
     ks = np.asarray(top_ks)[rng.permutation(len(i)) % len(top_ks)]  # equal share per top-k value
-    a = [sentences[int(k)][int(x)] for k, x in zip(ks, i)]
-    b = [sentences[int(k)][int(x)] for k, x in zip(ks, j)]
-    return PairSet(a, b, lab, kind, ks)
+    a = np.empty(len(i), dtype=object)
+    b = np.empty(len(i), dtype=object)
+    for k in np.unique(ks):
+        sel = np.flatnonzero(ks == k)
+        a[sel] = _pick(views[int(k)], i[sel], view_rng)
+        b[sel] = _pick(views[int(k)], j[sel], view_rng)
+    return PairSet(list(a), list(b), lab, kind, ks)
 
 
 # --------------------------------------------------------------------------- results
@@ -518,6 +563,8 @@ def iter_finetune(
     learning_rate: float = DEFAULT_FINETUNE_LEARNING_RATE,
     warmup: float = DEFAULT_FINETUNE_WARMUP,
     validation_fraction: float = DEFAULT_FINETUNE_VALIDATION,
+    augment_views: int = DEFAULT_FINETUNE_AUGMENT_VIEWS,
+    augment_keep: float = DEFAULT_FINETUNE_AUGMENT_KEEP,
     prototypes: Mapping[str, Sequence[str]] | str | os.PathLike | None = None,
     prototype_fraction: float = DEFAULT_PROTOTYPE_FRACTION,
     prototype_positive: float = 1.0,
@@ -550,6 +597,11 @@ def iter_finetune(
     warmup = _check_fraction(warmup, "the warm-up share", high_open=True)
     validation_fraction = _check_fraction(validation_fraction, "the validation share", high_open=True)
     prototype_fraction = _check_fraction(prototype_fraction, "the share of prototype pairs", low_open=True)
+    augment_views = int(augment_views)
+    if augment_views < 0:
+        raise CellamaInputError(f"the number of down-sampled copies must be 0 or more, got {augment_views}")
+    augment_keep = _check_fraction(augment_keep, "the share of counts kept in a down-sampled copy",
+                                   low_open=True, high_open=True)
     if eval_steps is not None:
         eval_steps = _check_positive_int(eval_steps, "the evaluation interval (steps)")
     if not (np.isfinite(learning_rate) and learning_rate > 0):
@@ -576,14 +628,25 @@ def iter_finetune(
     yield (STAGE_PAIRS, 1, 4)
     sentence_meta = metadata if append_metadata else None
     sentences = {k: cell_sentences(x, gene_names, k, reference.obs, sentence_meta) for k in top_ks}
+    views = {k: [sentences[k]] for k in top_ks}
+    if augment_views:
+        aug_rng = np.random.default_rng([seed, 1])
+        is_counts = _is_integer_valued(sp.csr_matrix(x))
+        for _ in range(augment_views):
+            xd = downsample(x, augment_keep, aug_rng, is_counts)
+            for k in top_ks:
+                views[k].append(cell_sentences(xd, gene_names, k, reference.obs, sentence_meta))
     yield (STAGE_PAIRS, 2, 4)
     match_cols = list(dict.fromkeys(([label_key] if label_key else []) + list(metadata)))
     groups = _group_codes(reference.obs, match_cols)
     labels = reference.obs[label_key].astype(str).to_numpy() if label_key else None
     train_cells, val_cells = _split_cells(reference.n_obs, labels, validation_fraction, seed)
     n_val_pairs = round(n_pairs * validation_fraction / (1 - validation_fraction)) if len(val_cells) else 0
-    train = _cell_pairset(pca, train_cells, n_pairs, neighbor_fraction, n_neighbors, groups, sentences, top_ks, rng)
-    val = (_cell_pairset(pca, val_cells, max(n_val_pairs, 10), neighbor_fraction, n_neighbors, groups, sentences,
+    view_rng = np.random.default_rng([seed, 2])
+    train = _cell_pairset(pca, train_cells, n_pairs, neighbor_fraction, n_neighbors, groups, views, top_ks, rng,
+                          view_rng)
+    own = {k: [sentences[k]] for k in top_ks}
+    val = (_cell_pairset(pca, val_cells, max(n_val_pairs, 10), neighbor_fraction, n_neighbors, groups, own,
                          top_ks, rng) if len(val_cells) >= 2 else None)
 
     # ---- prototypes
@@ -606,8 +669,8 @@ def iter_finetune(
         cell_type_index = np.array([type_pos.get(proto_map.get(lab, ""), -1) for lab in labels], dtype=np.int64)
         proto_text = [proto_text_by_type[t] for t in kept_types]
         n_proto = round(n_pairs * prototype_fraction)
-        pp = _prototype_pairs(train_cells, cell_type_index, n_proto, sentences, top_ks, proto_text,
-                              float(prototype_positive), float(prototype_negative), rng)
+        pp = _prototype_pairs(train_cells, cell_type_index, n_proto, views, top_ks, proto_text,
+                              float(prototype_positive), float(prototype_negative), rng, view_rng)
         if pp is not None:
             train = PairSet.concat([train, pp])
         vc = val_cells[cell_type_index[val_cells] >= 0] if len(val_cells) else val_cells
@@ -730,6 +793,8 @@ def iter_finetune(
         "eval_steps": eval_steps,
         "keep_best": bool(keep_best),
         "validation_fraction": validation_fraction,
+        "augment_views": augment_views,
+        "augment_keep": augment_keep if augment_views else None,
         "prototype_fraction": prototype_fraction if prototypes is not None else None,
         "prototype_positive": float(prototype_positive) if prototypes is not None else None,
         "prototype_negative": float(prototype_negative) if prototypes is not None else None,
