@@ -62,10 +62,19 @@ def test_finetune_panel_runs_shows_loss_and_cancels(viewer, qtbot, small_referen
     widget.label_key.setCurrentText("bulk_labels")
     widget.top_k.setText("6")
     widget.pairs.setValue(48)
+    # the training options are folded away until asked for
+    assert widget.training_box.isHidden() and not widget.training_toggle.isChecked()
+    widget.training_toggle.click()
+    assert not widget.training_box.isHidden() and widget.training_toggle.isChecked()
     widget.epochs.setValue(1)
     widget.batch_size.setValue(16)
+    widget.augment.setValue(2)
     out = tmp_path / "tuned"
     widget.out.setText(str(out))
+    p = widget.parameters()
+    assert (p["epochs"], p["augment_views"], p["augment_keep"]) == (1, 2, 0.3)
+    widget.training_toggle.click()
+    assert widget.training_box.isHidden()
     seen = []
     worker = widget.run()
     assert worker is not None and widget.busy

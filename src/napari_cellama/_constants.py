@@ -108,6 +108,7 @@ DEFAULT_FINETUNE_EPOCHS = 1
 DEFAULT_FINETUNE_BATCH_SIZE = 16
 DEFAULT_FINETUNE_LEARNING_RATE = 5e-5
 DEFAULT_FINETUNE_WARMUP = 0.1
+"""Share of the optimiser steps over which the learning rate rises linearly from 0."""
 
 DEFAULT_FINETUNE_AUGMENT_VIEWS = 4
 """Down-sampled copies of each reference cell that training sentences are also drawn from
@@ -118,7 +119,6 @@ training (0.51 -> 0.42-0.44); with 4 copies keeping 30% of the counts it rose (0
 DEFAULT_FINETUNE_AUGMENT_KEEP = 0.3
 """Share of a cell's counts kept in a down-sampled copy (binomial thinning; for
 log-normalised input, the share of its detected genes kept)."""
-"""Share of the optimiser steps over which the learning rate rises linearly from 0."""
 
 DEFAULT_FINETUNE_NEIGHBOR_FRACTION = 0.5
 """Share of the pairs that join a cell to one of its nearest cells in PCA space (rest: random)."""

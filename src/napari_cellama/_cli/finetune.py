@@ -57,7 +57,7 @@ def add_arguments(p) -> None:
                    help=f"share of reference cells held out for the validation correlation (default {DEFAULT_FINETUNE_VALIDATION})")
     p.add_argument("--augment", type=int, default=DEFAULT_FINETUNE_AUGMENT_VIEWS, metavar="N",
                    help="also draw training sentences from N down-sampled copies of each reference cell "
-                        f"(default {DEFAULT_FINETUNE_AUGMENT_VIEWS}: the cells' own sentences only)")
+                        f"(default {DEFAULT_FINETUNE_AUGMENT_VIEWS}; 0: the cells' own sentences only)")
     p.add_argument("--augment-keep", type=float, default=DEFAULT_FINETUNE_AUGMENT_KEEP, metavar="F",
                    help="share of a cell's counts kept in a down-sampled copy (binomial thinning; for "
                         f"log-normalised input the share of its genes kept; default {DEFAULT_FINETUNE_AUGMENT_KEEP})")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -32,6 +33,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -186,15 +188,28 @@ class FinetuneWidget(QWidget):
         form.addRow("Metadata", self.metadata)
         form.addRow("Top-k genes", self.top_k)
         form.addRow("Pairs", self.pairs)
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Batch size", self.batch_size)
-        form.addRow("Learning rate", self.learning_rate)
-        form.addRow("Warm-up share", self.warmup)
-        form.addRow("Validation share", self.validation)
-        form.addRow("Down-sampled copies", self.augment)
-        form.addRow("Counts kept in a copy", self.augment_keep)
-        form.addRow("Validate every", self.eval_steps)
-        form.addRow(self.keep_best)
+        # the optimiser and validation settings fold away (defaults suit most references)
+        self.training_toggle = QToolButton()
+        self.training_toggle.setText("Training options")
+        self.training_toggle.setCheckable(True)
+        self.training_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.training_toggle.setStyleSheet("QToolButton { border: none; }")
+        self.training_toggle.toggled.connect(self.show_training_options)
+        self.training_box = QGroupBox()
+        training = QFormLayout(self.training_box)
+        training.setContentsMargins(6, 4, 4, 4)
+        training.addRow("Epochs", self.epochs)
+        training.addRow("Batch size", self.batch_size)
+        training.addRow("Learning rate", self.learning_rate)
+        training.addRow("Warm-up share", self.warmup)
+        training.addRow("Down-sampled copies", self.augment)
+        training.addRow("Counts kept in a copy", self.augment_keep)
+        training.addRow("Validation share", self.validation)
+        training.addRow("Validate every", self.eval_steps)
+        training.addRow(self.keep_best)
+        form.addRow(self.training_toggle)
+        form.addRow(self.training_box)
+        self.show_training_options(False)
         form.addRow(self.use_prototypes)
         form.addRow("Markers", _path_row(self.markers, "...", self._pick_markers))
         form.addRow("Prototype pairs share", self.prototype_fraction)
@@ -218,6 +233,15 @@ class FinetuneWidget(QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
         self._from_session()
+
+    def show_training_options(self, visible: bool = True) -> None:
+        """Unfold (or fold away) the optimiser, augmentation and validation settings."""
+        self.training_box.setVisible(visible)
+        self.training_toggle.setArrowType(Qt.DownArrow if visible else Qt.RightArrow)
+        if self.training_toggle.isChecked() != visible:
+            self.training_toggle.blockSignals(True)
+            self.training_toggle.setChecked(visible)
+            self.training_toggle.blockSignals(False)
 
     @property
     def busy(self) -> bool:

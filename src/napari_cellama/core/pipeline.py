@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import anndata as ad
 import numpy as np
@@ -13,19 +13,25 @@ from .._constants import (
     CELL_ID,
     CELL_TYPE,
     CONFIDENCE,
-    RUNNER_UP,
-    TRANSFERRED_TYPE,
-    UNASSIGNED,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
     EMBED_CACHE,
     EMBED_MODE,
+    RUNNER_UP,
     SENTENCE,
     STAGE_EMBED_QUERY,
     STAGE_EMBED_REFERENCE,
     STAGE_PANEL,
+    TRANSFERRED_TYPE,
+    UNASSIGNED,
 )
-from ..validators import check_label_key, check_metadata, check_n_neighbors, check_top_k, check_unique_ids
+from ..validators import (
+    check_label_key,
+    check_metadata,
+    check_n_neighbors,
+    check_top_k,
+    check_unique_ids,
+)
 from ._progress import run
 from .embed import Embedder
 from .panel import PanelReport, shared_panel
@@ -92,7 +98,7 @@ def iter_transfer(
     query_stats = dict(getattr(embedder, "last_stats", {}))
     labels = r.obs[label_key].astype(str)
     # identical sentences have identical embeddings: search once per distinct sentence
-    codes, distinct = pd.factorize(pd.Series(query_sentences, dtype=object))
+    codes, _ = pd.factorize(pd.Series(query_sentences, dtype=object))
     first = np.unique(codes, return_index=True)[1] if len(codes) else np.zeros(0, dtype=np.int64)
     table = yield from iter_knn_transfer(
         query_emb[first] if len(first) < len(codes) else query_emb,

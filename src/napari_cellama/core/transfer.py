@@ -16,7 +16,7 @@ Cells whose confidence is below ``min_confidence`` or whose distance is above
 from __future__ import annotations
 
 import sys
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
