@@ -130,7 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--models-dir", type=Path, default=None, help="keep the fine-tuned models here")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "finetune_pbmc.json")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RESULT.json",
+                        help="only combine result files of runs with different --seeds (run in parallel, one "
+                             "seed each) into --out and print the tables")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
 
     import anndata as ad
     import scanpy as sc
@@ -297,6 +302,34 @@ def main(argv=None) -> int:
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(args.out)
     print(f"\nwrote {args.out} ({results['seconds_total']} s in total)")
+    return 0
+
+
+def merge(paths: list[Path], out: Path) -> int:
+    """Combine runs that differ only in their fine-tuning seeds (same split, same options)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    results = parts[0]
+    rare = list(results["rare_types"])
+    ks = [f"k={results['default_k']}", "k=1"]
+    for name in results["finetune"]:
+        runs = [r for part in parts for r in part["finetune"][name]["per_seed"]]
+        seeds = [s for part in parts for s in part["finetune"][name]["seeds"]]
+        results["finetune"][name] = summarise(runs, ks, rare)
+        results["finetune"][name]["seeds"] = seeds
+        pa = [r["prototype_annotation"] for r in runs if "prototype_annotation" in r]
+        if pa:
+            results["reference_free"]["prototypes (10 PBMC types, prototype-guided model; uses reference labels)"] = {
+                "accuracy": float(np.mean([r["accuracy"] for r in pa])),
+                "macro_f1": float(np.mean([r["macro_f1"] for r in pa])),
+                "rare_recall": {t: float(np.mean([r["rare_recall"][t] for r in pa])) for t in rare},
+                "note": f"mean over fine-tuning seeds {seeds}",
+            }
+    results["merged_from"] = [str(p) for p in paths]
+    results["seconds_total"] = max(part["seconds_total"] for part in parts)
+    print_tables(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {out}")
     return 0
 
 
