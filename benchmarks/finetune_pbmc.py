@@ -116,8 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pairs", type=int, default=None, help="training pairs (default: the package default)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the package default)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--train-top-k", type=int, nargs="+", default=[TOP_K],
-                        help="sentence lengths mixed in the training pairs (default: 20, as the transfer)")
+    parser.add_argument("--train-top-k", type=int, nargs="+", default=None,
+                        help="sentence lengths mixed in the training pairs (default: the package default)")
     parser.add_argument("--eval-steps", type=int, default=None,
                         help="validate every N steps and keep the best-validated weights (held-out reference cells)")
     parser.add_argument("--validation", type=float, default=None, help="held-out share of reference cells")
@@ -149,6 +149,7 @@ def main(argv=None) -> int:
         DEFAULT_FINETUNE_EPOCHS,
         DEFAULT_FINETUNE_LEARNING_RATE,
         DEFAULT_FINETUNE_PAIRS,
+        DEFAULT_FINETUNE_TOP_K,
         DEFAULT_N_NEIGHBORS,
     )
     from napari_cellama.core import (
@@ -164,6 +165,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     n_pairs = args.pairs or DEFAULT_FINETUNE_PAIRS
     args.epochs = args.epochs or DEFAULT_FINETUNE_EPOCHS
+    args.train_top_k = args.train_top_k or list(DEFAULT_FINETUNE_TOP_K)
     t_start = time.perf_counter()
     adata = sc.datasets.pbmc68k_reduced()
     labels = adata.obs[LABEL].astype(str).to_numpy(dtype=object)

@@ -101,6 +101,10 @@ NICHE_OTHER_COLOR = (0.55, 0.55, 0.55, 0.45)
 """RGBA of the cells that were not clustered in the niche layer."""
 
 # fine-tuning and marker prototypes (issue 7)
+DEFAULT_FINETUNE_TOP_K = (15, 20, 25)
+"""Sentence lengths mixed in the fine-tuning pairs (each an equal share): the model meets
+sentences shorter and longer than the transfer's top-k 20."""
+
 DEFAULT_FINETUNE_PAIRS = 2000
 """Training sentence pairs drawn from the reference (validation pairs come on top)."""
 
@@ -112,9 +116,9 @@ DEFAULT_FINETUNE_WARMUP = 0.1
 
 DEFAULT_FINETUNE_AUGMENT_VIEWS = 4
 """Down-sampled copies of each reference cell that training sentences are also drawn from
-(0: the cells' own sentences only). Without them the model memorises the few hundred
-sentences of a small reference: on pbmc68k the held-out validation Spearman fell during
-training (0.51 -> 0.42-0.44); with 4 copies keeping 30% of the counts it rose (0.60 -> 0.63)."""
+(0: the cells' own sentences only), so that a small reference gives many distinct sentences
+instead of a few hundred the model can memorise. Measured by ``benchmarks/finetune_pbmc.py``
+(see docs/finetune.md)."""
 
 DEFAULT_FINETUNE_AUGMENT_KEEP = 0.3
 """Share of a cell's counts kept in a down-sampled copy (binomial thinning; for

@@ -14,11 +14,11 @@ from .._constants import (
     DEFAULT_FINETUNE_NEIGHBOR_FRACTION,
     DEFAULT_FINETUNE_PAIR_NEIGHBORS,
     DEFAULT_FINETUNE_PAIRS,
+    DEFAULT_FINETUNE_TOP_K,
     DEFAULT_FINETUNE_VALIDATION,
     DEFAULT_FINETUNE_WARMUP,
     DEFAULT_PROTOTYPE_FRACTION,
     DEFAULT_RANDOM_STATE,
-    DEFAULT_TOP_K,
     STAGE_FINETUNE,
 )
 from ..validators import CellamaInputError, check_file
@@ -38,8 +38,9 @@ def add_arguments(p) -> None:
                    help="obs columns: pairs of cells that differ in any of them get similarity 0 (e.g. batch, tissue)")
     p.add_argument("--append-metadata", action="store_true",
                    help="also write the --metadata columns into the training sentences (then transfer with the same --metadata)")
-    p.add_argument("--top-k", type=int, nargs="+", default=[DEFAULT_TOP_K], metavar="K",
-                   help=f"genes per sentence; several values mix sentence lengths (default {DEFAULT_TOP_K})")
+    p.add_argument("--top-k", type=int, nargs="+", default=list(DEFAULT_FINETUNE_TOP_K), metavar="K",
+                   help="genes per sentence; several values mix sentence lengths (default "
+                        f"{' '.join(map(str, DEFAULT_FINETUNE_TOP_K))})")
     p.add_argument("--pairs", type=int, default=DEFAULT_FINETUNE_PAIRS, metavar="N",
                    help=f"training pairs of cells (default {DEFAULT_FINETUNE_PAIRS})")
     p.add_argument("--neighbor-fraction", type=float, default=DEFAULT_FINETUNE_NEIGHBOR_FRACTION, metavar="F",

@@ -47,6 +47,7 @@ from .._constants import (
     DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_FINETUNE_LEARNING_RATE,
     DEFAULT_FINETUNE_PAIRS,
+    DEFAULT_FINETUNE_TOP_K,
     DEFAULT_FINETUNE_VALIDATION,
     DEFAULT_FINETUNE_WARMUP,
     DEFAULT_MARKERS,
@@ -128,7 +129,7 @@ class FinetuneWidget(QWidget):
         self.label_key.addItem(NO_LABEL)
         self.metadata = QLineEdit()
         self.metadata.setPlaceholderText("optional: obs columns, comma separated (pairs differing -> 0)")
-        self.top_k = QLineEdit(str(DEFAULT_TOP_K))
+        self.top_k = QLineEdit(" ".join(map(str, DEFAULT_FINETUNE_TOP_K)))
         self.top_k.setToolTip("genes per sentence; several values (e.g. '16 20 24') mix sentence lengths")
         self.pairs = QSpinBox()
         self.pairs.setRange(16, 10_000_000)
