@@ -74,6 +74,20 @@ def scores(truth, pred, rare) -> dict:
     return out
 
 
+GUIDED_PROTOTYPES = "prototypes (10 PBMC types, prototype-guided model; uses reference labels)"
+
+
+def guided_prototype_scores(runs: list[dict], rare: list[str], seeds: list[int]) -> dict:
+    """Reference-free prototype scores with the prototype-guided models, averaged over seeds."""
+    pa = [r["prototype_annotation"] for r in runs if "prototype_annotation" in r]
+    return {
+        "accuracy": float(np.mean([r["accuracy"] for r in pa])),
+        "macro_f1": float(np.mean([r["macro_f1"] for r in pa])),
+        "rare_recall": {t: float(np.mean([r["rare_recall"][t] for r in pa])) for t in rare},
+        "note": f"mean over fine-tuning seeds {seeds}",
+    }
+
+
 def summarise(runs: list[dict], ks: list[str], rare: list[str]) -> dict:
     """Mean and sd over fine-tuning seeds of each score, plus the per-seed values."""
     out: dict = {"per_seed": runs}
@@ -283,13 +297,7 @@ def main(argv=None) -> int:
         results["finetune"][name] = summarise(runs, [f"k={DEFAULT_N_NEIGHBORS}", "k=1"], rare)
         results["finetune"][name]["seeds"] = list(args.seeds)
         if extra.get("prototypes"):
-            pa = [r["prototype_annotation"] for r in runs]
-            results["reference_free"]["prototypes (10 PBMC types, prototype-guided model; uses reference labels)"] = {
-                "accuracy": float(np.mean([r["accuracy"] for r in pa])),
-                "macro_f1": float(np.mean([r["macro_f1"] for r in pa])),
-                "rare_recall": {t: float(np.mean([r["rare_recall"][t] for r in pa])) for t in rare},
-                "note": f"mean over fine-tuning seeds {list(args.seeds)}",
-            }
+            results["reference_free"][GUIDED_PROTOTYPES] = guided_prototype_scores(runs, rare, list(args.seeds))
 
     results["seconds_total"] = round(time.perf_counter() - t_start, 1)
     import importlib.metadata as md
@@ -318,14 +326,8 @@ def merge(paths: list[Path], out: Path) -> int:
         seeds = [s for part in parts for s in part["finetune"][name]["seeds"]]
         results["finetune"][name] = summarise(runs, ks, rare)
         results["finetune"][name]["seeds"] = seeds
-        pa = [r["prototype_annotation"] for r in runs if "prototype_annotation" in r]
-        if pa:
-            results["reference_free"]["prototypes (10 PBMC types, prototype-guided model; uses reference labels)"] = {
-                "accuracy": float(np.mean([r["accuracy"] for r in pa])),
-                "macro_f1": float(np.mean([r["macro_f1"] for r in pa])),
-                "rare_recall": {t: float(np.mean([r["rare_recall"][t] for r in pa])) for t in rare},
-                "note": f"mean over fine-tuning seeds {seeds}",
-            }
+        if any("prototype_annotation" in r for r in runs):
+            results["reference_free"][GUIDED_PROTOTYPES] = guided_prototype_scores(runs, rare, seeds)
     results["merged_from"] = [str(p) for p in paths]
     results["seconds_total"] = max(part["seconds_total"] for part in parts)
     print_tables(results)

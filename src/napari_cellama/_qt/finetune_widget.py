@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -33,7 +32,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -61,6 +59,7 @@ from .._constants import (
     STAGE_FINETUNE,
 )
 from ..validators import CellamaInputError
+from ._fold import fold_button, set_unfolded
 
 NO_LABEL = "(none: unsupervised)"
 PROTOTYPE_LAYER_NAME = "prototype cell types"
@@ -190,13 +189,8 @@ class FinetuneWidget(QWidget):
         form.addRow("Top-k genes", self.top_k)
         form.addRow("Pairs", self.pairs)
         # the optimiser and validation settings fold away (defaults suit most references)
-        self.training_toggle = QToolButton()
-        self.training_toggle.setText("Training options")
-        self.training_toggle.setCheckable(True)
-        self.training_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.training_toggle.setStyleSheet("QToolButton { border: none; }")
-        self.training_toggle.toggled.connect(self.show_training_options)
         self.training_box = QGroupBox()
+        self.training_toggle = fold_button("Training options", self.training_box, expanded=False)
         training = QFormLayout(self.training_box)
         training.setContentsMargins(6, 4, 4, 4)
         training.addRow("Epochs", self.epochs)
@@ -210,7 +204,6 @@ class FinetuneWidget(QWidget):
         training.addRow(self.keep_best)
         form.addRow(self.training_toggle)
         form.addRow(self.training_box)
-        self.show_training_options(False)
         form.addRow(self.use_prototypes)
         form.addRow("Markers", _path_row(self.markers, "...", self._pick_markers))
         form.addRow("Prototype pairs share", self.prototype_fraction)
@@ -237,12 +230,7 @@ class FinetuneWidget(QWidget):
 
     def show_training_options(self, visible: bool = True) -> None:
         """Unfold (or fold away) the optimiser, augmentation and validation settings."""
-        self.training_box.setVisible(visible)
-        self.training_toggle.setArrowType(Qt.DownArrow if visible else Qt.RightArrow)
-        if self.training_toggle.isChecked() != visible:
-            self.training_toggle.blockSignals(True)
-            self.training_toggle.setChecked(visible)
-            self.training_toggle.blockSignals(False)
+        set_unfolded(self.training_toggle, self.training_box, visible)
 
     @property
     def busy(self) -> bool:

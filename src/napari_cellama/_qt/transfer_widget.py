@@ -41,7 +41,6 @@ from qtpy.QtWidgets import (
     QSizePolicy,
     QSlider,
     QSpinBox,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -50,16 +49,17 @@ from .._constants import (
     CELL_ID,
     CELL_TYPE,
     CONFIDENCE,
+    DEFAULT_EMBED_MODE,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
     DISTANCE,
     EMBED_MODES,
-    DEFAULT_EMBED_MODE,
     RUNNER_UP,
     SENTENCE,
     SOURCE,
 )
 from ..validators import CellamaInputError
+from ._fold import fold_button, set_unfolded
 from ._runner import JobRunner
 
 TYPES_LAYER = "cell types"
@@ -106,15 +106,8 @@ class TransferWidget(QWidget):
         # ---------------------------------------------------------------- parameters
         # the parameters fold away once results are shown (legend and review need the height);
         # the arrow button brings them back
-        self.params_toggle = QToolButton()
-        self.params_toggle.setText("Parameters")
-        self.params_toggle.setCheckable(True)
-        self.params_toggle.setChecked(True)
-        self.params_toggle.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
-        self.params_toggle.setArrowType(Qt.DownArrow)
-        self.params_toggle.setStyleSheet("QToolButton { border: none; }")
-        self.params_toggle.toggled.connect(self.show_parameters)
         params = self.params_box = QGroupBox()
+        self.params_toggle = fold_button("Parameters", params, expanded=True)
         form = QFormLayout(params)
         self.label_combo = QComboBox()
         self.top_k_spin = QSpinBox()
@@ -290,11 +283,7 @@ class TransferWidget(QWidget):
 
     def show_parameters(self, visible: bool = True) -> None:
         """Unfold (or fold away) the parameters box."""
-        self.params_box.setVisible(visible)
-        self.params_toggle.setArrowType(Qt.DownArrow if visible else Qt.RightArrow)
-        if self.params_toggle.isChecked() != visible:
-            with _blocked(self.params_toggle):
-                self.params_toggle.setChecked(visible)
+        set_unfolded(self.params_toggle, self.params_box, visible)
 
     def parameters(self) -> dict:
         return {
@@ -337,8 +326,8 @@ class TransferWidget(QWidget):
 
     # ------------------------------------------------------------------ layers
     def _cells(self):
-        from ..layers import find_layers
         from .._constants import KIND_CELLS
+        from ..layers import find_layers
 
         name = self.session.layer_names.get("cells")
         if name and name in self.viewer.layers:

@@ -1,0 +1,28 @@
+"""A foldable section: an arrow button that shows or hides a box of parameters."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QToolButton, QWidget
+
+
+def fold_button(text: str, box: QWidget, expanded: bool) -> QToolButton:
+    """A flat checkable arrow button folding ``box`` away (unchecked) or unfolding it (checked)."""
+    button = QToolButton()
+    button.setText(text)
+    button.setCheckable(True)
+    button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+    button.setStyleSheet("QToolButton { border: none; }")
+    button.toggled.connect(lambda visible: set_unfolded(button, box, visible))
+    set_unfolded(button, box, expanded)
+    return button
+
+
+def set_unfolded(button: QToolButton, box: QWidget, visible: bool) -> None:
+    """Show or hide ``box`` and keep ``button``'s arrow and checked state in step."""
+    box.setVisible(visible)
+    button.setArrowType(Qt.DownArrow if visible else Qt.RightArrow)
+    if button.isChecked() != visible:
+        button.blockSignals(True)
+        button.setChecked(visible)
+        button.blockSignals(False)
