@@ -140,6 +140,10 @@ def main(argv=None) -> int:
                         help="down-sampled copies per reference cell (default: the package default)")
     parser.add_argument("--augment-keep", type=float, default=None,
                         help="share of counts kept in a copy (default: the package default)")
+    parser.add_argument("--pcs", type=int, default=None,
+                        help="principal components behind the pair labels (default: the package default)")
+    parser.add_argument("--configs", nargs="+", choices=["plain", "guided"], default=["plain", "guided"],
+                        help="fine-tuning configurations to run: plain, prototype-guided (default both)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--models-dir", type=Path, default=None, help="keep the fine-tuned models here")
@@ -245,12 +249,16 @@ def main(argv=None) -> int:
     # ---- reference-free prototypes (zero-shot model), score_genes, majority
     majority = pd.Series(labels[train]).value_counts().index[0]
     results["reference_free"]["majority class"] = scores(truth, np.full(len(truth), majority, dtype=object), rare)
-    proto = annotate_by_prototypes(query, pbmc_markers, TOP_K)
+    proto = annotate_by_prototypes(query, pbmc_markers)
     results["reference_free"]["prototypes (10 PBMC types, zero-shot model)"] = scores(
         truth, proto.table.loc[query.obs_names, CELL_TYPE].to_numpy(), rare)
+    results["reference_free"]["prototype_params"] = proto.params
     results["reference_free"]["marker_report"] = proto.marker_set.to_dict()
     print(proto.marker_set.summary())
-    proto_all = annotate_by_prototypes(query, table, TOP_K)
+    plain = annotate_by_prototypes(query, pbmc_markers, TOP_K, cell_genes="all", rank="expression")
+    results["reference_free"][f"prototypes, transfer sentences (top {TOP_K} of all genes by value)"] = scores(
+        truth, plain.table.loc[query.obs_names, CELL_TYPE].to_numpy(), rare)
+    proto_all = annotate_by_prototypes(query, table)
     pred_all = proto_all.table.loc[query.obs_names, CELL_TYPE].map(lambda t: PBMC_TYPES.get(t, f"other: {t}"))
     results["reference_free"][f"prototypes (whole default table, {len(proto_all.types)} types, zero-shot model)"] = (
         scores(truth, pred_all.to_numpy(), rare))
@@ -267,6 +275,7 @@ def main(argv=None) -> int:
         "fine-tuned": {},
         "fine-tuned + prototype guidance": {"prototypes": pbmc_markers},
     }
+    configs = {k: v for k, v in configs.items() if ("guided" if v else "plain") in args.configs}
     if args.validation is not None:
         configs = {k: {**v, "validation_fraction": args.validation} for k, v in configs.items()}
     for name, extra in configs.items():
@@ -275,7 +284,7 @@ def main(argv=None) -> int:
             out = models_root / f"{name.replace(' ', '_').replace('+', 'plus')}_seed{seed}"
             print(f"[{name}, seed {seed}] fine-tuning on the reference half -> {out}", flush=True)
             opt = {k: v for k, v in (("learning_rate", args.learning_rate), ("augment_views", args.augment),
-                                     ("augment_keep", args.augment_keep)) if v is not None}
+                                     ("augment_keep", args.augment_keep), ("n_pcs", args.pcs)) if v is not None}
             ft = finetune(reference, out, label_key=LABEL, top_k=args.train_top_k, n_pairs=n_pairs,
                           epochs=args.epochs, batch_size=args.batch_size, eval_steps=args.eval_steps, seed=seed,
                           overwrite=True, callback=progress, **opt, **extra)
@@ -291,7 +300,7 @@ def main(argv=None) -> int:
                 "params": ft.params,
             }
             if extra.get("prototypes"):
-                p2 = annotate_by_prototypes(query, pbmc_markers, TOP_K, model=str(out))
+                p2 = annotate_by_prototypes(query, pbmc_markers, model=str(out))
                 entry["prototype_annotation"] = scores(truth, p2.table.loc[query.obs_names, CELL_TYPE].to_numpy(), rare)
             runs.append(entry)
         results["finetune"][name] = summarise(runs, [f"k={DEFAULT_N_NEIGHBORS}", "k=1"], rare)

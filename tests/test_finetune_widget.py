@@ -129,6 +129,8 @@ def test_prototypes_panel_annotates_real_xenium_cells(viewer, qtbot, crop_dir, t
     layer = viewer.layers["prototype cell types"]
     assert set(layer.metadata["cellama"]["categories"]) == set(feats[col])
     assert viewer.layers.selection.active is cells
+    params = widget.result.params
+    assert (params["cell_genes"], params["rank"], params["top_k"]) == ("markers", "scaled", 5)
     text = widget.status.text()
     assert "markers not in the panel were dropped" in text and "cells per type" in text
     assert "CD34" in widget.status.toolTip() or "dropped" in widget.status.toolTip()  # full report on hover
@@ -140,6 +142,15 @@ def test_prototypes_panel_annotates_real_xenium_cells(viewer, qtbot, crop_dir, t
     img = viewer.screenshot(str(shot), canvas_only=False, flash=False)
     assert _not_blank(img)
     _keep(shot)
+    # the transfer-style sentence on request: all genes, by value
+    widget.cell_genes.setCurrentIndex(widget.cell_genes.findData("all"))
+    widget.rank.setCurrentIndex(widget.rank.findData("expression"))
+    widget.top_k.setValue(20)
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
+    params = widget.result.params
+    assert (params["cell_genes"], params["rank"], params["top_k"]) == ("all", "expression", 20)
+    assert len(viewer.layers["prototype cell types"].metadata["cellama"]["categories"]) >= 1
     # no run loaded -> a notification, no worker
     get_session(viewer).update(query=None)
     assert widget.run() is None

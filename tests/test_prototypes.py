@@ -1,11 +1,13 @@
 """Marker tables, prototype sentences and reference-free annotation (real model, real PBMCs)."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
+import scipy.sparse as sp
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
@@ -25,8 +27,9 @@ from napari_cellama.core import (
     marker_sentences,
     read_markers,
     restrict_markers,
+    scaled_expression,
 )
-from napari_cellama.core.prototypes import assign_to_prototypes
+from napari_cellama.core.prototypes import assign_to_prototypes, prototype_cell_matrix
 from napari_cellama.io import expression_for_sentences
 from napari_cellama.validators import CellamaInputError
 
@@ -167,17 +170,26 @@ def test_reference_free_annotation_of_pbmc_beats_majority_class(pbmc_subset):
     table = read_markers(None)
     markers = {PBMC_TYPES[t]: table[t] for t in PBMC_TYPES}
     stages = set()
-    res = annotate_by_prototypes(pbmc_subset, markers, 20, callback=lambda s, d, t: stages.add(s))
+    res = annotate_by_prototypes(pbmc_subset, markers, callback=lambda s, d, t: stages.add(s))
     truth = pbmc_subset.obs["bulk_labels"].astype(str)
     pred = res.table.loc[truth.index, CELL_TYPE]
     acc = float((pred == truth).mean())
     f1 = f1_score(truth, pred, average="macro", zero_division=0)
     majority = truth.value_counts(normalize=True).iloc[0]
     maj_f1 = f1_score(truth, np.full(len(truth), truth.value_counts().index[0]), average="macro", zero_division=0)
+    # the transfer sentence (top 20 of all genes by value) describes a cell less in the markers' terms
+    plain = annotate_by_prototypes(pbmc_subset, markers, 20, cell_genes="all", rank="expression")
+    plain_f1 = f1_score(truth, plain.table.loc[truth.index, CELL_TYPE], average="macro", zero_division=0)
     print(f"reference-free prototypes on {len(truth)} pbmc68k cells: accuracy {acc:.3f} (majority {majority:.3f}), "
-          f"macro-F1 {f1:.3f} (majority {maj_f1:.3f})")
+          f"macro-F1 {f1:.3f} (majority {maj_f1:.3f}; transfer-style sentences {plain_f1:.3f})")
     assert acc > majority + 0.05
     assert f1 > 3 * maj_f1
+    assert f1 > plain_f1 + 0.1
+    assert res.params["cell_genes"] == "markers" and res.params["rank"] == "scaled" and res.params["top_k"] == 5
+    used = {g for genes in res.marker_set.markers.values() for g in genes}
+    named = {g for s in res.table["sentence"] for g in re.split(r",\s*and\s+|,\s*|\s+and\s+", s.removeprefix(
+        "Top genes are ").removeprefix("Top gene is ").rstrip(".")) if g}
+    assert named <= used | {"No genes are detected"}
     # the table is shaped like the transfer table
     t = res.table
     assert list(t.index) == list(pbmc_subset.obs_names)
@@ -195,6 +207,45 @@ def test_reference_free_annotation_of_pbmc_beats_majority_class(pbmc_subset):
     assert ok[hi.to_numpy()].mean() > ok[~hi.to_numpy()].mean()
 
 
+def test_scaled_expression_ranks_by_enrichment_and_keeps_zeros():
+    # gene A is high in every cell, B only in cell 0, C is absent from cell 1
+    counts = sp.csr_matrix(np.array([[50, 20, 5], [50, 1, 0], [52, 1, 5], [48, 1, 5]], dtype=np.float32))
+    z = scaled_expression(counts)
+    assert z.shape == counts.shape and (z.data > 0).all()
+    assert z[1, 2] == 0  # undetected stays undetected
+    assert cell_sentences(counts, ["A", "B", "C"], 1)[0] == "Top gene is A."  # by value
+    assert cell_sentences(z, ["A", "B", "C"], 1)[0] == "Top gene is B."  # by enrichment
+    # log-normalised input is scaled as it is (not normalised again)
+    logn = sp.csr_matrix(np.array([[1.5, 0.0], [0.5, 2.0]]))
+    zl = scaled_expression(logn).toarray()
+    assert zl[0, 0] > zl[1, 0] and zl[0, 1] == 0
+    m, genes = prototype_cell_matrix(counts, ["A", "B", "C"], {"t": ["C", "B"]})
+    assert genes == ["B", "C"] and m.shape == (4, 2)
+    with pytest.raises(CellamaInputError, match="no marker gene"):
+        prototype_cell_matrix(counts, ["A", "B", "C"], {"t": ["X"]})
+    with pytest.raises(CellamaInputError, match="unknown gene ranking 'zscore'; use one of scaled, expression"):
+        prototype_cell_matrix(counts, ["A", "B", "C"], {"t": ["B"]}, rank="zscore")
+
+
+def test_cells_without_any_marker_stay_unassigned():
+    import anndata as ad
+
+    genes = ["MS4A1", "CD79A", "GNLY", "NKG7", "ACTB"]
+    x = np.array([[5, 3, 0, 0, 9], [0, 0, 4, 6, 9], [0, 0, 0, 0, 12], [0, 0, 0, 0, 0]], dtype=np.float32)
+    q = ad.AnnData(x, obs=pd.DataFrame(index=["b", "nk", "actb_only", "empty"]), var=pd.DataFrame(index=genes))
+    markers = {"B cell": ["MS4A1", "CD79A"], "NK cell": ["GNLY", "NKG7"]}
+    res = annotate_by_prototypes(q, markers)
+    t = res.table
+    assert t.loc["b", CELL_TYPE] == "B cell" and t.loc["nk", CELL_TYPE] == "NK cell"
+    for cell in ("actb_only", "empty"):  # no marker detected: no evidence for any type
+        assert t.loc[cell, CELL_TYPE] == UNASSIGNED and t.loc[cell, "transferred_type"] == UNASSIGNED
+        assert t.loc[cell, CONFIDENCE] == 0 and np.isnan(t.loc[cell, DISTANCE])
+    assert res.params["n_cells_without_sentence_genes"] == 2
+    # with all genes, only the cell without any count is left out
+    t2 = annotate_by_prototypes(q, markers, cell_genes="all").table
+    assert t2.loc["empty", CELL_TYPE] == UNASSIGNED and t2.loc["actb_only", CELL_TYPE] != UNASSIGNED
+
+
 def test_cli_prototypes(pbmc_subset, tmp_path, capsys):
     q = pbmc_subset[:40].copy()
     q.write_h5ad(tmp_path / "q.h5ad")
@@ -207,7 +258,15 @@ def test_cli_prototypes(pbmc_subset, tmp_path, capsys):
     assert "NOT_A_GENE" in err and "HSC" in err  # dropped markers and types are reported
     df = pd.read_csv(out)
     assert list(df.columns) == ["cell_id", "cell_type", "confidence", "distance", "runner_up", "similarity_gap"]
-    assert len(df) == 40 and set(df["cell_type"]) <= {"B", "NK", "Mono"}
+    assert len(df) == 40 and set(df["cell_type"]) <= {"B", "NK", "Mono", UNASSIGNED}
+    n_blank = int((df["cell_type"] == UNASSIGNED).sum())  # cells without any of the 7 markers
+    assert (f"{n_blank} cells without any detected marker gene: Unassigned" in err) == (n_blank > 0)
+    # the transfer-style sentence on request
+    out2 = tmp_path / "proto_all.csv"
+    assert main(["prototypes", str(tmp_path / "q.h5ad"), "--markers", str(markers), "--out", str(out2),
+                 "--cell-genes", "all", "--rank", "expression", "--top-k", "20"]) == 0
+    capsys.readouterr()
+    assert len(pd.read_csv(out2)) == 40
     # bad input: one line, exit 2
     assert main(["prototypes", str(tmp_path / "q.h5ad"), "--markers", str(tmp_path / "none.csv"),
                  "--out", str(out)]) == 2

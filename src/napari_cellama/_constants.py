@@ -136,6 +136,25 @@ DEFAULT_FINETUNE_VALIDATION = 0.1
 DEFAULT_FINETUNE_HVG = 2000
 DEFAULT_FINETUNE_PCS = 50
 
+DEFAULT_PROTOTYPE_TOP_K = 5
+"""Genes per cell sentence in reference-free prototype annotation (marker sentences are short)."""
+
+PROTOTYPE_GENES_MARKERS = "markers"
+PROTOTYPE_GENES_ALL = "all"
+PROTOTYPE_CELL_GENES = (PROTOTYPE_GENES_MARKERS, PROTOTYPE_GENES_ALL)
+DEFAULT_PROTOTYPE_CELL_GENES = PROTOTYPE_GENES_MARKERS
+"""Genes a cell sentence is drawn from in prototype annotation: the markers of the table
+(the cell is described in the prototypes' own vocabulary) or every gene of the panel."""
+
+RANK_SCALED = "scaled"
+RANK_EXPRESSION = "expression"
+PROTOTYPE_RANKS = (RANK_SCALED, RANK_EXPRESSION)
+DEFAULT_PROTOTYPE_RANK = RANK_SCALED
+"""Order of the genes in a cell sentence for prototype annotation: ``scaled`` - by the
+gene's expression relative to its mean over all cells (z-score of log-normalised values,
+see :func:`napari_cellama.core.scaled_expression`); ``expression`` - by the value itself,
+as in label transfer."""
+
 DEFAULT_PROTOTYPE_FRACTION = 0.25
 """Prototype-guided fine-tuning: (cell, prototype) pairs, as a share of the cell pairs."""
 

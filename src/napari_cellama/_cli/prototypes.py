@@ -7,8 +7,12 @@ import sys
 from .._constants import (
     CELL_ID,
     DEFAULT_MARKERS,
+    DEFAULT_PROTOTYPE_CELL_GENES,
+    DEFAULT_PROTOTYPE_RANK,
     DEFAULT_PROTOTYPE_TEMPERATURE,
-    DEFAULT_TOP_K,
+    DEFAULT_PROTOTYPE_TOP_K,
+    PROTOTYPE_CELL_GENES,
+    PROTOTYPE_RANKS,
     SIMILARITY_GAP,
     TRANSFER_COLUMNS,
 )
@@ -24,7 +28,14 @@ def add_arguments(p) -> None:
     p.add_argument("--markers", default=DEFAULT_MARKERS, metavar="FILE",
                    help="marker table: CSV (cell_type,gene), JSON {type: [genes]} or GMT; "
                         f"'{DEFAULT_MARKERS}' (the default) uses the table shipped with napari-cellama")
-    p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"genes per cell sentence (default {DEFAULT_TOP_K})")
+    p.add_argument("--top-k", type=int, default=DEFAULT_PROTOTYPE_TOP_K,
+                   help=f"genes per cell sentence (default {DEFAULT_PROTOTYPE_TOP_K})")
+    p.add_argument("--cell-genes", choices=PROTOTYPE_CELL_GENES, default=DEFAULT_PROTOTYPE_CELL_GENES,
+                   help="genes a cell sentence may name: the table's markers or all genes of the panel "
+                        f"(default {DEFAULT_PROTOTYPE_CELL_GENES})")
+    p.add_argument("--rank", choices=PROTOTYPE_RANKS, default=DEFAULT_PROTOTYPE_RANK,
+                   help="gene order in a cell sentence: 'scaled' = by expression above the gene's mean over all "
+                        f"cells (z-score), 'expression' = by the value (default {DEFAULT_PROTOTYPE_RANK})")
     p.add_argument("--max-markers", type=int, default=None, metavar="N",
                    help="use at most the first N markers of each type (default: all in the panel)")
     p.add_argument("--temperature", type=float, default=DEFAULT_PROTOTYPE_TEMPERATURE,
@@ -55,11 +66,16 @@ def run(args) -> None:
     try:
         result = annotate_by_prototypes(
             query, markers, args.top_k, embedder=embedder, temperature=args.temperature,
-            max_markers=args.max_markers, min_confidence=args.min_confidence, callback=progress,
+            max_markers=args.max_markers, min_confidence=args.min_confidence, cell_genes=args.cell_genes,
+            rank=args.rank, callback=progress,
         )
     finally:
         progress.close()
     print(result.marker_set.summary(), file=sys.stderr)
+    n_blank = result.params["n_cells_without_sentence_genes"]
+    if n_blank:
+        what = "marker gene" if result.params["cell_genes"] == "markers" else "gene"
+        print(f"{n_blank} cells without any detected {what}: Unassigned", file=sys.stderr)
     table = result.table.loc[:, list(TRANSFER_COLUMNS) + [SIMILARITY_GAP]]
     table.index.name = CELL_ID
     write_atomic(out, lambda tmp: table.to_csv(tmp, float_format="%.6g"))

@@ -49,11 +49,17 @@ from .._constants import (
     DEFAULT_FINETUNE_VALIDATION,
     DEFAULT_FINETUNE_WARMUP,
     DEFAULT_MARKERS,
+    DEFAULT_PROTOTYPE_CELL_GENES,
     DEFAULT_PROTOTYPE_FRACTION,
+    DEFAULT_PROTOTYPE_RANK,
     DEFAULT_PROTOTYPE_TEMPERATURE,
-    DEFAULT_TOP_K,
+    DEFAULT_PROTOTYPE_TOP_K,
     DISTANCE,
+    PROTOTYPE_GENES_ALL,
+    PROTOTYPE_GENES_MARKERS,
     PROTOTYPE_PREFIX,
+    RANK_EXPRESSION,
+    RANK_SCALED,
     RUNNER_UP,
     SIMILARITY_GAP,
     STAGE_FINETUNE,
@@ -433,7 +439,19 @@ class PrototypesWidget(QWidget):
         self.markers.setEnabled(False)
         self.top_k = QSpinBox()
         self.top_k.setRange(1, 1000)
-        self.top_k.setValue(DEFAULT_TOP_K)
+        self.top_k.setValue(DEFAULT_PROTOTYPE_TOP_K)
+        self.cell_genes = QComboBox()
+        self.cell_genes.addItem("marker genes of the table", PROTOTYPE_GENES_MARKERS)
+        self.cell_genes.addItem("all genes of the panel", PROTOTYPE_GENES_ALL)
+        self.cell_genes.setCurrentIndex(self.cell_genes.findData(DEFAULT_PROTOTYPE_CELL_GENES))
+        self.cell_genes.setToolTip("genes a cell's sentence may name; marker genes describe the cell in the "
+                                   "prototypes' own words")
+        self.rank = QComboBox()
+        self.rank.addItem("above the gene's average (scaled)", RANK_SCALED)
+        self.rank.addItem("expression value", RANK_EXPRESSION)
+        self.rank.setCurrentIndex(self.rank.findData(DEFAULT_PROTOTYPE_RANK))
+        self.rank.setToolTip("order of the genes in a cell's sentence: by how far each stands above its mean over "
+                             "all cells (z-score of log-normalised expression), or by the raw value")
         self.model = QLineEdit()
         self.model.setPlaceholderText("default model, or a (fine-tuned) model folder")
         self.temperature = QDoubleSpinBox()
@@ -451,6 +469,8 @@ class PrototypesWidget(QWidget):
         bl.addWidget(_path_row(self.markers, "...", self._pick_markers))
         form = QFormLayout()
         form.addRow("Top-k genes", self.top_k)
+        form.addRow("Sentence genes", self.cell_genes)
+        form.addRow("Gene order", self.rank)
         form.addRow("Model", _path_row(self.model, "...", self._pick_model))
         form.addRow("Temperature", self.temperature)
         form.addRow("Min. confidence", self.min_confidence)
@@ -502,7 +522,8 @@ class PrototypesWidget(QWidget):
             return None
         query = session.query
         model = self.model.text().strip() or None
-        kwargs = {"temperature": self.temperature.value(), "min_confidence": self.min_confidence.value()}
+        kwargs = {"temperature": self.temperature.value(), "min_confidence": self.min_confidence.value(),
+                  "cell_genes": self.cell_genes.currentData(), "rank": self.rank.currentData()}
         top_k = self.top_k.value()
 
         @thread_worker
@@ -544,6 +565,10 @@ class PrototypesWidget(QWidget):
                  "cells per type: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
         if ms.empty_types:
             lines.insert(1, f"no marker in the panel, no prototype: {', '.join(ms.empty_types)}")
+        n_blank = result.params.get("n_cells_without_sentence_genes", 0)
+        if n_blank:
+            what = "marker gene" if result.params.get("cell_genes") == "markers" else "gene"
+            lines.insert(1, f"{n_blank} cells without any detected {what}: Unassigned")
         self.status.setToolTip(ms.summary())
         if cells is not None:
             layers.add_cell_features(cells, values)

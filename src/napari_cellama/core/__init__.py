@@ -6,10 +6,9 @@ Nothing here imports Qt or napari. Every long step exists as a generator yieldin
 
 from ._progress import Progress, run
 from .annotation import Annotation, Edit, palette_color, to_hex, to_rgba
-from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
 from .cache import EmbeddingCache
-from .subsample import subsample_reference
-from .panel import PanelReport, normalise_symbol, shared_panel
+from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
+from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record
 from .niche import (
     NicheResult,
     SpatialNeighbors,
@@ -23,8 +22,8 @@ from .niche import (
     run_niches,
     spatial_neighbors,
 )
+from .panel import PanelReport, normalise_symbol, shared_panel
 from .pipeline import TransferResult, iter_transfer, run_transfer, transfer_labels
-from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record
 from .prototypes import (
     MarkerSet,
     PrototypeResult,
@@ -39,67 +38,79 @@ from .sentences import (
     adata_sentences,
     cell_sentences,
     format_sentences,
+    is_integer_valued,
     iter_cell_sentences,
     metadata_suffixes,
+    scaled_expression,
     top_genes,
 )
-from .transfer import apply_threshold, cosine_knn, iter_cosine_knn, iter_knn_transfer, knn_transfer, vote
+from .subsample import subsample_reference
+from .transfer import (
+    apply_threshold,
+    cosine_knn,
+    iter_cosine_knn,
+    iter_knn_transfer,
+    knn_transfer,
+    vote,
+)
 
 __all__ = [
+    "Annotation",
+    "Edit",
+    "Embedder",
+    "EmbeddingCache",
     "FinetuneLog",
     "FinetuneResult",
     "MarkerSet",
-    "PrototypeResult",
-    "annotate_by_prototypes",
-    "default_markers_path",
-    "finetune",
-    "iter_finetune",
-    "iter_prototype_annotation",
-    "marker_sentences",
-    "read_finetune_record",
-    "read_markers",
-    "restrict_markers",
-    "Annotation",
-    "Edit",
-    "palette_color",
-    "to_hex",
-    "to_rgba",
-    "Embedder",
-    "EmbeddingCache",
     "ModelNotFoundError",
     "NicheResult",
     "PanelReport",
-    "SpatialNeighbors",
     "Progress",
+    "PrototypeResult",
+    "SpatialNeighbors",
     "TransferResult",
     "adata_sentences",
+    "annotate_by_prototypes",
     "apply_threshold",
     "cell_sentences",
     "cluster_embeddings",
     "cosine_knn",
+    "default_markers_path",
+    "finetune",
     "format_niche_sentences",
     "format_sentences",
+    "is_integer_valued",
     "iter_cell_sentences",
     "iter_cosine_knn",
+    "iter_finetune",
     "iter_knn_transfer",
     "iter_niches",
+    "iter_prototype_annotation",
     "iter_recluster",
     "iter_transfer",
     "knn_transfer",
     "load_model",
+    "marker_sentences",
     "metadata_suffixes",
     "neighbor_composition",
     "niche_markers",
     "normalise_symbol",
     "offline_model_path",
+    "palette_color",
+    "read_finetune_record",
+    "read_markers",
     "recluster",
     "resolve_device",
+    "restrict_markers",
     "run",
     "run_niches",
     "run_transfer",
+    "scaled_expression",
     "shared_panel",
     "spatial_neighbors",
     "subsample_reference",
+    "to_hex",
+    "to_rgba",
     "top_genes",
     "transfer_labels",
     "vote",

@@ -104,7 +104,7 @@ from ._progress import run
 from .embed import load_model, resolve_device
 from .panel import normalise_symbol
 from .prototypes import MarkerSet, marker_sentences, read_markers, restrict_markers
-from .sentences import cell_sentences
+from .sentences import cell_sentences, is_integer_valued
 from .transfer import l2_normalise
 
 FINETUNE_RECORD = "cellama_finetune.json"
@@ -144,12 +144,6 @@ def _check_top_ks(top_k) -> list[int]:
 
 
 # --------------------------------------------------------------------------- PCA
-def _is_integer_valued(x) -> bool:
-    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
-    sample = data[: min(len(data), 200_000)]
-    return bool(len(sample)) and bool(np.all(np.abs(sample - np.round(sample)) < 1e-6))
-
-
 def pca_coordinates(
     adata: ad.AnnData,
     n_hvg: int = DEFAULT_FINETUNE_HVG,
@@ -163,7 +157,7 @@ def pca_coordinates(
     check_matrix(x, "reference")
     a = ad.AnnData(X=sp.csr_matrix(x, dtype=np.float32), var=pd.DataFrame(index=adata.var_names.astype(str)))
     a.var_names_make_unique()
-    counts = _is_integer_valued(a.X)
+    counts = is_integer_valued(a.X)
     if counts:
         sc.pp.normalize_total(a, target_sum=1e4)
         sc.pp.log1p(a)
@@ -334,7 +328,7 @@ def downsample(x, keep: float, rng: np.random.Generator, counts: bool | None = N
     Other values (e.g. log-normalised): each detected gene kept with probability ``keep``.
     """
     m = sp.csr_matrix(x, dtype=np.float32, copy=True)
-    counts = _is_integer_valued(m) if counts is None else counts
+    counts = is_integer_valued(m) if counts is None else counts
     if counts:
         m.data = rng.binomial(np.rint(m.data).astype(np.int64), keep).astype(np.float32)
     else:
@@ -631,7 +625,7 @@ def iter_finetune(
     views = {k: [sentences[k]] for k in top_ks}
     if augment_views:
         aug_rng = np.random.default_rng([seed, 1])
-        is_counts = _is_integer_valued(sp.csr_matrix(x))
+        is_counts = is_integer_valued(sp.csr_matrix(x))
         for _ in range(augment_views):
             xd = downsample(x, augment_keep, aug_rng, is_counts)
             for k in top_ks:

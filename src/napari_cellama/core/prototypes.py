@@ -9,6 +9,14 @@ with the markers in the order the table lists them (most specific first). A cell
 assigned to the prototype whose embedding is most similar (cosine) to the embedding of
 its own cell sentence.
 
+The cell sentence for this comparison is written in the prototypes' vocabulary: by
+default (``cell_genes="markers"``, ``rank="scaled"``, ``top_k=5``) it names the cell's
+five marker genes that stand out most above their own average over the query cells
+(z-score of log-normalised expression; undetected genes never enter). On pbmc68k this
+lifts macro-F1 from 0.23 (the transfer sentence: top 20 of all genes by raw value) to
+0.46 (``benchmarks/finetune_pbmc.py``, docs/finetune.md). ``cell_genes="all"``,
+``rank="expression"``, ``top_k=20`` give the transfer sentence.
+
 Marker tables (:func:`read_markers`):
 
 * CSV / TSV with columns ``cell_type`` and ``gene`` (one row per pair; other columns,
@@ -51,9 +59,16 @@ from .._constants import (
     CELL_TYPE,
     CONFIDENCE,
     DEFAULT_MARKERS,
+    DEFAULT_PROTOTYPE_CELL_GENES,
+    DEFAULT_PROTOTYPE_RANK,
     DEFAULT_PROTOTYPE_TEMPERATURE,
-    DEFAULT_TOP_K,
+    DEFAULT_PROTOTYPE_TOP_K,
     DISTANCE,
+    NO_GENES_SENTENCE,
+    PROTOTYPE_CELL_GENES,
+    PROTOTYPE_GENES_MARKERS,
+    PROTOTYPE_RANKS,
+    RANK_SCALED,
     RUNNER_UP,
     SENTENCE,
     SIMILARITY_GAP,
@@ -61,12 +76,13 @@ from .._constants import (
     STAGE_EMBED_QUERY,
     STAGE_PROTOTYPES,
     TRANSFERRED_TYPE,
+    UNASSIGNED,
 )
-from ..validators import CellamaInputError, check_file, check_top_k, check_unique_ids
+from ..validators import CellamaInputError, check_choice, check_file, check_top_k, check_unique_ids
 from ._progress import run
 from .embed import Embedder
 from .panel import normalise_symbol
-from .sentences import format_sentences, iter_cell_sentences
+from .sentences import format_sentences, iter_cell_sentences, scaled_expression
 from .transfer import apply_threshold, l2_normalise
 
 MARKER_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".gmt")
@@ -300,10 +316,36 @@ def assign_to_prototypes(
     return table, sim
 
 
+def prototype_cell_matrix(x, genes: Sequence[str], markers: Mapping[str, Sequence[str]] | None = None,
+                          cell_genes: str = DEFAULT_PROTOTYPE_CELL_GENES,
+                          rank: str = DEFAULT_PROTOTYPE_RANK):
+    """The matrix and gene names that cell sentences for prototype annotation are built from.
+
+    ``rank="scaled"`` ranks by :func:`~napari_cellama.core.scaled_expression` (computed
+    over all genes, so the normalisation sees the whole cell); ``cell_genes="markers"``
+    then keeps the columns of the marker genes in ``markers`` only.
+    """
+    import scipy.sparse as sp
+
+    cell_genes = check_choice(cell_genes, PROTOTYPE_CELL_GENES, "sentence genes")
+    rank = check_choice(rank, PROTOTYPE_RANKS, "gene ranking")
+    genes = [str(g) for g in genes]
+    m = scaled_expression(x) if rank == RANK_SCALED else x
+    if cell_genes == PROTOTYPE_GENES_MARKERS:
+        wanted = {g for ms in (markers or {}).values() for g in ms}
+        cols = [i for i, g in enumerate(genes) if g in wanted]
+        if not cols:
+            raise CellamaInputError("no marker gene is measured in the query; use cell genes 'all' or another "
+                                    "marker table")
+        m = sp.csr_matrix(m)[:, cols] if sp.issparse(m) else np.asarray(m)[:, cols]
+        genes = [genes[i] for i in cols]
+    return m, genes
+
+
 def iter_prototype_annotation(
     query,
     markers: Mapping[str, Sequence[str]] | str | os.PathLike | None = None,
-    top_k: int = DEFAULT_TOP_K,
+    top_k: int = DEFAULT_PROTOTYPE_TOP_K,
     model=None,
     *,
     embedder: Embedder | None = None,
@@ -311,17 +353,23 @@ def iter_prototype_annotation(
     temperature: float = DEFAULT_PROTOTYPE_TEMPERATURE,
     max_markers: int | None = None,
     min_confidence: float = 0.0,
+    cell_genes: str = DEFAULT_PROTOTYPE_CELL_GENES,
+    rank: str = DEFAULT_PROTOTYPE_RANK,
 ) -> Iterator:
     """Generator of :func:`annotate_by_prototypes`; returns a :class:`PrototypeResult`."""
     top_k = check_top_k(top_k)
+    cell_genes = check_choice(cell_genes, PROTOTYPE_CELL_GENES, "sentence genes")
+    rank = check_choice(rank, PROTOTYPE_RANKS, "gene ranking")
     check_unique_ids(query.obs_names, "query")
     if markers is None or isinstance(markers, (str, os.PathLike)):
         markers = read_markers(markers)
     genes = [str(g) for g in query.var_names]
     marker_set = restrict_markers(markers, genes)
-    sentences_by_type = marker_sentences(marker_set.markers, max_markers)
+    used = {t: list(g)[: max_markers or None] for t, g in marker_set.markers.items()}
+    sentences_by_type = marker_sentences(used)
     types = list(sentences_by_type)
-    cell_text = yield from iter_cell_sentences(query.X, genes, top_k)
+    x, x_genes = prototype_cell_matrix(query.X, genes, used, cell_genes, rank)
+    cell_text = yield from iter_cell_sentences(x, x_genes, top_k)
     embedder = embedder or Embedder(model, device=device)
     proto = yield from embedder.iter_encode(list(sentences_by_type.values()), STAGE_EMBED_PROTOTYPES)
     emb = yield from embedder.iter_encode(cell_text, STAGE_EMBED_QUERY)
@@ -329,6 +377,14 @@ def iter_prototype_annotation(
     table, sim = assign_to_prototypes(emb, proto, types, temperature, query.obs_names, min_confidence)
     table.index.name = CELL_ID
     table[SENTENCE] = cell_text
+    # a cell without any detected sentence gene (with cell_genes="markers": no marker at all)
+    # carries no evidence for any type: Unassigned, confidence 0, not the nearest prototype
+    # of the empty sentence
+    blank = (table[SENTENCE] == NO_GENES_SENTENCE).to_numpy()
+    if blank.any():
+        table.loc[blank, [CELL_TYPE, TRANSFERRED_TYPE, RUNNER_UP]] = [UNASSIGNED, UNASSIGNED, ""]
+        table.loc[blank, [CONFIDENCE, SIMILARITY_GAP]] = 0.0
+        table.loc[blank, DISTANCE] = np.nan
     yield (STAGE_PROTOTYPES, 1, 1)
     params = {
         "top_k": top_k,
@@ -336,13 +392,17 @@ def iter_prototype_annotation(
         "device": embedder.device,
         "temperature": float(temperature),
         "max_markers": max_markers,
+        "cell_genes": cell_genes,
+        "rank": rank,
+        "n_sentence_genes": len(x_genes),
         "min_confidence": float(min_confidence),
         "n_types": len(types),
+        "n_cells_without_sentence_genes": int(blank.sum()),
     }
     return PrototypeResult(table, sim, types, sentences_by_type, proto, emb, marker_set, params)
 
 
-def annotate_by_prototypes(query, markers=None, top_k: int = DEFAULT_TOP_K, model=None, callback=None,
+def annotate_by_prototypes(query, markers=None, top_k: int = DEFAULT_PROTOTYPE_TOP_K, model=None, callback=None,
                            **kwargs) -> PrototypeResult:
     """Assign every query cell to the nearest marker prototype (reference-free).
 
@@ -355,12 +415,23 @@ def annotate_by_prototypes(query, markers=None, top_k: int = DEFAULT_TOP_K, mode
         ``{type: [genes]}``, a marker file (CSV/JSON/GMT) or ``None`` / ``"default"`` for
         the shipped table.
     top_k
-        genes per cell sentence.
+        genes per cell sentence (default 5: marker sentences are short too).
     model
         sentence-transformers name or folder (e.g. a fine-tuned model), default the
         offline all-MiniLM-L6-v2; or pass ``embedder=``.
     callback
         ``callback(stage, done, total)``.
+    cell_genes
+        ``"markers"`` (default): a cell's sentence names only marker genes of the table,
+        i.e. the prototypes' own vocabulary; ``"all"``: any gene of the panel, like the
+        transfer sentence.
+    rank
+        ``"scaled"`` (default): genes ordered by expression relative to their mean over
+        all query cells (:func:`napari_cellama.core.scaled_expression`);
+        ``"expression"``: by the value itself.
+
+    Other keyword arguments (``embedder``, ``device``, ``temperature``, ``max_markers``,
+    ``min_confidence``) as in :func:`iter_prototype_annotation`.
     """
     return run(iter_prototype_annotation(query, markers, top_k, model, **kwargs), callback)
 
@@ -373,6 +444,7 @@ __all__ = [
     "default_markers_path",
     "iter_prototype_annotation",
     "marker_sentences",
+    "prototype_cell_matrix",
     "read_markers",
     "restrict_markers",
 ]

@@ -221,6 +221,43 @@ def cell_sentences(
     return run(iter_cell_sentences(x, gene_names, top_k, obs, metadata))
 
 
+def is_integer_valued(x, sample: int = 200_000) -> bool:
+    """Whether the (first ``sample``) stored values of ``x`` are whole numbers, i.e. counts."""
+    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
+    data = data[: min(len(data), sample)]
+    return bool(len(data)) and bool(np.all(np.abs(data - np.round(data)) < 1e-6))
+
+
+def scaled_expression(x) -> sp.csr_matrix:
+    """Each gene's expression scaled over the cells, for ranking genes by enrichment.
+
+    Counts are normalised to 10,000 per cell and log1p-transformed (log-normalised input
+    is used as it is); each gene's detected values are then z-scored with the gene's
+    mean and standard deviation over all cells (zeros included) and shifted by one
+    common offset so that every detected value stays positive. Zeros stay zero - an
+    undetected gene still never enters a sentence - and the within-cell order of the
+    detected genes becomes "most above the gene's own average first", so a gene that is
+    high everywhere (e.g. a ribosomal or housekeeping gene) no longer leads every sentence.
+    """
+    m = sp.csr_matrix(x, dtype=np.float64, copy=True)
+    m.eliminate_zeros()
+    n = m.shape[0]
+    if n == 0 or m.nnz == 0:
+        return m.astype(np.float32)
+    if is_integer_valued(m):
+        total = np.asarray(m.sum(axis=1)).ravel()
+        scale = np.divide(1e4, total, out=np.zeros_like(total), where=total > 0)
+        m.data *= np.repeat(scale, np.diff(m.indptr))
+        np.log1p(m.data, out=m.data)
+    mean = np.asarray(m.sum(axis=0)).ravel() / n
+    sq = np.asarray(m.multiply(m).sum(axis=0)).ravel() / n
+    sd = np.sqrt(np.maximum(sq - mean**2, 0.0))
+    sd[sd == 0] = 1.0
+    z = (m.data - mean[m.indices]) / sd[m.indices]
+    m.data = z - z.min() + 1.0
+    return m.astype(np.float32)
+
+
 def adata_sentences(adata, top_k: int = DEFAULT_TOP_K, metadata: Sequence[str] | None = None) -> list[str]:
     """Sentences for every cell of an AnnData (``adata.X``, ``adata.var_names``)."""
     return cell_sentences(adata.X, list(adata.var_names), top_k, adata.obs, metadata)
@@ -232,7 +269,9 @@ __all__ = [
     "cell_sentences",
     "format_sentences",
     "iter_cell_sentences",
+    "is_integer_valued",
     "iter_top_genes",
     "metadata_suffixes",
+    "scaled_expression",
     "top_genes",
 ]
