@@ -154,6 +154,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out)
+    if args.threads:  # before torch, scanpy or numba start an OpenMP team: every team this size
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
 
     import anndata as ad
     import scanpy as sc
@@ -167,6 +170,7 @@ def main(argv=None) -> int:
         DEFAULT_FINETUNE_EPOCHS,
         DEFAULT_FINETUNE_LEARNING_RATE,
         DEFAULT_FINETUNE_PAIRS,
+        DEFAULT_FINETUNE_PCS,
         DEFAULT_FINETUNE_TOP_K,
         DEFAULT_N_NEIGHBORS,
     )
@@ -215,6 +219,7 @@ def main(argv=None) -> int:
         "learning_rate": args.learning_rate or DEFAULT_FINETUNE_LEARNING_RATE,
         "augment_views": DEFAULT_FINETUNE_AUGMENT_VIEWS if args.augment is None else args.augment,
         "augment_keep": args.augment_keep or DEFAULT_FINETUNE_AUGMENT_KEEP,
+        "n_pcs": args.pcs or DEFAULT_FINETUNE_PCS,
         "transfer": {},
         "finetune": {},
         "reference_free": {},
@@ -330,9 +335,11 @@ def merge(paths: list[Path], out: Path) -> int:
     results = parts[0]
     rare = list(results["rare_types"])
     ks = [f"k={results['default_k']}", "k=1"]
-    for name in results["finetune"]:
-        runs = [r for part in parts for r in part["finetune"][name]["per_seed"]]
-        seeds = [s for part in parts for s in part["finetune"][name]["seeds"]]
+    names = list(dict.fromkeys(name for part in parts for name in part["finetune"]))
+    for name in names:  # a part may hold some configurations only (--configs)
+        have = [part["finetune"][name] for part in parts if name in part["finetune"]]
+        runs = [r for f in have for r in f["per_seed"]]
+        seeds = [s for f in have for s in f["seeds"]]
         results["finetune"][name] = summarise(runs, ks, rare)
         results["finetune"][name]["seeds"] = seeds
         if any("prototype_annotation" in r for r in runs):
@@ -354,7 +361,7 @@ def print_tables(results: dict) -> None:
           f"fine-tuning: {results['n_pairs']} cell pairs (+25% prototype pairs when guided), training sentences "
           f"top-k {results['train_top_k']}, {results['epochs']} epoch(s), batch {results['batch_size']}, "
           f"learning rate {results.get('learning_rate')}, down-sampled copies {results.get('augment_views')} "
-          f"(keep {results.get('augment_keep')})"
+          f"(keep {results.get('augment_keep')}), pair labels from {results.get('n_pcs', 50)} PCs"
           + (f", validated every {results['eval_steps']} steps, best kept" if results.get("eval_steps") else "")
           + f"; fine-tuned rows: mean ± sd over fine-tuning seeds {seeds}\n")
     head = " | ".join(f"recall {r} (n={results['rare_types'][r]})" for r in rare)

@@ -262,7 +262,7 @@ def test_cli_finetune_with_default_prototypes(pbmc, tmp_path, capsys):
     out = tmp_path / "proto_model"
     code = main(["finetune", "--reference", str(tmp_path / "ref.h5ad"), "--out", str(out), "--label-key", "cell_type",
                  "--top-k", str(TOP_K), "--pairs", "32", "--epochs", "1", "--batch-size", "16", "--prototypes", "default",
-                 "--prototype-fraction", "0.5", "--device", "cpu"])
+                 "--prototype-fraction", "0.5", "--pcs", "7", "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "fine-tuning: step 3/3" in err and "loss" in err  # steps and loss on stderr
@@ -272,6 +272,7 @@ def test_cli_finetune_with_default_prototypes(pbmc, tmp_path, capsys):
     assert rec["pair_counts"]["train"]["prototype (own type)"] == 8
     assert rec["pair_counts"]["train"]["prototype (other type)"] == 8
     assert rec["prototypes"]["map"]["B cell"] == "B cell"
+    assert rec["params"]["pca"]["n_pcs"] == 7
     assert "prototype_accuracy_before" in rec["validation"]
     # a second run into the same folder needs --overwrite
     assert main(["finetune", "--reference", str(tmp_path / "ref.h5ad"), "--out", str(out)]) == 2

@@ -69,10 +69,12 @@ def test_finetune_panel_runs_shows_loss_and_cancels(viewer, qtbot, small_referen
     widget.epochs.setValue(1)
     widget.batch_size.setValue(16)
     widget.augment.setValue(2)
+    assert widget.n_pcs.value() == 10
+    widget.n_pcs.setValue(8)
     out = tmp_path / "tuned"
     widget.out.setText(str(out))
     p = widget.parameters()
-    assert (p["epochs"], p["augment_views"], p["augment_keep"]) == (1, 2, 0.3)
+    assert (p["epochs"], p["augment_views"], p["augment_keep"], p["n_pcs"]) == (1, 2, 0.3, 8)
     widget.training_toggle.click()
     assert widget.training_box.isHidden()
     seen = []
@@ -86,6 +88,7 @@ def test_finetune_panel_runs_shows_loss_and_cancels(viewer, qtbot, small_referen
     assert steps and steps[-1][0][1] == steps[-1][0][2] == 3
     assert "loss" in steps[-1][1]
     assert (out / "modules.json").is_file() and read_finetune_record(out)["params"]["n_pairs"] == 48
+    assert read_finetune_record(out)["params"]["pca"]["n_pcs"] == 8
     assert get_session(viewer).results["finetuned_model"] == str(out)
     assert "Spearman" in widget.status.text()
     qtbot.wait(200)

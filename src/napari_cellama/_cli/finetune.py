@@ -14,6 +14,7 @@ from .._constants import (
     DEFAULT_FINETUNE_NEIGHBOR_FRACTION,
     DEFAULT_FINETUNE_PAIR_NEIGHBORS,
     DEFAULT_FINETUNE_PAIRS,
+    DEFAULT_FINETUNE_PCS,
     DEFAULT_FINETUNE_TOP_K,
     DEFAULT_FINETUNE_VALIDATION,
     DEFAULT_FINETUNE_WARMUP,
@@ -62,6 +63,9 @@ def add_arguments(p) -> None:
     p.add_argument("--augment-keep", type=float, default=DEFAULT_FINETUNE_AUGMENT_KEEP, metavar="F",
                    help="share of a cell's counts kept in a down-sampled copy (binomial thinning; for "
                         f"log-normalised input the share of its genes kept; default {DEFAULT_FINETUNE_AUGMENT_KEEP})")
+    p.add_argument("--pcs", type=int, default=DEFAULT_FINETUNE_PCS, metavar="N",
+                   help="principal components whose cosine labels the pairs (default "
+                        f"{DEFAULT_FINETUNE_PCS}; more components also weigh finer, noisier differences)")
     p.add_argument("--eval-steps", type=int, default=None, metavar="N",
                    help="also validate every N steps and keep the weights with the best validation Spearman "
                         "(default: validate only before and after training)")
@@ -160,7 +164,7 @@ def run(args) -> None:
             top_k=args.top_k, n_pairs=args.pairs, neighbor_fraction=args.neighbor_fraction,
             n_neighbors=args.pair_neighbors, epochs=args.epochs, batch_size=args.batch_size,
             learning_rate=args.learning_rate, warmup=args.warmup, validation_fraction=args.validation,
-            augment_views=args.augment, augment_keep=args.augment_keep,
+            augment_views=args.augment, augment_keep=args.augment_keep, n_pcs=args.pcs,
             prototypes=args.prototypes, prototype_fraction=args.prototype_fraction, genes=genes,
             append_metadata=args.append_metadata, seed=args.seed, device=args.device,
             allow_download=args.allow_download, overwrite=args.overwrite, eval_steps=args.eval_steps,

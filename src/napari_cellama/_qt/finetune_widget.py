@@ -45,6 +45,7 @@ from .._constants import (
     DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_FINETUNE_LEARNING_RATE,
     DEFAULT_FINETUNE_PAIRS,
+    DEFAULT_FINETUNE_PCS,
     DEFAULT_FINETUNE_TOP_K,
     DEFAULT_FINETUNE_VALIDATION,
     DEFAULT_FINETUNE_WARMUP,
@@ -170,6 +171,10 @@ class FinetuneWidget(QWidget):
         self.augment_keep.setSingleStep(0.05)
         self.augment_keep.setValue(DEFAULT_FINETUNE_AUGMENT_KEEP)
         self.augment_keep.setToolTip("share of a cell's counts kept in a down-sampled copy")
+        self.n_pcs = QSpinBox()
+        self.n_pcs.setRange(2, 200)
+        self.n_pcs.setValue(DEFAULT_FINETUNE_PCS)
+        self.n_pcs.setToolTip("principal components whose cosine similarity labels each pair of cells")
         self.eval_steps = QSpinBox()
         self.eval_steps.setRange(0, 1_000_000)
         self.eval_steps.setSpecialValueText("only at the end")
@@ -205,6 +210,7 @@ class FinetuneWidget(QWidget):
         training.addRow("Warm-up share", self.warmup)
         training.addRow("Down-sampled copies", self.augment)
         training.addRow("Counts kept in a copy", self.augment_keep)
+        training.addRow("PCA components", self.n_pcs)
         training.addRow("Validation share", self.validation)
         training.addRow("Validate every", self.eval_steps)
         training.addRow(self.keep_best)
@@ -325,6 +331,7 @@ class FinetuneWidget(QWidget):
             "validation_fraction": self.validation.value(),
             "augment_views": self.augment.value(),
             "augment_keep": self.augment_keep.value(),
+            "n_pcs": self.n_pcs.value(),
             "eval_steps": self.eval_steps.value() or None,
             "keep_best": self.keep_best.isChecked(),
             "prototypes": prototypes,
