@@ -28,7 +28,7 @@ Python loop per cell.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -268,8 +268,8 @@ __all__ = [
     "adata_sentences",
     "cell_sentences",
     "format_sentences",
-    "iter_cell_sentences",
     "is_integer_valued",
+    "iter_cell_sentences",
     "iter_top_genes",
     "metadata_suffixes",
     "scaled_expression",
