@@ -157,3 +157,16 @@ def test_prototypes_panel_annotates_real_xenium_cells(viewer, qtbot, crop_dir, t
     # no run loaded -> a notification, no worker
     get_session(viewer).update(query=None)
     assert widget.run() is None
+
+
+@pytest.mark.gui
+def test_finetune_form_scrolls_when_docks_share_the_height(viewer, qtbot):
+    viewer.window._qt_window.resize(1300, 800)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune model")
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Marker prototypes")  # stacked below it
+    widget.show_training_options(True)
+    qtbot.wait(200)
+    # the long form scrolls instead of squeezing its rows; Run and Cancel stay in view
+    assert widget.form_area.verticalScrollBar().maximum() > 0
+    assert widget.epochs.height() >= 16  # rows keep their height (before: squeezed flat)
+    assert widget.run_button.isVisible() and not widget.run_button.visibleRegion().isEmpty()

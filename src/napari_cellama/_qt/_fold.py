@@ -1,9 +1,10 @@
-"""A foldable section: an arrow button that shows or hides a box of parameters."""
+"""Layout helpers: a foldable section (an arrow button that shows or hides a box of
+parameters) and a scrolling area for long forms in a docked panel."""
 
 from __future__ import annotations
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QToolButton, QWidget
+from qtpy.QtWidgets import QFrame, QLayout, QScrollArea, QToolButton, QWidget
 
 
 def fold_button(text: str, box: QWidget, expanded: bool) -> QToolButton:
@@ -26,3 +27,16 @@ def set_unfolded(button: QToolButton, box: QWidget, visible: bool) -> None:
         button.blockSignals(True)
         button.setChecked(visible)
         button.blockSignals(False)
+
+
+def scrolling(layout: QLayout) -> QScrollArea:
+    """``layout`` in a frameless, vertically scrolling area: a long form stays usable when its
+    dock shares the window's height with other docks."""
+    inner = QWidget()
+    inner.setLayout(layout)
+    area = QScrollArea()
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+    area.setWidget(inner)
+    return area

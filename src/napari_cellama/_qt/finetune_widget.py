@@ -66,7 +66,7 @@ from .._constants import (
     STAGE_FINETUNE,
 )
 from ..validators import CellamaInputError
-from ._fold import fold_button, set_unfolded
+from ._fold import fold_button, scrolling, set_unfolded
 
 NO_LABEL = "(none: unsupervised)"
 PROTOTYPE_LAYER_NAME = "prototype cell types"
@@ -233,11 +233,16 @@ class FinetuneWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
+        # the form scrolls when the dock is short; Run / Cancel and the status stay in view
+        inner = QVBoxLayout()
+        inner.setContentsMargins(0, 0, 0, 0)
+        inner.addLayout(form)
+        inner.addStretch(1)
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
+        self.form_area = scrolling(inner)
+        lay.addWidget(self.form_area, 1)
         lay.addLayout(buttons)
         lay.addWidget(self.status)
-        lay.addStretch(1)
         self._from_session()
 
     def show_training_options(self, visible: bool = True) -> None:
