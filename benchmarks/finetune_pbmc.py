@@ -357,11 +357,13 @@ def print_tables(results: dict) -> None:
     rare = list(results["rare_types"])
     k = f"k={results['default_k']}"
     seeds = results["finetune"][next(iter(results["finetune"]))]["seeds"] if results["finetune"] else []
+    used = {r["finetune"]["params"]["pca"]["n_pcs"] for f in results["finetune"].values() for r in f["per_seed"]}
+    n_pcs = ", ".join(map(str, sorted(used))) or results.get("n_pcs")  # as the runs recorded it
     print(f"\nlabel transfer, pbmc68k seed-0 split (reference 350 / query 350 cells), top-k {results['top_k']}; "
           f"fine-tuning: {results['n_pairs']} cell pairs (+25% prototype pairs when guided), training sentences "
           f"top-k {results['train_top_k']}, {results['epochs']} epoch(s), batch {results['batch_size']}, "
           f"learning rate {results.get('learning_rate')}, down-sampled copies {results.get('augment_views')} "
-          f"(keep {results.get('augment_keep')}), pair labels from {results.get('n_pcs', 50)} PCs"
+          f"(keep {results.get('augment_keep')}), pair labels from {n_pcs} PCs"
           + (f", validated every {results['eval_steps']} steps, best kept" if results.get("eval_steps") else "")
           + f"; fine-tuned rows: mean ± sd over fine-tuning seeds {seeds}\n")
     head = " | ".join(f"recall {r} (n={results['rare_types'][r]})" for r in rare)
