@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="+", choices=["plain", "guided"], default=["plain", "guided"],
                         help="fine-tuning configurations to run: plain, prototype-guided (default both)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="fine-tuning seeds")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="threads of torch, OpenMP and BLAS, e.g. 1 per process when runs share the cores "
+                             "(default: the libraries' choice)")
     parser.add_argument("--models-dir", type=Path, default=None, help="keep the fine-tuned models here")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "finetune_pbmc.json")
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="RESULT.json",
@@ -157,6 +158,9 @@ def main(argv=None) -> int:
     if args.threads:  # before torch, scanpy or numba start an OpenMP team: every team this size
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
             os.environ[var] = str(args.threads)
+        from threadpoolctl import threadpool_limits  # numpy's BLAS was loaded with the module
+
+        threadpool_limits(args.threads)
 
     import anndata as ad
     import scanpy as sc

@@ -133,6 +133,7 @@ def test_pca_on_counts_and_on_log_normalised_values(pbmc):
         ({"learning_rate": -1.0}, "learning rate"),
         ({"augment_views": -1}, "down-sampled copies"),
         ({"augment_views": 2, "augment_keep": 1.0}, "share of counts kept"),
+        ({"n_pcs": 1}, "at least 2 principal components"),
         ({"metadata": ["nope"]}, "not in the reference"),
         ({"label_key": "nope"}, "label column"),
         ({"prototypes": "default"}, "needs the reference's cell-type column"),

@@ -134,7 +134,10 @@ def test_prototypes_panel_annotates_real_xenium_cells(viewer, qtbot, crop_dir, t
     assert viewer.layers.selection.active is cells
     params = widget.result.params
     assert (params["cell_genes"], params["rank"], params["top_k"]) == ("markers", "scaled", 5)
+    n_blank = int((feats[col] == "Unassigned").sum())
+    assert n_blank == params["n_cells_without_sentence_genes"] > 0  # sparse Xenium cells: no marker at all
     text = widget.status.text()
+    assert f"{n_blank} cells without any detected marker gene: Unassigned" in text
     assert "markers not in the panel were dropped" in text and "cells per type" in text
     assert "CD34" in widget.status.toolTip() or "dropped" in widget.status.toolTip()  # full report on hover
     spatial = np.asarray(get_session(viewer).query.obsm["spatial"])  # zoom on the 120 cells (microns)
@@ -153,7 +156,8 @@ def test_prototypes_panel_annotates_real_xenium_cells(viewer, qtbot, crop_dir, t
     qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
     params = widget.result.params
     assert (params["cell_genes"], params["rank"], params["top_k"]) == ("all", "expression", 20)
-    assert len(viewer.layers["prototype cell types"].metadata["cellama"]["categories"]) >= 1
+    feats = viewer.layers[CELLS_LAYER_NAME].features
+    assert int((feats[col] == "Unassigned").sum()) < n_blank  # any detected gene now makes a sentence
     # no run loaded -> a notification, no worker
     get_session(viewer).update(query=None)
     assert widget.run() is None

@@ -186,6 +186,9 @@ def test_reference_free_annotation_of_pbmc_beats_majority_class(pbmc_subset):
     assert f1 > 3 * maj_f1
     assert f1 > plain_f1 + 0.1
     assert res.params["cell_genes"] == "markers" and res.params["rank"] == "scaled" and res.params["top_k"] == 5
+    x, x_genes = prototype_cell_matrix(pbmc_subset.X, list(pbmc_subset.var_names), res.marker_set.markers)
+    assert list(res.table["sentence"]) == cell_sentences(x, x_genes, 5)
+    assert list(plain.table["sentence"]) == cell_sentences(pbmc_subset.X, list(pbmc_subset.var_names), 20)
     used = {g for genes in res.marker_set.markers.values() for g in genes}
     named = {g for s in res.table["sentence"] for g in re.split(r",\s*and\s+|,\s*|\s+and\s+", s.removeprefix(
         "Top genes are ").removeprefix("Top gene is ").rstrip(".")) if g}
@@ -216,11 +219,23 @@ def test_scaled_expression_ranks_by_enrichment_and_keeps_zeros():
     assert cell_sentences(counts, ["A", "B", "C"], 1)[0] == "Top gene is A."  # by value
     assert cell_sentences(z, ["A", "B", "C"], 1)[0] == "Top gene is B."  # by enrichment
     # log-normalised input is scaled as it is (not normalised again)
-    logn = sp.csr_matrix(np.array([[1.5, 0.0], [0.5, 2.0]]))
+    # log-normalised input is scaled as it is: normalising it again would put cell 0 first
+    logn = sp.csr_matrix(np.array([[0.5, 0.0], [1.0, 5.0]]))
     zl = scaled_expression(logn).toarray()
-    assert zl[0, 0] > zl[1, 0] and zl[0, 1] == 0
+    assert zl[0, 0] < zl[1, 0] and zl[0, 1] == 0
+    assert np.allclose(scaled_expression(logn.toarray()).toarray(), zl)  # dense input alike
     m, genes = prototype_cell_matrix(counts, ["A", "B", "C"], {"t": ["C", "B"]})
     assert genes == ["B", "C"] and m.shape == (4, 2)
+    # symbols match like the shared panel (spaces, case) and a gene measured twice counts once
+    _, g2 = prototype_cell_matrix(counts, [" a", "B", "b"], {"t": ["A", "b"]})
+    assert g2 == [" a", "B"]
+    # one cell: nothing to scale against, the log-normalised values are kept
+    one = scaled_expression(np.array([[3, 1, 0]])).toarray()
+    assert one[0, 0] > one[0, 1] > 0 == one[0, 2]
+    with pytest.raises(CellamaInputError, match="NaN"):
+        scaled_expression(np.array([[np.nan, 1.0]]))
+    with pytest.raises(CellamaInputError, match="negative"):
+        scaled_expression(np.array([[-1.0, 1.0]]))
     with pytest.raises(CellamaInputError, match="no marker gene"):
         prototype_cell_matrix(counts, ["A", "B", "C"], {"t": ["X"]})
     with pytest.raises(CellamaInputError, match="unknown gene ranking 'zscore'; use one of scaled, expression"):
@@ -248,6 +263,12 @@ def test_cells_without_any_marker_stay_unassigned():
 
 def test_cli_prototypes(pbmc_subset, tmp_path, capsys):
     q = pbmc_subset[:40].copy()
+    q.X = sp.csr_matrix(q.X)
+    marker_cols = [i for i, g in enumerate(q.var_names) if g in {"MS4A1", "CD79A", "GNLY", "NKG7", "LYZ", "S100A8",
+                                                                  "FCN1"}]
+    x = q.X.tolil()
+    x[:3, marker_cols] = 0  # three cells without any of the markers
+    q.X = x.tocsr()
     q.write_h5ad(tmp_path / "q.h5ad")
     markers = tmp_path / "m.json"
     markers.write_text(json.dumps({"B": ["MS4A1", "CD79A", "NOT_A_GENE"], "NK": ["GNLY", "NKG7"],
@@ -260,13 +281,15 @@ def test_cli_prototypes(pbmc_subset, tmp_path, capsys):
     assert list(df.columns) == ["cell_id", "cell_type", "confidence", "distance", "runner_up", "similarity_gap"]
     assert len(df) == 40 and set(df["cell_type"]) <= {"B", "NK", "Mono", UNASSIGNED}
     n_blank = int((df["cell_type"] == UNASSIGNED).sum())  # cells without any of the 7 markers
-    assert (f"{n_blank} cells without any detected marker gene: Unassigned" in err) == (n_blank > 0)
+    assert n_blank >= 3 and (df["cell_type"].iloc[:3] == UNASSIGNED).all()
+    assert f"{n_blank} cells without any detected marker gene: Unassigned" in err
     # the transfer-style sentence on request
     out2 = tmp_path / "proto_all.csv"
     assert main(["prototypes", str(tmp_path / "q.h5ad"), "--markers", str(markers), "--out", str(out2),
                  "--cell-genes", "all", "--rank", "expression", "--top-k", "20"]) == 0
-    capsys.readouterr()
-    assert len(pd.read_csv(out2)) == 40
+    assert "without any detected" not in capsys.readouterr().err
+    df2 = pd.read_csv(out2)
+    assert len(df2) == 40 and not (df2["cell_type"] == UNASSIGNED).any()  # every cell has genes
     # bad input: one line, exit 2
     assert main(["prototypes", str(tmp_path / "q.h5ad"), "--markers", str(tmp_path / "none.csv"),
                  "--out", str(out)]) == 2

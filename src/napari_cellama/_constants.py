@@ -138,7 +138,7 @@ DEFAULT_FINETUNE_PCS = 10
 """Principal components whose cosine labels the cell pairs. Few components keep the cell-type
 signal and drop noise: on the pbmc68k reference, pairs of the same type have a mean label of
 0.60 with 10 components but 0.33 with 50 (different types: 0.13 / 0.07), and fine-tuning gains
-more (``benchmarks/finetune_pbmc.py``, docs/finetune.md)."""
+more (``benchmarks/pair_labels_pbmc.py``, ``benchmarks/finetune_pbmc.py``, docs/finetune.md)."""
 
 DEFAULT_PROTOTYPE_TOP_K = 5
 """Genes per cell sentence in reference-free prototype annotation (marker sentences are short)."""

@@ -72,10 +72,8 @@ def run(args) -> None:
     finally:
         progress.close()
     print(result.marker_set.summary(), file=sys.stderr)
-    n_blank = result.params["n_cells_without_sentence_genes"]
-    if n_blank:
-        what = "marker gene" if result.params["cell_genes"] == "markers" else "gene"
-        print(f"{n_blank} cells without any detected {what}: Unassigned", file=sys.stderr)
+    if result.unassigned_note():
+        print(result.unassigned_note(), file=sys.stderr)
     table = result.table.loc[:, list(TRANSFER_COLUMNS) + [SIMILARITY_GAP]]
     table.index.name = CELL_ID
     write_atomic(out, lambda tmp: table.to_csv(tmp, float_format="%.6g"))

@@ -577,10 +577,8 @@ class PrototypesWidget(QWidget):
                  "cells per type: " + ", ".join(f"{k} {v}" for k, v in counts.items())]
         if ms.empty_types:
             lines.insert(1, f"no marker in the panel, no prototype: {', '.join(ms.empty_types)}")
-        n_blank = result.params.get("n_cells_without_sentence_genes", 0)
-        if n_blank:
-            what = "marker gene" if result.params.get("cell_genes") == "markers" else "gene"
-            lines.insert(1, f"{n_blank} cells without any detected {what}: Unassigned")
+        if result.unassigned_note():
+            lines.insert(1, result.unassigned_note())
         self.status.setToolTip(ms.summary())
         if cells is not None:
             layers.add_cell_features(cells, values)

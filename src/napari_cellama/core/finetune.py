@@ -585,6 +585,10 @@ def iter_finetune(
     top_ks = _check_top_ks(top_k)
     n_pairs = _check_positive_int(n_pairs, "the number of pairs")
     n_neighbors = _check_positive_int(n_neighbors, "the number of neighbours per anchor cell")
+    n_pcs = _check_positive_int(n_pcs, "the number of principal components")
+    if n_pcs < 2:
+        raise CellamaInputError("the pair labels need at least 2 principal components (default "
+                                f"{DEFAULT_FINETUNE_PCS}), got {n_pcs}")
     epochs = _check_positive_int(epochs, "the number of epochs")
     batch_size = _check_positive_int(batch_size, "the batch size")
     neighbor_fraction = _check_fraction(neighbor_fraction, "the share of neighbour pairs")

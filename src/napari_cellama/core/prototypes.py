@@ -272,6 +272,15 @@ class PrototypeResult:
     marker_set: MarkerSet
     params: dict = field(default_factory=dict)
 
+    def unassigned_note(self) -> str:
+        """``"N cells without any detected marker gene: Unassigned"``, or ``""`` when every cell
+        had a sentence gene."""
+        n = int(self.params.get("n_cells_without_sentence_genes", 0))
+        if not n:
+            return ""
+        what = "marker gene" if self.params.get("cell_genes") == PROTOTYPE_GENES_MARKERS else "gene"
+        return f"{n} cells without any detected {what}: Unassigned"
+
 
 def assign_to_prototypes(
     cell_embeddings: np.ndarray,
@@ -321,25 +330,31 @@ def prototype_cell_matrix(x, genes: Sequence[str], markers: Mapping[str, Sequenc
                           rank: str = DEFAULT_PROTOTYPE_RANK):
     """The matrix and gene names that cell sentences for prototype annotation are built from.
 
-    ``rank="scaled"`` ranks by :func:`~napari_cellama.core.scaled_expression` (computed
-    over all genes, so the normalisation sees the whole cell); ``cell_genes="markers"``
-    then keeps the columns of the marker genes in ``markers`` only.
+    ``cell_genes="markers"`` keeps the columns of the genes in ``markers`` (matched like the
+    shared panel: white space stripped, case-insensitive; a gene measured twice counts
+    once); ``rank="scaled"`` ranks by :func:`~napari_cellama.core.scaled_expression`
+    (normalised over all genes of the cell, scaled over all cells).
     """
-    import scipy.sparse as sp
-
     cell_genes = check_choice(cell_genes, PROTOTYPE_CELL_GENES, "sentence genes")
     rank = check_choice(rank, PROTOTYPE_RANKS, "gene ranking")
     genes = [str(g) for g in genes]
-    m = scaled_expression(x) if rank == RANK_SCALED else x
+    keys = normalise_symbol(genes)
     if cell_genes == PROTOTYPE_GENES_MARKERS:
-        wanted = {g for ms in (markers or {}).values() for g in ms}
-        cols = [i for i, g in enumerate(genes) if g in wanted]
+        wanted = set(normalise_symbol([g for ms in (markers or {}).values() for g in ms]))
+        first = ~keys.duplicated()
+        cols = [i for i, k in enumerate(keys) if k in wanted and first[i]]
         if not cols:
             raise CellamaInputError("no marker gene is measured in the query; use cell genes 'all' or another "
                                     "marker table")
-        m = sp.csr_matrix(m)[:, cols] if sp.issparse(m) else np.asarray(m)[:, cols]
-        genes = [genes[i] for i in cols]
-    return m, genes
+    else:
+        cols = list(range(len(genes)))
+    if rank == RANK_SCALED:
+        m = scaled_expression(x, cols)
+    else:
+        import scipy.sparse as sp
+
+        m = sp.csr_matrix(x)[:, cols] if sp.issparse(x) else np.asarray(x)[:, cols]
+    return m, [genes[i] for i in cols]
 
 
 def iter_prototype_annotation(

@@ -228,7 +228,7 @@ def is_integer_valued(x, sample: int = 200_000) -> bool:
     return bool(len(data)) and bool(np.all(np.abs(data - np.round(data)) < 1e-6))
 
 
-def scaled_expression(x) -> sp.csr_matrix:
+def scaled_expression(x, columns: Sequence[int] | None = None) -> sp.csr_matrix:
     """Each gene's expression scaled over the cells, for ranking genes by enrichment.
 
     Counts are normalised to 10,000 per cell and log1p-transformed (log-normalised input
@@ -238,17 +238,31 @@ def scaled_expression(x) -> sp.csr_matrix:
     undetected gene still never enters a sentence - and the within-cell order of the
     detected genes becomes "most above the gene's own average first", so a gene that is
     high everywhere (e.g. a ribosomal or housekeeping gene) no longer leads every sentence.
+
+    ``columns``: keep only these genes (per-cell totals still use every gene). The
+    scaling assumes a query of mixed cells; with a single cell there is nothing to scale
+    against and the log-normalised values are returned.
     """
-    m = sp.csr_matrix(x, dtype=np.float64, copy=True)
+    from ..validators import check_matrix
+
+    m = sp.csr_matrix(x)
+    check_matrix(m, "expression matrix")
+    counts = is_integer_valued(m)
+    m = sp.csr_matrix(m, dtype=np.float64, copy=True)
     m.eliminate_zeros()
     n = m.shape[0]
-    if n == 0 or m.nnz == 0:
-        return m.astype(np.float32)
-    if is_integer_valued(m):
+    if counts:
         total = np.asarray(m.sum(axis=1)).ravel()
         scale = np.divide(1e4, total, out=np.zeros_like(total), where=total > 0)
+    if columns is not None:
+        m = m[:, np.asarray(columns, dtype=np.int64)].tocsr()
+    if m.nnz == 0:
+        return m.astype(np.float32)
+    if counts:
         m.data *= np.repeat(scale, np.diff(m.indptr))
         np.log1p(m.data, out=m.data)
+    if n < 2:
+        return m.astype(np.float32)
     mean = np.asarray(m.sum(axis=0)).ravel() / n
     sq = np.asarray(m.multiply(m).sum(axis=0)).ravel() / n
     sd = np.sqrt(np.maximum(sq - mean**2, 0.0))
