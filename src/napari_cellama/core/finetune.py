@@ -629,7 +629,7 @@ def iter_finetune(
     views = {k: [sentences[k]] for k in top_ks}
     if augment_views:
         aug_rng = np.random.default_rng([seed, 1])
-        is_counts = is_integer_valued(sp.csr_matrix(x))
+        is_counts = is_integer_valued(x)
         for _ in range(augment_views):
             xd = downsample(x, augment_keep, aug_rng, is_counts)
             for k in top_ks:
@@ -643,7 +643,7 @@ def iter_finetune(
     view_rng = np.random.default_rng([seed, 2])
     train = _cell_pairset(pca, train_cells, n_pairs, neighbor_fraction, n_neighbors, groups, views, top_ks, rng,
                           view_rng)
-    own = {k: [sentences[k]] for k in top_ks}
+    own = {k: v[:1] for k, v in views.items()}  # validation: the cells' own sentences
     val = (_cell_pairset(pca, val_cells, max(n_val_pairs, 10), neighbor_fraction, n_neighbors, groups, own,
                          top_ks, rng) if len(val_cells) >= 2 else None)
 

@@ -11,19 +11,14 @@ import pandas as pd
 
 from .._constants import (
     CELL_ID,
-    CELL_TYPE,
-    CONFIDENCE,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
     EMBED_CACHE,
     EMBED_MODE,
-    RUNNER_UP,
     SENTENCE,
     STAGE_EMBED_QUERY,
     STAGE_EMBED_REFERENCE,
     STAGE_PANEL,
-    TRANSFERRED_TYPE,
-    UNASSIGNED,
 )
 from ..validators import (
     check_label_key,
@@ -36,7 +31,7 @@ from ._progress import run
 from .embed import Embedder
 from .panel import PanelReport, shared_panel
 from .sentences import iter_cell_sentences
-from .transfer import iter_knn_transfer
+from .transfer import iter_knn_transfer, unassign_cells
 
 
 @dataclass
@@ -115,11 +110,7 @@ def iter_transfer(
     table.index.name = CELL_ID
     table[SENTENCE] = query_sentences
     # a cell without any detected shared gene has no sentence to compare: it stays Unassigned
-    empty = np.asarray((q.X > 0).sum(axis=1)).ravel() == 0
-    if empty.any():
-        table.loc[empty, [CELL_TYPE, TRANSFERRED_TYPE]] = UNASSIGNED
-        table.loc[empty, CONFIDENCE] = 0.0
-        table.loc[empty, RUNNER_UP] = ""
+    unassign_cells(table, np.asarray((q.X > 0).sum(axis=1)).ravel() == 0)
     params = {
         "label_key": label_key,
         "top_k": top_k,

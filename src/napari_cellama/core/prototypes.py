@@ -76,14 +76,13 @@ from .._constants import (
     STAGE_EMBED_QUERY,
     STAGE_PROTOTYPES,
     TRANSFERRED_TYPE,
-    UNASSIGNED,
 )
 from ..validators import CellamaInputError, check_choice, check_file, check_top_k, check_unique_ids
 from ._progress import run
 from .embed import Embedder
 from .panel import normalise_symbol
 from .sentences import format_sentences, iter_cell_sentences, scaled_expression
-from .transfer import apply_threshold, l2_normalise
+from .transfer import apply_threshold, l2_normalise, unassign_cells
 
 MARKER_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".gmt")
 
@@ -349,12 +348,12 @@ def prototype_cell_matrix(x, genes: Sequence[str], markers: Mapping[str, Sequenc
     else:
         cols = list(range(len(genes)))
     if rank == RANK_SCALED:
-        m = scaled_expression(x, cols)
-    else:
-        import scipy.sparse as sp
+        return scaled_expression(x, cols), [genes[i] for i in cols]
+    if len(cols) == len(genes):  # all genes by value: the matrix as it is, no copy
+        return x, genes
+    import scipy.sparse as sp
 
-        m = sp.csr_matrix(x)[:, cols] if sp.issparse(x) else np.asarray(x)[:, cols]
-    return m, [genes[i] for i in cols]
+    return (sp.csr_matrix(x)[:, cols] if sp.issparse(x) else np.asarray(x)[:, cols]), [genes[i] for i in cols]
 
 
 def iter_prototype_annotation(
@@ -396,9 +395,9 @@ def iter_prototype_annotation(
     # carries no evidence for any type: Unassigned, confidence 0, not the nearest prototype
     # of the empty sentence
     blank = (table[SENTENCE] == NO_GENES_SENTENCE).to_numpy()
+    unassign_cells(table, blank)
     if blank.any():
-        table.loc[blank, [CELL_TYPE, TRANSFERRED_TYPE, RUNNER_UP]] = [UNASSIGNED, UNASSIGNED, ""]
-        table.loc[blank, [CONFIDENCE, SIMILARITY_GAP]] = 0.0
+        table.loc[blank, SIMILARITY_GAP] = 0.0
         table.loc[blank, DISTANCE] = np.nan
     yield (STAGE_PROTOTYPES, 1, 1)
     params = {

@@ -220,6 +220,16 @@ def apply_threshold(table: pd.DataFrame, min_confidence: float = 0.0, max_distan
     return label
 
 
+def unassign_cells(table: pd.DataFrame, mask) -> None:
+    """Mark the rows in ``mask`` (cells with nothing to compare) ``Unassigned``, in place:
+    ``cell_type`` and ``transferred_type`` Unassigned, confidence 0, no runner-up."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.any():
+        table.loc[mask, [CELL_TYPE, TRANSFERRED_TYPE]] = UNASSIGNED
+        table.loc[mask, CONFIDENCE] = 0.0
+        table.loc[mask, RUNNER_UP] = ""
+
+
 def knn_transfer(query_embeddings, reference_embeddings, reference_labels, k=DEFAULT_N_NEIGHBORS, **kwargs) -> pd.DataFrame:
     """Transfer labels by cosine kNN; returns one row per query cell.
 
