@@ -12,22 +12,31 @@ A broken Xenium folder (missing ``cells.zarr.zip``, truncated ``cell_feature_mat
 unreadable image, ...) does not raise into the viewer: a napari error notification names
 the missing or broken file and the reader returns napari's "nothing to add" value
 ``[(None,)]``, so the viewer stays usable.
+
+Importing this module is cheap (no numpy, anndata or spatialdata): the heavy imports are
+inside :func:`read_xenium_layers`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-from .io.xenium import xenium_root
+from .paths import xenium_root
 
 
 def napari_get_reader(path):
-    """The reader function for a Xenium folder, else None."""
+    """The reader function for a Xenium folder, else None - never raises.
+
+    napari calls this for every path dropped on the viewer whose name matches the
+    manifest's patterns (every folder, and ``experiment.xenium``), so it only looks at the
+    file system (:func:`napari_cellama.paths.xenium_root`, standard library only) and
+    answers None for anything it cannot inspect (a path too long, no permission, ...).
+    """
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
         path = path[0]
-    if not isinstance(path, (str, Path)):
+    if not isinstance(path, (str, os.PathLike)):
         return None
     if xenium_root(path) is None:
         return None

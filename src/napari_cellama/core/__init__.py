@@ -7,6 +7,7 @@ Nothing here imports Qt or napari. Every long step exists as a generator yieldin
 from ._progress import Progress, run
 from .annotation import Annotation, Edit, palette_color, to_hex, to_rgba
 from .cache import EmbeddingCache
+from .counts import is_raw_counts
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
 from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record
 from .niche import (
@@ -38,7 +39,6 @@ from .sentences import (
     adata_sentences,
     cell_sentences,
     format_sentences,
-    is_integer_valued,
     iter_cell_sentences,
     metadata_suffixes,
     scaled_expression,
@@ -79,7 +79,7 @@ __all__ = [
     "finetune",
     "format_niche_sentences",
     "format_sentences",
-    "is_integer_valued",
+    "is_raw_counts",
     "iter_cell_sentences",
     "iter_cosine_knn",
     "iter_finetune",

@@ -40,7 +40,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .._constants import CACHE_ENV, CACHE_SUBDIR_EMBEDDINGS
+from .. import paths
 
 _KEY_DTYPE = np.dtype("S16")
 _KEYS = ".keys.npy"
@@ -54,18 +54,13 @@ _FINGERPRINT_SKIP = ("readme", "license", ".git", "data_config.json", "train_scr
 
 
 def cache_root() -> Path:
-    """Root of every napari-cellama cache: ``$NAPARI_CELLAMA_CACHE`` or the platform user cache."""
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("napari-cellama", appauthor=False))
+    """Root of every napari-cellama cache (see :func:`napari_cellama.paths.cache_root`)."""
+    return paths.cache_root()
 
 
 def default_cache_dir() -> Path:
     """Folder of the embedding cache: ``<cache_root()>/embeddings``."""
-    return cache_root() / CACHE_SUBDIR_EMBEDDINGS
+    return paths.embeddings_dir()
 
 
 def sentence_keys(sentences: Iterable[str]) -> np.ndarray:

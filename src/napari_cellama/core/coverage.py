@@ -31,6 +31,7 @@ from .._constants import (
 )
 from ..validators import check_label_key, check_positive_int
 from ._progress import run
+from .counts import is_raw_counts
 from .panel import normalise_symbol
 
 COVERAGE_COLUMNS = (
@@ -76,14 +77,6 @@ def label_columns(obs: pd.DataFrame, max_categories: int = MAX_LABEL_CATEGORIES)
         if 2 <= k <= max_categories and (k <= n / 2 or n < 4):
             others.append(str(col))
     return cats + others
-
-
-def _looks_like_counts(x) -> bool:
-    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
-    sample = data[:200_000]
-    if not sample.size:
-        return True
-    return bool(np.allclose(sample, np.round(sample)) and sample.max() > 20)
 
 
 def marker_coverage(
@@ -142,7 +135,7 @@ def iter_marker_coverage(
         )
         tmp.var_names = genes
         tmp.var_names_make_unique()
-        if _looks_like_counts(tmp.X):
+        if is_raw_counts(tmp.X):
             sc.pp.normalize_total(tmp, target_sum=1e4)
             sc.pp.log1p(tmp)
         mask = tmp.obs["t"].isin(testable).to_numpy()

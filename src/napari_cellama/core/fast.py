@@ -38,7 +38,6 @@ from typing import Sequence
 
 import numpy as np
 
-from .._constants import CACHE_SUBDIR_ONNX, ONNX_CACHE_ENV
 from .cache import model_fingerprint
 
 EXPORT_VARIANT = "onnx-opset17-v1"
@@ -59,12 +58,9 @@ def onnx_cache_dir() -> Path:
     """Folder of ONNX exports: ``$NAPARI_CELLAMA_ONNX_CACHE``, else ``onnx-models`` in the
     platform user cache folder of napari-cellama (not under ``$NAPARI_CELLAMA_CACHE``: an
     export depends only on the model files, so temporary cache roots reuse it)."""
-    env = os.environ.get(ONNX_CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
+    from ..paths import onnx_models_dir
 
-    return Path(platformdirs.user_cache_dir("napari-cellama", appauthor=False)) / CACHE_SUBDIR_ONNX
+    return onnx_models_dir()
 
 
 def export_onnx(folder: str | os.PathLike, out: str | os.PathLike) -> dict:

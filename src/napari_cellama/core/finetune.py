@@ -104,7 +104,8 @@ from ._progress import run
 from .embed import load_model, resolve_device
 from .panel import normalise_symbol
 from .prototypes import MarkerSet, marker_sentences, read_markers, restrict_markers
-from .sentences import cell_sentences, is_integer_valued
+from .counts import is_raw_counts
+from .sentences import cell_sentences
 from .transfer import l2_normalise
 
 FINETUNE_RECORD = "cellama_finetune.json"
@@ -157,7 +158,7 @@ def pca_coordinates(
     check_matrix(x, "reference")
     a = ad.AnnData(X=sp.csr_matrix(x, dtype=np.float32), var=pd.DataFrame(index=adata.var_names.astype(str)))
     a.var_names_make_unique()
-    counts = is_integer_valued(a.X)
+    counts = is_raw_counts(a.X)
     if counts:
         sc.pp.normalize_total(a, target_sum=1e4)
         sc.pp.log1p(a)
@@ -328,7 +329,7 @@ def downsample(x, keep: float, rng: np.random.Generator, counts: bool | None = N
     Other values (e.g. log-normalised): each detected gene kept with probability ``keep``.
     """
     m = sp.csr_matrix(x, dtype=np.float32, copy=True)
-    counts = is_integer_valued(m) if counts is None else counts
+    counts = is_raw_counts(m) if counts is None else counts
     if counts:
         m.data = rng.binomial(np.rint(m.data).astype(np.int64), keep).astype(np.float32)
     else:
@@ -629,7 +630,7 @@ def iter_finetune(
     views = {k: [sentences[k]] for k in top_ks}
     if augment_views:
         aug_rng = np.random.default_rng([seed, 1])
-        is_counts = is_integer_valued(x)
+        is_counts = is_raw_counts(x)
         for _ in range(augment_views):
             xd = downsample(x, augment_keep, aug_rng, is_counts)
             for k in top_ks:

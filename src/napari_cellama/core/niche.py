@@ -124,6 +124,7 @@ from ..validators import (
     check_unique_ids,
 )
 from ._progress import run
+from .counts import is_raw_counts
 from .embed import Embedder
 from .sentences import iter_cell_sentences
 
@@ -403,7 +404,7 @@ def cluster_composition(clusters, per_cell, has_neighbors: np.ndarray, cell_type
 def log_normalize(x) -> sp.csr_matrix:
     """Log-normalised copy of a cells x genes matrix (see module docstring)."""
     m = sp.csr_matrix(x, dtype=np.float32, copy=True)
-    if m.data.size and np.array_equal(m.data, np.round(m.data)):
+    if is_raw_counts(m):
         totals = np.asarray(m.sum(axis=1)).ravel()
         pos = totals > 0
         target = float(np.median(totals[pos])) if pos.any() else 1.0

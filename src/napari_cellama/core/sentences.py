@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from .._constants import DEFAULT_TOP_K, MISSING_METADATA, NO_GENES_SENTENCE, STAGE_SENTENCES
 from ..validators import check_top_k
 from ._progress import Progress, run
+from .counts import is_raw_counts
 
 _BLOCK = 32768  # rows ranked at once (progress granularity, bounds temporaries)
 
@@ -221,13 +222,6 @@ def cell_sentences(
     return run(iter_cell_sentences(x, gene_names, top_k, obs, metadata))
 
 
-def is_integer_valued(x, sample: int = 200_000) -> bool:
-    """Whether the (first ``sample``) stored values of ``x`` are whole numbers, i.e. counts."""
-    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
-    data = data[: min(len(data), sample)]
-    return bool(len(data)) and bool(np.all(np.abs(data - np.round(data)) < 1e-6))
-
-
 def scaled_expression(x, columns: Sequence[int] | None = None) -> sp.csr_matrix:
     """Each gene's expression scaled over the cells, for ranking genes by enrichment.
 
@@ -247,7 +241,7 @@ def scaled_expression(x, columns: Sequence[int] | None = None) -> sp.csr_matrix:
 
     m = sp.csr_matrix(x)
     check_matrix(m, "expression matrix")
-    counts = is_integer_valued(m)
+    counts = is_raw_counts(m)
     m = sp.csr_matrix(m, dtype=np.float64, copy=True)
     m.eliminate_zeros()
     n = m.shape[0]
@@ -282,7 +276,6 @@ __all__ = [
     "adata_sentences",
     "cell_sentences",
     "format_sentences",
-    "is_integer_valued",
     "iter_cell_sentences",
     "iter_top_genes",
     "metadata_suffixes",

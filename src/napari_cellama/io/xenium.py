@@ -11,9 +11,9 @@ import json
 import warnings
 from pathlib import Path
 
+from ..paths import EXPERIMENT_FILE, xenium_root
 from ..validators import CellamaInputError
 
-EXPERIMENT_FILE = "experiment.xenium"
 MATRIX_FILE = "cell_feature_matrix.h5"
 CELLS_PARQUET = "cells.parquet"
 CELLS_ZARR = "cells.zarr.zip"
@@ -25,16 +25,6 @@ MORPHOLOGY_FOCUS = "morphology_focus"
 
 class XeniumReadError(CellamaInputError):
     """A Xenium folder that is missing a file or has a broken one."""
-
-
-def xenium_root(path: str | Path) -> Path | None:
-    """The run folder if ``path`` is a Xenium folder or its ``experiment.xenium``, else None."""
-    p = Path(path).expanduser()
-    if p.is_file() and p.name == EXPERIMENT_FILE:
-        return p.parent
-    if p.is_dir() and (p / EXPERIMENT_FILE).is_file():
-        return p
-    return None
 
 
 def _check_experiment(root: Path) -> dict:
