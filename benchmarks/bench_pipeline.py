@@ -313,7 +313,7 @@ def stage_modes(ctx) -> dict:
     out = {"short_sentences": len(short), "long_sentences": len(long), "rows": []}
     emb_exact = {}
     embedders = {m: Embedder(mode=m, device="cpu") for m in ("exact", "onnx", "fast")}
-    for m, e in embedders.items():
+    for e in embedders.values():
         e.load()
     tok = embedders["onnx"]._fast
     n_tok_short = np.mean([sum(x.attention_mask) for x in tok.tokenizer.encode_batch(short)])

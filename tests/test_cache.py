@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from _perf_fixture import exact_run, pbmc, session_cache, transfer
+
 from napari_cellama._constants import CACHE_ENV, EMBED_CACHE, EMBED_MODE
 from napari_cellama.core import Embedder, offline_model_path
 from napari_cellama.core.cache import EmbeddingCache, default_cache_dir, model_fingerprint, sentence_keys

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 
 from napari_cellama.core import is_raw_counts
 from napari_cellama.core.counts import RAW_COUNTS_SAMPLE
-from napari_cellama.core.niche import log_normalize
+from napari_cellama.core.markers import log_normalize
 
 # matrices on which the three former rules disagreed
 BINARY = np.array([[0, 1, 1], [1, 0, 1], [1, 1, 0], [0, 0, 1]], dtype=np.float32)  # low-depth counts

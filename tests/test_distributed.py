@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-
 from _perf_fixture import LABEL_KEY, exact_embeddings, pbmc
+
 from napari_cellama.core import Embedder
 from napari_cellama.core.cache import EmbeddingCache
 from napari_cellama.core.distributed import DistributedEmbedder, parse_scheduler

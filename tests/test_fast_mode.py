@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from _perf_fixture import LABEL_KEY, exact_embeddings, pbmc, session_cache, session_root, transfer
+
 from napari_cellama._constants import CACHE_ENV, EMBED_CACHE, EMBED_MODE, ONNX_CACHE_ENV
 from napari_cellama.core import Embedder, offline_model_path
 from napari_cellama.validators import CellamaInputError

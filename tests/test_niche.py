@@ -29,17 +29,10 @@ from napari_cellama._constants import (
     UNASSIGNED,
 )
 from napari_cellama.cli import main
-from napari_cellama.core.niche import (
-    SpatialNeighbors,
-    cluster_embeddings,
-    format_niche_sentences,
-    log_normalize,
-    neighbor_composition,
-    niche_markers,
-    recluster,
-    run_niches,
-    spatial_neighbors,
-)
+from napari_cellama.core.clustering import cluster_embeddings
+from napari_cellama.core.markers import log_normalize, niche_markers
+from napari_cellama.core.niche import format_niche_sentences, recluster, run_niches
+from napari_cellama.core.spatial import SpatialNeighbors, neighbor_composition, spatial_neighbors
 from napari_cellama.validators import CellamaInputError, check_niche_labels
 
 # ----------------------------------------------------------------------------- neighbours
@@ -133,7 +126,7 @@ def test_sentence_template_exact():
 
 def test_count_truncated_uses_the_models_limit():
     from napari_cellama.core import Embedder
-    from napari_cellama.core.niche import count_truncated
+    from napari_cellama.core.truncation import count_truncated
 
     embedder = Embedder()
     long = "Nearest cells are " + ", ".join(["CD4+/CD45RA+/CD25- Naive T"] * 30) + "."

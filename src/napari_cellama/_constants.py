@@ -8,6 +8,21 @@ SpatialData table and in the saved session.
 
 from __future__ import annotations
 
+from enum import Enum
+
+
+class OptionEnum(str, Enum):
+    """An option vocabulary: members equal their string value (``NicheMode.NICHE == "niche"``),
+    print as it and parse from it (``NicheMode("niche")``), so CLI flags, core keywords, widget
+    choices and saved records share one spelling."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
+
 # --------------------------------------------------------------------------- defaults
 DEFAULT_TOP_K = 20
 """Genes per cell sentence (the CELLama paper's default)."""
@@ -73,15 +88,30 @@ DEFAULT_NICHE_MARKERS = 10
 DEFAULT_RANDOM_STATE = 0
 """Seed of every randomised step (kNN graph, Leiden, KMeans)."""
 
-NICHE_MODE_BOTH = "genes+niche"
-NICHE_MODE_NICHE = "niche"
-NICHE_MODE_GENES = "genes"
-NICHE_MODES = (NICHE_MODE_BOTH, NICHE_MODE_NICHE, NICHE_MODE_GENES)
-"""What a niche sentence holds: gene sentence + neighbour types, neighbour types only,
-or the gene sentence only (the no-niche baseline)."""
+class NicheMode(OptionEnum):
+    """What a niche sentence holds: gene sentence + neighbour types, neighbour types only,
+    or the gene sentence only (the no-niche baseline)."""
 
-NICHE_METHOD_LEIDEN = "leiden"
-NICHE_METHOD_KMEANS = "kmeans"
+    GENES_AND_NICHE = "genes+niche"
+    NICHE = "niche"
+    GENES = "genes"
+
+
+NICHE_MODE_BOTH = NicheMode.GENES_AND_NICHE.value
+NICHE_MODE_NICHE = NicheMode.NICHE.value
+NICHE_MODE_GENES = NicheMode.GENES.value
+NICHE_MODES = NicheMode.values()
+
+
+class ClusterMethod(OptionEnum):
+    """How niche sentences' embeddings are clustered."""
+
+    LEIDEN = "leiden"
+    KMEANS = "kmeans"
+
+
+NICHE_METHOD_LEIDEN = ClusterMethod.LEIDEN.value
+NICHE_METHOD_KMEANS = ClusterMethod.KMEANS.value
 
 # niche widget (issue 5)
 DEFAULT_NICHE_WIDGET_RESOLUTION = 0.3
@@ -143,21 +173,34 @@ more (``benchmarks/pair_labels_pbmc.py``, ``benchmarks/finetune_pbmc.py``, docs/
 DEFAULT_PROTOTYPE_TOP_K = 5
 """Genes per cell sentence in reference-free prototype annotation (marker sentences are short)."""
 
-PROTOTYPE_GENES_MARKERS = "markers"
-PROTOTYPE_GENES_ALL = "all"
-PROTOTYPE_CELL_GENES = (PROTOTYPE_GENES_MARKERS, PROTOTYPE_GENES_ALL)
-DEFAULT_PROTOTYPE_CELL_GENES = PROTOTYPE_GENES_MARKERS
-"""Genes a cell sentence is drawn from in prototype annotation: the markers of the table
-(the cell is described in the prototypes' own vocabulary) or every gene of the panel."""
+class CellGenes(OptionEnum):
+    """Genes a cell sentence is drawn from in prototype annotation: the markers of the table
+    (the cell is described in the prototypes' own vocabulary) or every gene of the panel."""
 
-RANK_SCALED = "scaled"
-RANK_EXPRESSION = "expression"
-PROTOTYPE_RANKS = (RANK_SCALED, RANK_EXPRESSION)
+    MARKERS = "markers"
+    ALL = "all"
+
+
+PROTOTYPE_GENES_MARKERS = CellGenes.MARKERS.value
+PROTOTYPE_GENES_ALL = CellGenes.ALL.value
+PROTOTYPE_CELL_GENES = CellGenes.values()
+DEFAULT_PROTOTYPE_CELL_GENES = PROTOTYPE_GENES_MARKERS
+
+
+class GeneRank(OptionEnum):
+    """Order of the genes in a cell sentence for prototype annotation: ``scaled`` - by the
+    gene's expression relative to its mean over all cells (z-score of log-normalised values,
+    see :func:`napari_cellama.core.scaled_expression`); ``expression`` - by the value itself,
+    as in label transfer."""
+
+    SCALED = "scaled"
+    EXPRESSION = "expression"
+
+
+RANK_SCALED = GeneRank.SCALED.value
+RANK_EXPRESSION = GeneRank.EXPRESSION.value
+PROTOTYPE_RANKS = GeneRank.values()
 DEFAULT_PROTOTYPE_RANK = RANK_SCALED
-"""Order of the genes in a cell sentence for prototype annotation: ``scaled`` - by the
-gene's expression relative to its mean over all cells (z-score of log-normalised values,
-see :func:`napari_cellama.core.scaled_expression`); ``expression`` - by the value itself,
-as in label transfer."""
 
 DEFAULT_PROTOTYPE_FRACTION = 0.25
 """Prototype-guided fine-tuning: (cell, prototype) pairs, as a share of the cell pairs."""

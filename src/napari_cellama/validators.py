@@ -31,29 +31,67 @@ def check_file(path: str | Path, what: str = "file", suffixes: Iterable[str] | N
     return p
 
 
+# --------------------------------------------------------------------------- numbers
+# The one set of integer / fraction / number checks; every option goes through these.
+
+
+def check_int(value, what: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """A whole number ``minimum <= value [<= maximum]``; bools, NaN, infinities and text are refused."""
+    try:
+        ok = not isinstance(value, bool) and int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    ok = ok and int(value) >= minimum and (maximum is None or int(value) <= maximum)
+    if not ok:
+        if maximum is not None:
+            need = f"a whole number from {minimum} to {maximum}"
+        elif minimum == 1:
+            need = "a positive whole number"
+        else:
+            need = f"a whole number of at least {minimum}"
+        raise CellamaInputError(f"{what} must be {need}, got {value!r}")
+    return int(value)
+
+
+def check_positive_int(value, what: str) -> int:
+    """``value`` must be a positive whole number."""
+    return check_int(value, what)
+
+
+def check_fraction(value: float, name: str, upper: float = 1.0, *, low_open: bool = False,
+                   high_open: bool = False) -> float:
+    """A share or threshold in ``[0, upper]`` (1 for a vote share, 2 for a cosine distance);
+    ``low_open`` / ``high_open`` exclude 0 / ``upper``."""
+    v = _as_float(value)
+    ok = np.isfinite(v) and (v > 0 if low_open else v >= 0) and (v < upper if high_open else v <= upper)
+    if not ok:
+        if low_open or high_open:
+            span = f"in {'(' if low_open else '['}0, {upper:g}{')' if high_open else ']'}"
+        else:
+            span = f"between 0 and {upper:g}"
+        raise CellamaInputError(f"{name} must be {span}, got {value!r}")
+    return v
+
+
+def check_positive_number(value, what: str) -> float:
+    """A finite number > 0 (a radius, a resolution, a learning rate, a temperature)."""
+    v = _as_float(value)
+    if not (np.isfinite(v) and v > 0):
+        raise CellamaInputError(f"{what} must be a positive number, got {value!r}")
+    return v
+
+
 def check_top_k(top_k: int) -> int:
     """``top_k`` must be a positive integer."""
-    if isinstance(top_k, bool) or int(top_k) != top_k or int(top_k) < 1:
-        raise CellamaInputError(f"top-k must be a positive whole number, got {top_k!r}")
-    return int(top_k)
+    return check_int(top_k, "top-k")
 
 
 def check_n_neighbors(k: int, n_reference: int | None = None) -> int:
     """``k`` must be a positive integer; it is capped at the number of reference cells."""
-    if isinstance(k, bool) or int(k) != k or int(k) < 1:
-        raise CellamaInputError(f"the number of neighbours must be a positive whole number, got {k!r}")
-    k = int(k)
+    k = check_int(k, "the number of neighbours")
     if n_reference is not None:
         k = min(k, n_reference)
     return k
-
-
-def check_fraction(value: float, name: str, upper: float = 1.0) -> float:
-    """A threshold between 0 and ``upper`` (1 for a vote share, 2 for a cosine distance)."""
-    value = float(value)
-    if not 0.0 <= value <= upper:
-        raise CellamaInputError(f"{name} must be between 0 and {upper:g}, got {value:g}")
-    return value
 
 
 def check_matrix(x, name: str) -> None:
@@ -114,17 +152,6 @@ def check_unique_ids(index, name: str) -> None:
 # --------------------------------------------------------------------------- niches (issue 5)
 
 
-def check_positive_int(value, what: str) -> int:
-    """``value`` must be a positive whole number."""
-    try:
-        ok = not isinstance(value, bool) and int(value) == value and int(value) >= 1
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise CellamaInputError(f"{what} must be a positive whole number, got {value!r}")
-    return int(value)
-
-
 def _as_float(value) -> float:
     try:
         return float(value)
@@ -137,10 +164,7 @@ def check_neighborhood(k: int | None, radius: float | None, default_k: int) -> t
     if k is not None and radius is not None:
         raise CellamaInputError("give either a number of neighbours (--neighbors) or a radius (--radius), not both")
     if radius is not None:
-        r = _as_float(radius)
-        if not np.isfinite(r) or r <= 0:
-            raise CellamaInputError(f"the neighbourhood radius must be a positive number of microns, got {radius!r}")
-        return None, r
+        return None, check_positive_number(radius, "the neighbourhood radius")
     return check_positive_int(default_k if k is None else k, "the number of spatial neighbours"), None
 
 
@@ -152,14 +176,9 @@ def check_clustering(resolution: float | None, n_clusters: int | None, default_r
     from ._constants import NICHE_METHOD_KMEANS, NICHE_METHOD_LEIDEN
 
     if n_clusters is not None:
-        n = check_positive_int(n_clusters, "the number of clusters")
-        if n < 2:
-            raise CellamaInputError(f"the number of clusters must be at least 2, got {n}")
-        return NICHE_METHOD_KMEANS, n
-    res = _as_float(default_resolution if resolution is None else resolution)
-    if not np.isfinite(res) or res <= 0:
-        raise CellamaInputError(f"the Leiden resolution must be a positive number, got {resolution!r}")
-    return NICHE_METHOD_LEIDEN, res
+        return NICHE_METHOD_KMEANS, check_int(n_clusters, "the number of clusters", minimum=2)
+    res = default_resolution if resolution is None else resolution
+    return NICHE_METHOD_LEIDEN, check_positive_number(res, "the Leiden resolution")
 
 
 def check_at_most_one(**options) -> None:

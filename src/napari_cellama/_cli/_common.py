@@ -7,8 +7,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..validators import CellamaInputError
-
 
 class StderrProgress:
     """``callback(stage, done, total)`` that draws one updating line per stage on stderr."""

@@ -14,19 +14,13 @@ from .._constants import (
     DEFAULT_SPATIAL_NEIGHBORS,
     DEFAULT_TOP_K,
     NICHE_CLUSTER,
-    NICHE_MODE_BOTH,
-    NICHE_MODE_GENES,
-    NICHE_MODE_NICHE,
+    NicheMode,
 )
 from ..validators import (
     CellamaInputError,
     check_at_most_one,
     check_cell_types,
-    check_clustering,
     check_file,
-    check_neighborhood,
-    check_positive_int,
-    check_top_k,
 )
 from ._common import StderrProgress, output_path, write_atomic
 
@@ -105,19 +99,25 @@ def sidecar_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(f"{stem}.composition.csv"), out.with_name(f"{stem}.markers.csv")
 
 
+def from_args(args):
+    """The :class:`~napari_cellama.core.options.NicheOptions` of the command line (checked)."""
+    from ..core.options import NicheOptions
+
+    check_at_most_one(niche_only=args.niche_only, genes_only=args.genes_only)
+    mode = NicheMode.NICHE if args.niche_only else NicheMode.GENES if args.genes_only else NicheMode.GENES_AND_NICHE
+    return NicheOptions.from_flags(
+        k=args.neighbors, radius=args.radius, resolution=args.resolution, n_clusters=args.n_clusters,
+        graph_neighbors=args.graph_neighbors, mode=mode, top_k=args.top_k, n_markers=args.n_markers,
+        max_cells=args.max_cells,
+    )
+
+
 def run(args) -> None:
     from ..core import Embedder, run_niches
     from ..io import read_query
 
     out = output_path(args.out, "output CSV")
-    # cheap checks first: a bad flag fails before the query is read
-    check_at_most_one(niche_only=args.niche_only, genes_only=args.genes_only)
-    check_neighborhood(args.neighbors, args.radius, DEFAULT_SPATIAL_NEIGHBORS)
-    check_clustering(args.resolution, args.n_clusters, DEFAULT_NICHE_RESOLUTION)
-    check_top_k(args.top_k)
-    if args.max_cells is not None:
-        check_positive_int(args.max_cells, "--max-cells")
-    mode = NICHE_MODE_NICHE if args.niche_only else NICHE_MODE_GENES if args.genes_only else NICHE_MODE_BOTH
+    options = from_args(args)  # cheap checks first: a bad flag fails before the query is read
     labels = read_labels(args.labels, args.label_key)
     available = labels.dropna().unique()
     cell_types = check_cell_types(split_cell_types(args.cell_types, available), available)
@@ -126,11 +126,7 @@ def run(args) -> None:
     embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download)
     progress = StderrProgress()
     try:
-        result = run_niches(
-            query, labels, cell_types, k=args.neighbors, radius=args.radius, mode=mode, top_k=args.top_k,
-            resolution=args.resolution, n_clusters=args.n_clusters, graph_neighbors=args.graph_neighbors,
-            n_markers=args.n_markers, embedder=embedder, max_cells=args.max_cells, callback=progress,
-        )
+        result = run_niches(query, labels, cell_types, options=options, embedder=embedder, callback=progress)
     finally:
         progress.close()
     if result.params["n_unlabelled"]:

@@ -7,22 +7,13 @@ Nothing here imports Qt or napari. Every long step exists as a generator yieldin
 from ._progress import Progress, run
 from .annotation import Annotation, Edit, palette_color, to_hex, to_rgba
 from .cache import EmbeddingCache
+from .clustering import cluster_embeddings
 from .counts import is_raw_counts
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
 from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record
-from .niche import (
-    NicheResult,
-    SpatialNeighbors,
-    cluster_embeddings,
-    format_niche_sentences,
-    iter_niches,
-    iter_recluster,
-    neighbor_composition,
-    niche_markers,
-    recluster,
-    run_niches,
-    spatial_neighbors,
-)
+from .markers import niche_markers
+from .niche import NicheResult, format_niche_sentences, iter_niches, iter_recluster, recluster, run_niches
+from .options import FinetuneOptions, KMeans, KNearest, Leiden, NicheOptions, PrototypeOptions, Radius
 from .panel import PanelReport, normalise_symbol, shared_panel
 from .pipeline import TransferResult, iter_transfer, run_transfer, transfer_labels
 from .prototypes import (
@@ -44,6 +35,7 @@ from .sentences import (
     scaled_expression,
     top_genes,
 )
+from .spatial import SpatialNeighbors, neighbor_composition, spatial_neighbors
 from .subsample import subsample_reference
 from .transfer import (
     apply_threshold,
@@ -60,13 +52,20 @@ __all__ = [
     "Embedder",
     "EmbeddingCache",
     "FinetuneLog",
+    "FinetuneOptions",
     "FinetuneResult",
+    "KMeans",
+    "KNearest",
+    "Leiden",
     "MarkerSet",
     "ModelNotFoundError",
+    "NicheOptions",
     "NicheResult",
     "PanelReport",
     "Progress",
+    "PrototypeOptions",
     "PrototypeResult",
+    "Radius",
     "SpatialNeighbors",
     "TransferResult",
     "adata_sentences",

@@ -9,11 +9,11 @@ synchronous wrapper; the widgets hand the same generator to napari's
 
 from __future__ import annotations
 
-from typing import Callable, Generator, Tuple, TypeVar
+from typing import Callable, Generator, TypeVar
 
 T = TypeVar("T")
 
-Progress = Tuple[str, int, int]
+Progress = tuple[str, int, int]
 """``(stage, done, total)``: the stage name, items done and items in the stage."""
 
 ProgressGenerator = Generator[Progress, None, T]

@@ -743,7 +743,7 @@ class Annotation:
         }
 
     @classmethod
-    def from_state(cls, table: pd.DataFrame, state: dict, label_ids=None) -> "Annotation":
+    def from_state(cls, table: pd.DataFrame, state: dict, label_ids=None) -> Annotation:
         """Rebuild an annotation from a table written by :attr:`table` and :meth:`state`."""
         colors = {name: state.get("colors", {}).get(name) for name in state.get("categories", [])}
         colors = {k: v for k, v in colors.items() if v is not None}

@@ -101,10 +101,10 @@ from ..validators import (
     check_top_k,
 )
 from ._progress import run
+from .counts import is_raw_counts
 from .embed import load_model, resolve_device
 from .panel import normalise_symbol
 from .prototypes import MarkerSet, marker_sentences, read_markers, restrict_markers
-from .counts import is_raw_counts
 from .sentences import cell_sentences
 from .transfer import l2_normalise
 
