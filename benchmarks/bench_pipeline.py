@@ -349,12 +349,12 @@ def stage_modes(ctx) -> dict:
         full[m] = e.encode(pbmc)
     for m in ("onnx", "fast"):
         for k in (1, 10):
-            a = knn_transfer(full[m][query_idx], full[m][ref_idx], labels[ref_idx], k)["cell_type"].to_numpy()
-            b = knn_transfer(full["exact"][query_idx], full["exact"][ref_idx], labels[ref_idx], k)["cell_type"].to_numpy()
+            a = knn_transfer(full[m][query_idx], full[m][ref_idx], labels[ref_idx], k=k)["cell_type"].to_numpy()
+            b = knn_transfer(full["exact"][query_idx], full["exact"][ref_idx], labels[ref_idx], k=k)["cell_type"].to_numpy()
             agree[f"{m}_k{k}"] = float((a == b).mean())
-        acc = knn_transfer(full[m][query_idx], full[m][ref_idx], labels[ref_idx], 10)["cell_type"].to_numpy()
+        acc = knn_transfer(full[m][query_idx], full[m][ref_idx], labels[ref_idx], k=10)["cell_type"].to_numpy()
         agree[f"{m}_accuracy_k10"] = float((acc == labels[query_idx]).mean())
-    acc = knn_transfer(full["exact"][query_idx], full["exact"][ref_idx], labels[ref_idx], 10)["cell_type"].to_numpy()
+    acc = knn_transfer(full["exact"][query_idx], full["exact"][ref_idx], labels[ref_idx], k=10)["cell_type"].to_numpy()
     agree["exact_accuracy_k10"] = float((acc == labels[query_idx]).mean())
     out["pbmc_agreement"] = agree
     print(f"  pbmc68k label agreement with exact: {agree}")
@@ -386,7 +386,7 @@ def stage_section(ctx) -> dict:
         ue = emb.encode(uniq)
         t_q = time.perf_counter() - t0
         re = emb.encode(ref_s)
-        result[mode] = {k: knn_transfer(ue, re, labels, k)["cell_type"].to_numpy()[codes] for k in (1, 10)}
+        result[mode] = {k: knn_transfer(ue, re, labels, k=k)["cell_type"].to_numpy()[codes] for k in (1, 10)}
         row = {"mode": mode, "embed_unique_s": t_q, "per_s": len(uniq) / t_q, "load": load()}
         if mode != "exact":
             for k in (1, 10):
@@ -719,15 +719,15 @@ def stage_subsample(ctx) -> dict:
     sec_emb = Embedder(mode=ctx.mode, cache=True)
     sq = sec_emb.encode(cell_sentences(q.X, list(q.var_names), TOP_K))
     sr = sec_emb.encode(cell_sentences(r.X, list(q.var_names), TOP_K))
-    base_sec = knn_transfer(sq, sr, labels, 10)["cell_type"].to_numpy()
-    base_pbmc = knn_transfer(e[query_idx], e[ref_idx], labels[ref_idx], 10)["cell_type"].to_numpy()
+    base_sec = knn_transfer(sq, sr, labels, k=10)["cell_type"].to_numpy()
+    base_pbmc = knn_transfer(e[query_idx], e[ref_idx], labels[ref_idx], k=10)["cell_type"].to_numpy()
     rows = []
     counts = pd.Series(labels[ref_idx]).value_counts()
     for cap in ctx.caps:
         keep = ref_idx if cap is None else ref_idx[capped_indices(labels[ref_idx], cap)]
-        pred = knn_transfer(e[query_idx], e[keep], labels[keep], min(10, len(keep)))["cell_type"].to_numpy()
+        pred = knn_transfer(e[query_idx], e[keep], labels[keep], k=min(10, len(keep)))["cell_type"].to_numpy()
         keep_sec = np.arange(len(labels)) if cap is None else capped_indices(labels, cap)
-        sec = knn_transfer(sq, sr[keep_sec], labels[keep_sec], min(10, len(keep_sec)))["cell_type"].to_numpy()
+        sec = knn_transfer(sq, sr[keep_sec], labels[keep_sec], k=min(10, len(keep_sec)))["cell_type"].to_numpy()
         row = {"cap": cap, "reference_cells": int(len(keep)),
                "accuracy": float((pred == labels[query_idx]).mean()),
                "macro_f1": float(f1_score(labels[query_idx], pred, average="macro")),

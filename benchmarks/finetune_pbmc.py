@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     results["reference_free"]["prototype_params"] = proto.params
     results["reference_free"]["marker_report"] = proto.marker_set.to_dict()
     print(proto.marker_set.summary())
-    plain = annotate_by_prototypes(query, pbmc_markers, TOP_K, cell_genes="all", rank="expression")
+    plain = annotate_by_prototypes(query, pbmc_markers, top_k=TOP_K, cell_genes="all", rank="expression")
     results["reference_free"][f"prototypes, transfer sentences (top {TOP_K} of all genes by value)"] = scores(
         truth, plain.table.loc[query.obs_names, CELL_TYPE].to_numpy(), rare)
     proto_all = annotate_by_prototypes(query, table)

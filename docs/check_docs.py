@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -66,7 +67,7 @@ def render_signature(name: str, obj) -> str:
     if inspect.isclass(obj) and issubclass(obj, BaseException):
         bases = ", ".join(b.__name__ for b in obj.__bases__)
         return f"class {name}({bases})"
-    if not callable(obj) or getattr(obj, "__module__", "") == "typing":
+    if not callable(obj) or getattr(obj, "__module__", "") == "typing" or isinstance(obj, types.GenericAlias):
         return f"{name} = {obj!r}".replace("typing.", "")
     sig = inspect.signature(obj)
     parts = []

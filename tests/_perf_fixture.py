@@ -72,5 +72,5 @@ def transfer(embeddings: np.ndarray, k: int | None = None) -> np.ndarray:
 
     _, labels, ref_idx, query_idx = pbmc()
     table = knn_transfer(embeddings[query_idx], embeddings[ref_idx], labels[ref_idx],
-                         k or DEFAULT_N_NEIGHBORS)
+                         k=k or DEFAULT_N_NEIGHBORS)
     return table["cell_type"].to_numpy()

@@ -44,8 +44,8 @@ def test_distributed_equals_single_process(client, tmp_path):
     assert got.dtype == np.float32 and got.shape == (len(query_idx), exact.shape[1])
     assert np.abs(got - exact[query_idx]).max() < 1e-5
     for k in (1, 10):
-        a = knn_transfer(got, exact[ref_idx], labels[ref_idx], k)
-        b = knn_transfer(exact[query_idx], exact[ref_idx], labels[ref_idx], k)
+        a = knn_transfer(got, exact[ref_idx], labels[ref_idx], k=k)
+        b = knn_transfer(exact[query_idx], exact[ref_idx], labels[ref_idx], k=k)
         assert (a["cell_type"].to_numpy() == b["cell_type"].to_numpy()).all()
         assert np.allclose(a["confidence"], b["confidence"], atol=1e-4)
     assert stages[-1][1] == stages[-1][2] == emb.last_stats["unique"]

@@ -19,8 +19,8 @@ from napari_cellama.core import (
     run,
     run_transfer,
 )
-from napari_cellama.core.finetune import (
-    FINETUNE_RECORD,
+from napari_cellama.core.finetune import FINETUNE_RECORD
+from napari_cellama.core.finetune.pairs import (
     _cell_pairset,
     downsample,
     pair_labels,

@@ -141,8 +141,8 @@ def test_prototypes_panel_annotates_real_xenium_cells(viewer, qtbot, crop_dir, t
     assert "markers not in the panel were dropped" in text and "cells per type" in text
     assert "CD34" in widget.status.toolTip() or "dropped" in widget.status.toolTip()  # full report on hover
     spatial = np.asarray(get_session(viewer).query.obsm["spatial"])  # zoom on the 120 cells (microns)
-    viewer.camera.center = (float(spatial[:, 1].mean()), float(spatial[:, 0].mean()))  # napari is (y, x)
-    viewer.camera.zoom = 260.0 / (float(np.ptp(spatial, axis=0).max()) * 1.2)  # ~260 px of canvas
+    _camera(viewer).center = (float(spatial[:, 1].mean()), float(spatial[:, 0].mean()))  # napari is (y, x)
+    _camera(viewer).zoom = 260.0 / (float(np.ptp(spatial, axis=0).max()) * 1.2)  # ~260 px of canvas
     qtbot.wait(300)
     shot = tmp_path / "prototypes_panel.png"
     img = viewer.screenshot(str(shot), canvas_only=False, flash=False)
@@ -174,3 +174,9 @@ def test_finetune_form_scrolls_when_docks_share_the_height(viewer, qtbot):
     assert widget.form_area.verticalScrollBar().maximum() > 0
     assert widget.epochs.height() >= 16  # rows keep their height (before: squeezed flat)
     assert widget.run_button.isVisible() and not widget.run_button.visibleRegion().isEmpty()
+
+
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9; ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera

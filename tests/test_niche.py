@@ -111,7 +111,7 @@ def test_sentence_template_exact():
     indptr = np.array([0, 4, 5, 5])
     codes = np.array([0, 1, 1, 2, 2])
     genes = ["Top genes are A, B, and C.", "Top gene is D.", "No genes are detected."]
-    assert format_niche_sentences(types, indptr, codes, genes) == [
+    assert format_niche_sentences(types, indptr, codes, gene_sentences=genes) == [
         "Top genes are A, B, and C. Nearest cells are Fibroblast, T cell, T cell, Epithelial.",
         "Top gene is D. Nearest cell is Epithelial.",
         "No genes are detected. " + NO_NEIGHBORS_SENTENCE,

@@ -178,7 +178,7 @@ def test_reference_free_annotation_of_pbmc_beats_majority_class(pbmc_subset):
     majority = truth.value_counts(normalize=True).iloc[0]
     maj_f1 = f1_score(truth, np.full(len(truth), truth.value_counts().index[0]), average="macro", zero_division=0)
     # the transfer sentence (top 20 of all genes by value) describes a cell less in the markers' terms
-    plain = annotate_by_prototypes(pbmc_subset, markers, 20, cell_genes="all", rank="expression")
+    plain = annotate_by_prototypes(pbmc_subset, markers, top_k=20, cell_genes="all", rank="expression")
     plain_f1 = f1_score(truth, plain.table.loc[truth.index, CELL_TYPE], average="macro", zero_division=0)
     print(f"reference-free prototypes on {len(truth)} pbmc68k cells: accuracy {acc:.3f} (majority {majority:.3f}), "
           f"macro-F1 {f1:.3f} (majority {maj_f1:.3f}; transfer-style sentences {plain_f1:.3f})")

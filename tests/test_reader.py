@@ -74,8 +74,8 @@ def _check_run_layers(viewer, qtbot, layers, root, tmp_path):
     k = len(points.data) // 2
     pos, cell_id = points.data[k], points.features["cell_id"].iloc[k]
     viewer.layers.selection.active = cells
-    viewer.camera.center = tuple(pos)
-    viewer.camera.zoom = 2.0 / px
+    _camera(viewer).center = tuple(pos)
+    _camera(viewer).zoom = 2.0 / px
     qtbot.wait(200)
     status = cells.get_status(pos, world=True)["coordinates"]
     assert f"cell_id: {cell_id}" in status and "transcript_counts:" in status
@@ -216,3 +216,9 @@ def test_truncated_morphology_image(viewer, broken_copy):
 def test_missing_morphology_image(viewer, broken_copy):
     shutil.rmtree(broken_copy / "morphology_focus")
     assert "no morphology image" in _open_broken(viewer, broken_copy)
+
+
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9; ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera

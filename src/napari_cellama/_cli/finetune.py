@@ -140,19 +140,38 @@ def read_gene_list(path) -> list[str]:
     return genes
 
 
+def from_args(args):
+    """The :class:`~napari_cellama.core.options.FinetuneOptions` of the command line (checked;
+    the genes of ``--panel`` are added once the panel is read)."""
+    from ..core.options import FinetuneOptions
+
+    return FinetuneOptions(
+        label_key=args.label_key, metadata=tuple(args.metadata or ()), append_metadata=args.append_metadata,
+        top_k=tuple(args.top_k), n_pairs=args.pairs, neighbor_fraction=args.neighbor_fraction,
+        n_neighbors=args.pair_neighbors, n_pcs=args.pcs, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, warmup=args.warmup, validation_fraction=args.validation,
+        augment_views=args.augment, augment_keep=args.augment_keep, prototypes=args.prototypes,
+        prototype_fraction=args.prototype_fraction, seed=args.seed, eval_steps=args.eval_steps,
+        keep_best=not args.keep_last,
+    )
+
+
 def run(args) -> None:
     from ..core import FinetuneLog, finetune
     from ..io import read_reference
 
+    if args.prototypes is not None and args.label_key is None:
+        raise CellamaInputError("--prototypes needs --label-key (the reference's cell-type column)")
+    options = from_args(args)  # a bad flag fails before anything is read
     check_file(args.reference, "reference", suffixes=(".h5ad",))
     out = Path(args.out).expanduser()
     if not out.parent.exists():
         raise CellamaInputError(f"folder {out.parent} for the fine-tuned model does not exist")
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise CellamaInputError(f"output folder {out} is not empty; choose a new folder or add --overwrite")
-    if args.prototypes is not None and args.label_key is None:
-        raise CellamaInputError("--prototypes needs --label-key (the reference's cell-type column)")
     genes = read_gene_list(args.panel) if args.panel else None
+    if genes is not None:
+        options = options.replace(genes=tuple(genes))
     reference = read_reference(args.reference)
     print(f"reference: {reference.n_obs} cells x {reference.n_vars} genes"
           + (f"; sentences restricted to the {len(genes)} panel genes" if genes else ""), file=sys.stderr)
@@ -160,15 +179,8 @@ def run(args) -> None:
     progress = FinetuneProgress(log)
     try:
         result = finetune(
-            reference, out, model=args.model, label_key=args.label_key, metadata=args.metadata,
-            top_k=args.top_k, n_pairs=args.pairs, neighbor_fraction=args.neighbor_fraction,
-            n_neighbors=args.pair_neighbors, epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, warmup=args.warmup, validation_fraction=args.validation,
-            augment_views=args.augment, augment_keep=args.augment_keep, n_pcs=args.pcs,
-            prototypes=args.prototypes, prototype_fraction=args.prototype_fraction, genes=genes,
-            append_metadata=args.append_metadata, seed=args.seed, device=args.device,
-            allow_download=args.allow_download, overwrite=args.overwrite, eval_steps=args.eval_steps,
-            keep_best=not args.keep_last, log=log, callback=progress,
+            reference, out, options=options, model=args.model, device=args.device,
+            allow_download=args.allow_download, overwrite=args.overwrite, log=log, callback=progress,
         )
     finally:
         progress.close()

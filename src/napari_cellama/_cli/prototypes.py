@@ -50,13 +50,22 @@ def add_arguments(p) -> None:
                    help="per-cell CSV: " + ",".join((CELL_ID,) + TRANSFER_COLUMNS + (SIMILARITY_GAP,)))
 
 
+def from_args(args):
+    """The :class:`~napari_cellama.core.options.PrototypeOptions` of the command line (checked)."""
+    from ..core.options import PrototypeOptions
+
+    return PrototypeOptions(top_k=args.top_k, cell_genes=args.cell_genes, rank=args.rank,
+                            max_markers=args.max_markers, temperature=args.temperature,
+                            min_confidence=args.min_confidence)
+
+
 def run(args) -> None:
     from ..core import Embedder, annotate_by_prototypes, read_markers
     from ..io import read_query
-    from ..validators import check_file, check_top_k
+    from ..validators import check_file
 
     out = output_path(args.out, "output CSV")
-    check_top_k(args.top_k)
+    options = from_args(args)
     markers = read_markers(args.markers)  # a bad marker file fails before the query is read
     check_file(args.query, "query")
     print(f"reading query {args.query}", file=sys.stderr)
@@ -64,11 +73,7 @@ def run(args) -> None:
     embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download)
     progress = StderrProgress()
     try:
-        result = annotate_by_prototypes(
-            query, markers, args.top_k, embedder=embedder, temperature=args.temperature,
-            max_markers=args.max_markers, min_confidence=args.min_confidence, cell_genes=args.cell_genes,
-            rank=args.rank, callback=progress,
-        )
+        result = annotate_by_prototypes(query, markers, options, embedder=embedder, callback=progress)
     finally:
         progress.close()
     print(result.marker_set.summary(), file=sys.stderr)

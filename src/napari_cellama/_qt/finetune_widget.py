@@ -521,7 +521,7 @@ class PrototypesWidget(QWidget):
         """Annotate the session's query in a worker thread; returns the worker (None on bad input)."""
         from napari.qt.threading import thread_worker
 
-        from ..core import iter_prototype_annotation, read_markers
+        from ..core import PrototypeOptions, iter_prototype_annotation, read_markers
         from ..session import get_session
 
         session = get_session(self.viewer)
@@ -534,13 +534,18 @@ class PrototypesWidget(QWidget):
             return None
         query = session.query
         model = self.model.text().strip() or None
-        kwargs = {"temperature": self.temperature.value(), "min_confidence": self.min_confidence.value(),
-                  "cell_genes": self.cell_genes.currentData(), "rank": self.rank.currentData()}
-        top_k = self.top_k.value()
+        try:
+            options = PrototypeOptions(
+                top_k=self.top_k.value(), temperature=self.temperature.value(),
+                min_confidence=self.min_confidence.value(), cell_genes=self.cell_genes.currentData(),
+                rank=self.rank.currentData())
+        except CellamaInputError as err:
+            _notify_error(err)
+            return None
 
         @thread_worker
         def job():
-            return (yield from iter_prototype_annotation(query, markers, top_k, model, **kwargs))
+            return (yield from iter_prototype_annotation(query, markers, options, model=model))
 
         self.worker = job()
         self._relay = _ProgressRelay()

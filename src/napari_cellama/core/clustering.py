@@ -51,6 +51,7 @@ def _relabel_by_size(raw: np.ndarray) -> pd.Categorical:
 def cluster_embeddings(
     embeddings: np.ndarray,
     method: str = NICHE_METHOD_LEIDEN,
+    *,
     resolution: float = DEFAULT_NICHE_RESOLUTION,
     n_clusters: int | None = None,
     graph_neighbors: int = DEFAULT_NICHE_GRAPH_NEIGHBORS,

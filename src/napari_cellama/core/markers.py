@@ -44,7 +44,7 @@ def log_normalize(x) -> sp.csr_matrix:
     return m
 
 
-def niche_markers(x, gene_names: Sequence[str], clusters, n_markers: int = DEFAULT_NICHE_MARKERS) -> pd.DataFrame:
+def niche_markers(x, gene_names: Sequence[str], clusters, *, n_markers: int = DEFAULT_NICHE_MARKERS) -> pd.DataFrame:
     """Top ``n_markers`` marker genes of each cluster against the other clusters (Wilcoxon).
 
     Returns a long table with :data:`~napari_cellama._constants.MARKER_COLUMNS`

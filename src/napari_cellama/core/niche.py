@@ -97,6 +97,7 @@ def format_niche_sentences(
     type_names: Sequence[str],
     indptr: np.ndarray,
     codes: np.ndarray,
+    *,
     gene_sentences: Sequence[str] | None = None,
 ) -> list[str]:
     """Niche sentences from ragged neighbour type codes (template: module docstring).
@@ -294,7 +295,7 @@ def iter_niches(
     if mode == NICHE_MODE_GENES:
         sentences = list(gene_sentences)
     else:
-        sentences = format_niche_sentences(categories, neighbors.indptr, type_codes[neighbors.indices], gene_sentences)
+        sentences = format_niche_sentences(categories, neighbors.indptr, type_codes[neighbors.indices], gene_sentences=gene_sentences)
     yield (STAGE_NICHE_SENTENCES, 1, 1)
 
     embedder = embedder or Embedder(model, device=device)
@@ -308,7 +309,7 @@ def iter_niches(
     yield (STAGE_CLUSTER, 1, 1)
 
     yield (STAGE_MARKERS, 0, 1)
-    markers = niche_markers(x[selected], list(adata.var_names), clusters, options.n_markers)
+    markers = niche_markers(x[selected], list(adata.var_names), clusters, n_markers=options.n_markers)
     yield (STAGE_MARKERS, 1, 1)
 
     ids = pd.Index(adata.obs_names[selected].astype(str), name=CELL_ID)
@@ -421,7 +422,7 @@ def iter_recluster(
     )
     yield (STAGE_CLUSTER, 1, 1)
     yield (STAGE_MARKERS, 0, 1)
-    markers = niche_markers(adata.X[pos], list(adata.var_names), clusters, options.n_markers)
+    markers = niche_markers(adata.X[pos], list(adata.var_names), clusters, n_markers=options.n_markers)
     yield (STAGE_MARKERS, 1, 1)
     table = result.table.copy()
     table[NICHE_CLUSTER] = np.asarray(clusters)

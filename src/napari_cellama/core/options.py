@@ -344,8 +344,8 @@ class PrototypeOptions(_Options):
 
     def __post_init__(self):
         _set(self, "top_k", check_top_k(self.top_k))
-        _set(self, "cell_genes", _enum(CellGenes, self.cell_genes, "the genes of a cell sentence"))
-        _set(self, "rank", _enum(GeneRank, self.rank, "the gene order of a cell sentence"))
+        _set(self, "cell_genes", _enum(CellGenes, self.cell_genes, "sentence genes"))
+        _set(self, "rank", _enum(GeneRank, self.rank, "gene ranking"))
         if self.max_markers is not None:
             _set(self, "max_markers", check_int(self.max_markers, "the number of markers per type"))
         _set(self, "temperature", check_positive_number(self.temperature, "the softmax temperature"))

@@ -52,11 +52,11 @@ def iter_transfer(
     query: ad.AnnData,
     reference: ad.AnnData,
     label_key: str,
+    *,
     top_k: int = DEFAULT_TOP_K,
     model=None,
     k: int = DEFAULT_N_NEIGHBORS,
     metadata: Sequence[str] | None = None,
-    *,
     embedder: Embedder | None = None,
     device: str = "auto",
     mode: str | None = None,
@@ -84,8 +84,8 @@ def iter_transfer(
         r = subsample_reference(r, label_key, max_per_type)
     yield (STAGE_PANEL, 1, 1)
     genes = list(q.var_names)
-    ref_sentences = yield from iter_cell_sentences(r.X, genes, top_k, r.obs, metadata)
-    query_sentences = yield from iter_cell_sentences(q.X, genes, top_k, q.obs, metadata)
+    ref_sentences = yield from iter_cell_sentences(r.X, genes, top_k, obs=r.obs, metadata=metadata)
+    query_sentences = yield from iter_cell_sentences(q.X, genes, top_k, obs=q.obs, metadata=metadata)
     embedder = embedder or Embedder(model, device=device, mode=mode, cache=cache)
     ref_emb = yield from embedder.iter_encode(ref_sentences, STAGE_EMBED_REFERENCE)
     ref_stats = dict(getattr(embedder, "last_stats", {}))
@@ -99,7 +99,7 @@ def iter_transfer(
         query_emb[first] if len(first) < len(codes) else query_emb,
         ref_emb,
         labels.to_numpy(),
-        k,
+        k=k,
         reference_index=r.obs_names,
         min_confidence=min_confidence,
         max_distance=max_distance,
@@ -132,16 +132,18 @@ def iter_transfer(
     return TransferResult(table, query_emb, ref_emb, labels, report, params)
 
 
-def run_transfer(query, reference, label_key, top_k=DEFAULT_TOP_K, model=None, k=DEFAULT_N_NEIGHBORS,
+def run_transfer(query, reference, label_key, *, top_k=DEFAULT_TOP_K, model=None, k=DEFAULT_N_NEIGHBORS,
                  metadata=None, callback=None, **kwargs) -> TransferResult:
     """Run the whole chain and return a :class:`TransferResult` (``callback(stage, done, total)``)."""
-    return run(iter_transfer(query, reference, label_key, top_k, model, k, metadata, **kwargs), callback)
+    return run(iter_transfer(query, reference, label_key, top_k=top_k, model=model, k=k, metadata=metadata,
+                             **kwargs), callback)
 
 
 def transfer_labels(
     query: ad.AnnData,
     reference: ad.AnnData,
     label_key: str,
+    *,
     top_k: int = DEFAULT_TOP_K,
     model=None,
     k: int = DEFAULT_N_NEIGHBORS,
@@ -159,4 +161,5 @@ def transfer_labels(
     ``confidence``, ``distance``, ``runner_up`` (and ``transferred_type``,
     ``nearest_reference``, ``sentence``).
     """
-    return run_transfer(query, reference, label_key, top_k, model, k, metadata, **kwargs).table
+    return run_transfer(query, reference, label_key, top_k=top_k, model=model, k=k, metadata=metadata,
+                        **kwargs).table

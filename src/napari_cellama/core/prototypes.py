@@ -62,7 +62,6 @@ from .._constants import (
     DEFAULT_PROTOTYPE_CELL_GENES,
     DEFAULT_PROTOTYPE_RANK,
     DEFAULT_PROTOTYPE_TEMPERATURE,
-    DEFAULT_PROTOTYPE_TOP_K,
     DISTANCE,
     NO_GENES_SENTENCE,
     PROTOTYPE_CELL_GENES,
@@ -77,9 +76,10 @@ from .._constants import (
     STAGE_PROTOTYPES,
     TRANSFERRED_TYPE,
 )
-from ..validators import CellamaInputError, check_choice, check_file, check_top_k, check_unique_ids
+from ..validators import CellamaInputError, check_choice, check_file, check_unique_ids
 from ._progress import run
 from .embed import Embedder
+from .options import PrototypeOptions, merge_options
 from .panel import normalise_symbol
 from .sentences import format_sentences, iter_cell_sentences, scaled_expression
 from .transfer import apply_threshold, l2_normalise, unassign_cells
@@ -270,6 +270,8 @@ class PrototypeResult:
     query_embeddings: np.ndarray
     marker_set: MarkerSet
     params: dict = field(default_factory=dict)
+    options: PrototypeOptions | None = None
+    """The options of the run (``options.to_dict()`` for JSON / ``uns``)."""
 
     def unassigned_note(self) -> str:
         """``"N cells without any detected marker gene: Unassigned"``, or ``""`` when every cell
@@ -359,21 +361,22 @@ def prototype_cell_matrix(x, genes: Sequence[str], markers: Mapping[str, Sequenc
 def iter_prototype_annotation(
     query,
     markers: Mapping[str, Sequence[str]] | str | os.PathLike | None = None,
-    top_k: int = DEFAULT_PROTOTYPE_TOP_K,
-    model=None,
+    options: PrototypeOptions | None = None,
     *,
+    model=None,
     embedder: Embedder | None = None,
     device: str = "auto",
-    temperature: float = DEFAULT_PROTOTYPE_TEMPERATURE,
-    max_markers: int | None = None,
-    min_confidence: float = 0.0,
-    cell_genes: str = DEFAULT_PROTOTYPE_CELL_GENES,
-    rank: str = DEFAULT_PROTOTYPE_RANK,
+    **keywords,
 ) -> Iterator:
-    """Generator of :func:`annotate_by_prototypes`; returns a :class:`PrototypeResult`."""
-    top_k = check_top_k(top_k)
-    cell_genes = check_choice(cell_genes, PROTOTYPE_CELL_GENES, "sentence genes")
-    rank = check_choice(rank, PROTOTYPE_RANKS, "gene ranking")
+    """Generator of :func:`annotate_by_prototypes`; returns a :class:`PrototypeResult`.
+
+    ``options``: a :class:`~napari_cellama.core.options.PrototypeOptions`; instead, its fields
+    (``top_k``, ``cell_genes``, ``rank``, ``max_markers``, ``temperature``, ``min_confidence``)
+    may be given as keywords.
+    """
+    options = merge_options(PrototypeOptions, options, keywords, "the prototype options")
+    top_k, cell_genes, rank = options.top_k, options.cell_genes.value, options.rank.value
+    max_markers, temperature, min_confidence = options.max_markers, options.temperature, options.min_confidence
     check_unique_ids(query.obs_names, "query")
     if markers is None or isinstance(markers, (str, os.PathLike)):
         markers = read_markers(markers)
@@ -413,10 +416,10 @@ def iter_prototype_annotation(
         "n_types": len(types),
         "n_cells_without_sentence_genes": int(blank.sum()),
     }
-    return PrototypeResult(table, sim, types, sentences_by_type, proto, emb, marker_set, params)
+    return PrototypeResult(table, sim, types, sentences_by_type, proto, emb, marker_set, params, options)
 
 
-def annotate_by_prototypes(query, markers=None, top_k: int = DEFAULT_PROTOTYPE_TOP_K, model=None, callback=None,
+def annotate_by_prototypes(query, markers=None, options: PrototypeOptions | None = None, *, callback=None,
                            **kwargs) -> PrototypeResult:
     """Assign every query cell to the nearest marker prototype (reference-free).
 
@@ -428,26 +431,22 @@ def annotate_by_prototypes(query, markers=None, top_k: int = DEFAULT_PROTOTYPE_T
     markers
         ``{type: [genes]}``, a marker file (CSV/JSON/GMT) or ``None`` / ``"default"`` for
         the shipped table.
-    top_k
-        genes per cell sentence (default 5: marker sentences are short too).
-    model
-        sentence-transformers name or folder (e.g. a fine-tuned model), default the
-        offline all-MiniLM-L6-v2; or pass ``embedder=``.
+    options
+        a :class:`~napari_cellama.core.options.PrototypeOptions`: ``top_k`` genes per cell
+        sentence (default 5: marker sentences are short too); ``cell_genes`` ``"markers"``
+        (default: a cell's sentence names only marker genes of the table, i.e. the
+        prototypes' own vocabulary) or ``"all"`` (any gene of the panel, like the transfer
+        sentence); ``rank`` ``"scaled"`` (default: genes ordered by expression relative to
+        their mean over all query cells, :func:`napari_cellama.core.scaled_expression`) or
+        ``"expression"`` (by the value itself); ``max_markers``, ``temperature``,
+        ``min_confidence``. Its fields may instead be given as keywords.
     callback
         ``callback(stage, done, total)``.
-    cell_genes
-        ``"markers"`` (default): a cell's sentence names only marker genes of the table,
-        i.e. the prototypes' own vocabulary; ``"all"``: any gene of the panel, like the
-        transfer sentence.
-    rank
-        ``"scaled"`` (default): genes ordered by expression relative to their mean over
-        all query cells (:func:`napari_cellama.core.scaled_expression`);
-        ``"expression"``: by the value itself.
 
-    Other keyword arguments (``embedder``, ``device``, ``temperature``, ``max_markers``,
-    ``min_confidence``) as in :func:`iter_prototype_annotation`.
+    Other keyword arguments: ``model`` (sentence-transformers name or folder, e.g. a
+    fine-tuned model; default the offline all-MiniLM-L6-v2), ``embedder``, ``device``.
     """
-    return run(iter_prototype_annotation(query, markers, top_k, model, **kwargs), callback)
+    return run(iter_prototype_annotation(query, markers, options, **kwargs), callback)
 
 
 __all__ = [

@@ -141,6 +141,7 @@ def format_sentences(
     gene_names: Sequence[str],
     indptr: np.ndarray,
     indices: np.ndarray,
+    *,
     suffixes: np.ndarray | None = None,
 ) -> list[str]:
     """Write the ragged top-gene arrays as sentences (vectorised, see module docstring).
@@ -191,18 +192,20 @@ def iter_cell_sentences(
     x,
     gene_names: Sequence[str],
     top_k: int = DEFAULT_TOP_K,
+    *,
     obs: pd.DataFrame | None = None,
     metadata: Sequence[str] | None = None,
 ) -> Iterator:
     """Generator of :func:`cell_sentences`, yielding ``(stage, done, total)``."""
     indptr, indices = yield from iter_top_genes(x, top_k, gene_names)
-    return format_sentences(gene_names, indptr, indices, metadata_suffixes(obs, metadata))
+    return format_sentences(gene_names, indptr, indices, suffixes=metadata_suffixes(obs, metadata))
 
 
 def cell_sentences(
     x,
     gene_names: Sequence[str],
     top_k: int = DEFAULT_TOP_K,
+    *,
     obs: pd.DataFrame | None = None,
     metadata: Sequence[str] | None = None,
 ) -> list[str]:
@@ -219,7 +222,7 @@ def cell_sentences(
     obs, metadata
         table of per-cell metadata and the columns of it to append.
     """
-    return run(iter_cell_sentences(x, gene_names, top_k, obs, metadata))
+    return run(iter_cell_sentences(x, gene_names, top_k, obs=obs, metadata=metadata))
 
 
 def scaled_expression(x, columns: Sequence[int] | None = None) -> sp.csr_matrix:
@@ -268,7 +271,7 @@ def scaled_expression(x, columns: Sequence[int] | None = None) -> sp.csr_matrix:
 
 def adata_sentences(adata, top_k: int = DEFAULT_TOP_K, metadata: Sequence[str] | None = None) -> list[str]:
     """Sentences for every cell of an AnnData (``adata.X``, ``adata.var_names``)."""
-    return cell_sentences(adata.X, list(adata.var_names), top_k, adata.obs, metadata)
+    return cell_sentences(adata.X, list(adata.var_names), top_k, obs=adata.obs, metadata=metadata)
 
 
 __all__ = [

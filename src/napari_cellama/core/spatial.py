@@ -66,6 +66,7 @@ def spatial_neighbors(
     coords,
     k: int | None = None,
     radius: float | None = None,
+    *,
     query: np.ndarray | None = None,
     chunk: int = DEFAULT_SPATIAL_CHUNK,
 ) -> SpatialNeighbors:

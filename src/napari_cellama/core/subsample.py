@@ -36,7 +36,7 @@ def capped_indices(labels, max_per_type: int, random_state: int = DEFAULT_RANDOM
     return np.sort(keep)
 
 
-def subsample_reference(reference, label_key: str, max_per_type: int,
+def subsample_reference(reference, label_key: str, max_per_type: int, *,
                         random_state: int = DEFAULT_RANDOM_STATE):
     """A copy of ``reference`` with at most ``max_per_type`` cells of each ``obs[label_key]`` value.
 

@@ -48,7 +48,7 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 
 
 def iter_cosine_knn(
-    query: np.ndarray, reference: np.ndarray, k: int, chunk: int = DEFAULT_KNN_CHUNK
+    query: np.ndarray, reference: np.ndarray, k: int, *, chunk: int = DEFAULT_KNN_CHUNK
 ) -> Iterator:
     """Generator: exact cosine kNN, yielding progress, returning ``(indices, similarities)``.
 
@@ -120,9 +120,9 @@ def _sort_rows(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.take_along_axis(order, order2, axis=1)
 
 
-def cosine_knn(query: np.ndarray, reference: np.ndarray, k: int, chunk: int = DEFAULT_KNN_CHUNK):
+def cosine_knn(query: np.ndarray, reference: np.ndarray, k: int, *, chunk: int = DEFAULT_KNN_CHUNK):
     """Exact cosine kNN; see :func:`iter_cosine_knn`."""
-    return run(iter_cosine_knn(query, reference, k, chunk))
+    return run(iter_cosine_knn(query, reference, k, chunk=chunk))
 
 
 def vote(
@@ -168,6 +168,7 @@ def iter_knn_transfer(
     query_embeddings: np.ndarray,
     reference_embeddings: np.ndarray,
     reference_labels: Sequence,
+    *,
     k: int = DEFAULT_N_NEIGHBORS,
     query_index: Sequence | None = None,
     reference_index: Sequence | None = None,
@@ -230,10 +231,11 @@ def unassign_cells(table: pd.DataFrame, mask) -> None:
         table.loc[mask, RUNNER_UP] = ""
 
 
-def knn_transfer(query_embeddings, reference_embeddings, reference_labels, k=DEFAULT_N_NEIGHBORS, **kwargs) -> pd.DataFrame:
+def knn_transfer(query_embeddings, reference_embeddings, reference_labels, *, k=DEFAULT_N_NEIGHBORS,
+                 **kwargs) -> pd.DataFrame:
     """Transfer labels by cosine kNN; returns one row per query cell.
 
     Columns: ``cell_type`` (after the threshold), ``transferred_type`` (before it),
     ``confidence``, ``distance``, ``runner_up``, ``nearest_reference``.
     """
-    return run(iter_knn_transfer(query_embeddings, reference_embeddings, reference_labels, k, **kwargs))
+    return run(iter_knn_transfer(query_embeddings, reference_embeddings, reference_labels, k=k, **kwargs))
