@@ -27,6 +27,7 @@ from napari_cellama.core.finetune.pairs import (
     pca_coordinates,
     sample_cell_pairs,
 )
+from napari_cellama.core.options import FinetuneOptions
 from napari_cellama.core.transfer import l2_normalise
 from napari_cellama.io import expression_for_sentences
 from napari_cellama.validators import CellamaInputError
@@ -183,6 +184,8 @@ def test_tiny_finetune_on_cpu_then_transfer_with_it(pbmc, tmp_path):
     # pairs: half neighbours, half random; both sentence lengths used
     assert res.pair_counts["train"] == {"neighbour": 80, "random": 80}
     assert res.params["top_k"] == [TOP_K, TOP_K + 2] and res.params["total_steps"] == 10
+    assert res.options == FinetuneOptions(label_key=LABEL, top_k=(TOP_K, TOP_K + 2), n_pairs=160, batch_size=16,
+                                          seed=0, epochs=1, eval_steps=5, keep_best=False)
     v = res.validation
     assert v["n_cells"] == 15 and v["n_pairs"] >= 10
     assert -1 <= v["spearman_before"] <= 1 and -1 <= v["spearman_after"] <= 1
@@ -274,6 +277,7 @@ def test_cli_finetune_with_default_prototypes(pbmc, tmp_path, capsys):
     assert rec["pair_counts"]["train"]["prototype (other type)"] == 8
     assert rec["prototypes"]["map"]["B cell"] == "B cell"
     assert rec["params"]["pca"]["n_pcs"] == 7
+    assert FinetuneOptions.from_dict(rec["options"]).n_pcs == 7  # the options, in JSON form
     assert "prototype_accuracy_before" in rec["validation"]
     # a second run into the same folder needs --overwrite
     assert main(["finetune", "--reference", str(tmp_path / "ref.h5ad"), "--out", str(out)]) == 2

@@ -32,6 +32,7 @@ from napari_cellama.cli import main
 from napari_cellama.core.clustering import cluster_embeddings
 from napari_cellama.core.markers import log_normalize, niche_markers
 from napari_cellama.core.niche import format_niche_sentences, recluster, run_niches
+from napari_cellama.core.options import KMeans, Leiden, NicheOptions
 from napari_cellama.core.spatial import SpatialNeighbors, neighbor_composition, spatial_neighbors
 from napari_cellama.validators import CellamaInputError, check_niche_labels
 
@@ -261,6 +262,12 @@ def test_recluster_reuses_embeddings(demo, demo_runs):
     np.testing.assert_allclose(again.composition.sum(axis=1), 1.0)
     same = recluster(r, query, n_clusters=r.params["n_clusters"])
     assert (same.clusters.astype(str) == r.clusters.astype(str)).all()  # same KMeans, same answer
+    # results carry their options: the run's, then the new clustering on the same neighbourhood
+    assert r.options == NicheOptions(clustering=KMeans(r.params["n_clusters"]), max_cells=r.params["max_cells"])
+    assert again.options == r.options.replace(clustering=Leiden(0.3))
+    assert {k: again.params[k] for k in again.options.flat()} == again.options.flat()
+    by_options = recluster(r, query, clustering=Leiden(0.3))
+    assert (by_options.clusters.astype(str) == again.clusters.astype(str)).all()
     print(f"\nLeiden resolution 0.3 on the same embeddings: ARI {_ari(again, truth):.3f}, "
           f"{len(again.sizes)} clusters")
 

@@ -21,6 +21,7 @@ from napari_cellama._constants import (
 )
 from napari_cellama.cli import main
 from napari_cellama.core import (
+    PrototypeOptions,
     annotate_by_prototypes,
     cell_sentences,
     default_markers_path,
@@ -171,6 +172,7 @@ def test_reference_free_annotation_of_pbmc_beats_majority_class(pbmc_subset):
     markers = {PBMC_TYPES[t]: table[t] for t in PBMC_TYPES}
     stages = set()
     res = annotate_by_prototypes(pbmc_subset, markers, callback=lambda s, d, t: stages.add(s))
+    assert res.options == PrototypeOptions()  # the result carries the options it was made with
     truth = pbmc_subset.obs["bulk_labels"].astype(str)
     pred = res.table.loc[truth.index, CELL_TYPE]
     acc = float((pred == truth).mean())

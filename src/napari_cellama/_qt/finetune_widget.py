@@ -354,11 +354,13 @@ class FinetuneWidget(QWidget):
         """Start fine-tuning in a worker thread; returns the worker (None if the form is incomplete)."""
         from napari.qt.threading import thread_worker
 
-        from ..core import FinetuneLog, iter_finetune
+        from ..core import FinetuneLog, FinetuneOptions, iter_finetune
         from ..io import read_reference
 
         try:
             params = self.parameters()
+            ref_path, out, overwrite = params.pop("reference"), params.pop("out"), params.pop("overwrite")
+            options = FinetuneOptions(**params)  # checked here: a bad value never reaches the thread
         except CellamaInputError as err:
             _notify_error(err)
             return None
@@ -366,13 +368,11 @@ class FinetuneWidget(QWidget):
         log = self.log
         self.result = None
         self._cancel_requested = False
-        ref_path = params.pop("reference")
-        out = params.pop("out")
 
         @thread_worker
         def job():
             reference = read_reference(ref_path)
-            return (yield from iter_finetune(reference, out, log=log, **params))
+            return (yield from iter_finetune(reference, out, options=options, overwrite=overwrite, log=log))
 
         self.worker = job()
         self._relay = _ProgressRelay(self._describe)

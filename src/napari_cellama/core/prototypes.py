@@ -76,7 +76,7 @@ from .._constants import (
     STAGE_PROTOTYPES,
     TRANSFERRED_TYPE,
 )
-from ..validators import CellamaInputError, check_choice, check_file, check_unique_ids
+from ..validators import CellamaInputError, check_choice, check_file, check_positive_number, check_unique_ids
 from ._progress import run
 from .embed import Embedder
 from .options import PrototypeOptions, merge_options
@@ -292,8 +292,7 @@ def assign_to_prototypes(
     min_confidence: float = 0.0,
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """Nearest prototype of every cell; returns the table and the similarity matrix."""
-    if not np.isfinite(temperature) or temperature <= 0:
-        raise CellamaInputError(f"the prototype temperature must be a positive number, got {temperature!r}")
+    temperature = check_positive_number(temperature, "the prototype temperature")
     types = [str(t) for t in types]
     if len(types) != len(prototype_embeddings):
         raise CellamaInputError(f"{len(types)} type names for {len(prototype_embeddings)} prototypes")

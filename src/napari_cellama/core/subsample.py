@@ -15,14 +15,12 @@ import numpy as np
 import pandas as pd
 
 from .._constants import DEFAULT_RANDOM_STATE
-from ..validators import CellamaInputError, check_label_key
+from ..validators import check_int, check_label_key
 
 
 def capped_indices(labels, max_per_type: int, random_state: int = DEFAULT_RANDOM_STATE) -> np.ndarray:
     """Sorted row positions keeping at most ``max_per_type`` rows per label (missing labels dropped)."""
-    if max_per_type is None or int(max_per_type) < 1:
-        raise CellamaInputError(f"max cells per type must be a positive integer, got {max_per_type}")
-    cap = int(max_per_type)
+    cap = check_int(max_per_type, "max cells per type")
     lab = pd.Series(pd.Categorical(np.asarray(labels, dtype=object)))
     codes = lab.cat.codes.to_numpy()
     rng = np.random.default_rng(random_state)
