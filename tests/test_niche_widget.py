@@ -17,6 +17,7 @@ from qtpy.QtCore import QPoint, Qt
 from sklearn.metrics import adjusted_rand_score
 
 from napari_cellama._constants import CELL_TYPE, NICHE_CLUSTER, NICHE_OTHER_CELLS
+from napari_cellama.layers import lookup_table
 from napari_cellama.session import get_session
 
 PLUGIN = "napari-cellama"
@@ -126,7 +127,7 @@ def test_niche_widget_cluster_highlight_save_export(viewer, qtbot, demo_data, tm
     layer = viewer.layers["niche clusters"]
     assert layer.visible
     meta = layer.metadata["cellama"]
-    lut, cats = meta["lut"], meta["categories"]
+    lut, cats = lookup_table(layer), meta["categories"]
     labels = ann.label_ids
     painted = np.array([cats[c - 1] for c in lut[labels]], dtype=object)
     is_mono = ann.cell_ids.isin(r.table.index)
@@ -161,7 +162,7 @@ def test_niche_widget_cluster_highlight_save_export(viewer, qtbot, demo_data, tm
     assert _rgba(layer, names[0])[3] == 1
 
     # ---- clicking a legend row, a heatmap row, a marker row highlights the cluster's cells
-    sel_lut = viewer.layers["selected cells"].metadata["cellama"]["lut"]
+    sel_lut = lookup_table(viewer.layers["selected cells"])
     _click_row(qtbot, legend.tree, legend.item(names[1]))
     want = set(niche.cells_of(names[1]))
     assert set(transfer.selected) == want and int(sel_lut.sum()) == len(want) == int(r.sizes[names[1]])

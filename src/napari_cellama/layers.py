@@ -39,13 +39,15 @@ the image; napari uses it to show the hovered cell's row in the status bar), ``c
 Recolouring many cells cheaply
 ------------------------------
 A napari ``DirectLabelColormap`` with one entry per cell is rebuilt in O(cells) inside
-napari (about 2-3 s for 85,000 cells here), so it suits small runs only
-(:func:`direct_cell_colormap`). For categories and maps, :func:`cell_categories_layer_data`
-and :func:`cell_values_layer_data` show ``lut[label]`` through :class:`LabelLookup`, a
-lazy array that maps each requested tile through a per-label lookup table: changing what
-cells show is an in-place update of the table plus ``layer.refresh()``
-(:func:`set_cell_categories`, :func:`set_cell_values`), and hiding or recolouring a
-category changes a colormap with one entry per category (:func:`set_category_colors`).
+napari (about 2-3 s for 85,000 cells here), so no layer here uses one. Categories and maps
+(:func:`cell_categories_layer_data`, :func:`cell_values_layer_data`,
+:func:`annotation_layer_data`) show ``lut[label]`` through :class:`LabelLookup`, a lazy
+array that maps each requested tile through a per-label lookup table: changing what cells
+show is an in-place update of the table (:func:`lookup_table`) plus ``layer.refresh()``,
+and hiding or recolouring a category changes a colormap with one entry per category
+(:func:`set_category_colors`). The lookup table lives in the layer's data only; the
+metadata holds plain, serialisable descriptors (kind, run, category names, hidden names,
+hex colours).
 Keep the cells layer *selected* (e.g. on top with ``contour = 1``) so that hovering shows
 every feature of the cell.
 """
@@ -78,6 +80,7 @@ from ._constants import (
     UNASSIGNED,
     UNASSIGNED_COLOR,
 )
+from .core.palette import category_colors, niche_colors, to_hex
 from .io.xenium_run import TranscriptSample, XeniumRun, raster_placement
 
 LayerDataTuple = tuple
@@ -86,32 +89,6 @@ CELL_FEATURE_COLUMNS = (CELL_ID, TRANSCRIPT_COUNTS, CELL_AREA, NUCLEUS_AREA)
 """Columns (after ``index``) of the cells layer's features, when the run has them."""
 
 TRANSPARENT = np.zeros(4, dtype=np.float32)
-
-# 20 well separated colours (Glasbey-like, from matplotlib's tab20 reordered so that the
-# first ten are the saturated ones); more categories cycle through hue-shifted copies.
-_BASE_PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#bcbd22",
-    "#17becf",
-    "#f0e442",
-    "#aec7e8",
-    "#ffbb78",
-    "#98df8a",
-    "#ff9896",
-    "#c5b0d5",
-    "#c49c94",
-    "#f7b6d2",
-    "#dbdb8d",
-    "#9edae5",
-    "#393b79",
-)
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -320,46 +297,6 @@ def add_cell_features(layer, values: pd.DataFrame | pd.Series, *, on: str = CELL
     layer.features = feats
 
 
-def category_colors(
-    categories: Iterable[str], palette: Sequence[str] | None = None
-) -> dict[str, np.ndarray]:
-    """One stable RGBA colour per category: sorted names take palette colours in turn.
-
-    ``Unassigned`` is always grey (:data:`UNASSIGNED_COLOR`). The same set of names gives the
-    same colours whatever their order or frequency.
-    """
-    from napari.utils.colormaps.standardize_color import transform_color
-
-    palette = list(palette or _BASE_PALETTE)
-    names = sorted({str(c) for c in categories})
-    out, i = {}, 0
-    for name in names:
-        if name == UNASSIGNED:
-            out[name] = transform_color(UNASSIGNED_COLOR)[0]
-            continue
-        rgba = transform_color(palette[i % len(palette)])[0].copy()
-        if i >= len(palette):  # a darker variant on each further pass
-            rgba[:3] *= 0.75 ** (i // len(palette))
-        out[name] = rgba
-        i += 1
-    return out
-
-
-def direct_cell_colormap(label_ids: Sequence[int], colors: np.ndarray):
-    """A ``DirectLabelColormap`` giving label ``label_ids[i]`` colour ``colors[i]`` (RGBA).
-
-    Simple, but napari processes it in O(cells): use it for small runs or a few cells;
-    prefer :func:`cell_categories_layer_data` to colour every cell of a large run.
-    """
-    from napari.utils.colormaps import DirectLabelColormap
-
-    colors = np.asarray(colors, dtype=np.float32)
-    mapping = {int(k): c for k, c in zip(np.asarray(label_ids), colors)}
-    mapping[0] = TRANSPARENT
-    mapping[None] = TRANSPARENT
-    return DirectLabelColormap(color_dict=mapping)
-
-
 class LabelLookup:
     """Lazy array ``lut[base]``: each requested region of ``base`` mapped through ``lut``.
 
@@ -423,6 +360,20 @@ def _label_lut(cells_layer, cell_ids, values, fill, dtype) -> np.ndarray:
     return lut
 
 
+def lookup_table(layer) -> np.ndarray:
+    """The per-label lookup table behind a :class:`LabelLookup` layer (shared by its levels)."""
+    data = layer.data
+    first = data[0] if layer.multiscale else data
+    if not isinstance(first, LabelLookup):
+        raise ValueError(f"layer {layer.name!r} is not drawn through a LabelLookup")
+    return first.lut
+
+
+def _set_lookup_table(layer, lut: np.ndarray) -> None:
+    for level in layer.data if layer.multiscale else [layer.data]:
+        level.lut = lut
+
+
 def _placement(cells_layer) -> dict:
     return {"scale": tuple(cells_layer.scale), "translate": tuple(cells_layer.translate)}
 
@@ -440,8 +391,9 @@ def cell_categories_layer_data(
 
     Pixel value = category code (1..K, in sorted category order; 0 = background and cells
     without a category). ``features`` has one row per code (``index``, ``category``) and the
-    metadata keeps ``categories`` and the lookup table ``lut`` (label -> code). Colours come
-    from :func:`category_colors` unless given; categories in ``hidden`` are transparent.
+    metadata keeps ``categories`` and ``hidden``. Colours come from ``colors`` (e.g. the
+    session's :class:`~napari_cellama.core.palette.TypeColors`), else
+    :func:`~napari_cellama.core.palette.category_colors`; categories in ``hidden`` are transparent.
     """
     names = sorted({str(c) for c in categories})
     code_of = {n: i + 1 for i, n in enumerate(names)}
@@ -463,7 +415,6 @@ def cell_categories_layer_data(
             info.get("xenium_root"),
             info.get("pixel_size"),
             categories=names,
-            lut=lut,
             hidden=sorted(set(hidden)),
         ),
         **_placement(cells_layer),
@@ -490,49 +441,6 @@ def _category_colormap(
     return DirectLabelColormap(color_dict=mapping)
 
 
-def set_cell_categories(
-    layer, cell_ids: Sequence[str], categories: Sequence[str], cells_layer=None
-) -> None:
-    """Change the category of cells in a :func:`cell_categories_layer_data` layer, in place.
-
-    Only the listed cells change. Unknown category names are added (with a new colour).
-    ``cells_layer`` (the cells Labels layer) is needed to map cell ids to labels when the
-    category layer's metadata has no ``label_of`` mapping cached yet.
-    """
-    info = layer_info(layer)
-    names = list(info["categories"])
-    new = sorted({str(c) for c in categories} - set(names))
-    if new:
-        names = sorted(set(names) | set(new))
-        old_codes = {n: i + 1 for i, n in enumerate(info["categories"])}
-        remap = np.zeros(len(info["categories"]) + 1, dtype=np.int64)
-        for n, c in old_codes.items():
-            remap[c] = names.index(n) + 1
-        info["lut"][:] = remap[info["lut"]]
-        info["categories"] = names
-        layer.features = pd.DataFrame({"index": np.arange(1, len(names) + 1), "category": names})
-        layer.colormap = _category_colormap(names, None, info.get("hidden", ()))
-    code_of = {n: i + 1 for i, n in enumerate(names)}
-    labels = _labels_of(layer, cell_ids, cells_layer)
-    ok = labels > 0
-    info["lut"][labels[ok]] = np.array(
-        [code_of[str(c)] for c in categories], dtype=info["lut"].dtype
-    )[ok]
-    layer.refresh()
-
-
-def _labels_of(layer, cell_ids, cells_layer) -> np.ndarray:
-    info = layer_info(layer)
-    label_of = info.get("label_of")
-    if label_of is None:
-        if cells_layer is None:
-            raise ValueError("pass cells_layer to map cell ids to labels")
-        feats = cells_layer.features
-        label_of = pd.Series(feats["index"].to_numpy(np.int64), index=feats[CELL_ID].astype(str))
-        info["label_of"] = label_of
-    return label_of.reindex(pd.Index(np.asarray(cell_ids).astype(str))).fillna(0).to_numpy(np.int64)
-
-
 def set_category_colors(
     layer, colors: Mapping[str, object] | None = None, hidden: Iterable[str] = ()
 ) -> None:
@@ -553,9 +461,8 @@ def cell_values_layer_data(
 ) -> LayerDataTuple:
     """An Image layer showing a number per cell (confidence, distance, ...) over its mask.
 
-    Background and cells without a value are NaN (transparent). Update with
-    :func:`set_cell_values`; napari's colour bar (``layer.colorbar.visible = True``) shows
-    the scale.
+    Background and cells without a value are NaN (transparent); napari's colour bar
+    (``layer.colorbar.visible = True``) shows the scale.
     """
     vals = np.asarray(values, dtype=np.float32)
     lut = _label_lut(cells_layer, cell_ids, vals, np.nan, np.float32)
@@ -572,23 +479,10 @@ def cell_values_layer_data(
         "colormap": colormap,
         "contrast_limits": list(contrast_limits),
         "interpolation2d": "nearest",
-        "metadata": _meta(
-            KIND_CELL_VALUES, info.get("xenium_root"), info.get("pixel_size"), lut=lut
-        ),
+        "metadata": _meta(KIND_CELL_VALUES, info.get("xenium_root"), info.get("pixel_size")),
         **_placement(cells_layer),
     }
     return (data if len(data) > 1 else data[0], kwargs, "image")
-
-
-def set_cell_values(
-    layer, cell_ids: Sequence[str], values: Sequence[float], cells_layer=None
-) -> None:
-    """Change the values of cells in a :func:`cell_values_layer_data` layer, in place."""
-    info = layer_info(layer)
-    labels = _labels_of(layer, cell_ids, cells_layer)
-    ok = labels > 0
-    info["lut"][labels[ok]] = np.asarray(values, dtype=np.float32)[ok]
-    layer.refresh()
 
 
 # --------------------------------------------------------------------------- annotation layers
@@ -605,7 +499,8 @@ def annotation_layer_data(cells_layer, annotation, *, name: str = "cell types") 
 
     Pixel value = type code + 1 through :class:`LabelLookup` over the cell labels, so a
     threshold change or an edit rewrites one small lookup table (``label -> code``) and a
-    visibility change swaps a colormap with one entry per type (:func:`update_annotation_layer`).
+    visibility change swaps a colormap with one entry per type (:func:`refresh_annotation_labels`,
+    :func:`refresh_annotation_colors`).
     ``features`` lists the types (``index``, ``cell_type``) so hovering names the type.
     """
     lut = annotation.label_code_lut()
@@ -622,7 +517,6 @@ def annotation_layer_data(cells_layer, annotation, *, name: str = "cell types") 
             KIND_CELL_CATEGORIES,
             info.get("xenium_root"),
             info.get("pixel_size"),
-            lut=lut,
             annotation=True,
         ),
         **_placement(cells_layer),
@@ -635,27 +529,24 @@ def _type_features(annotation) -> pd.DataFrame:
     return pd.DataFrame({"index": np.arange(1, len(cats) + 1), "cell_type": cats})
 
 
-def update_annotation_layer(layer, annotation, what: str = "all") -> None:
-    """Bring a layer from :func:`annotation_layer_data` up to date with ``annotation``.
-
-    ``what`` is the kind of change the annotation reported (``threshold``, ``edit``,
-    ``undo``, ``redo``, ``visibility``, ``colors``, ``types`` or ``all``): visibility and
-    colours swap the per-type colormap only; the others also rewrite the lookup table.
-    """
-    info = layer_info(layer)
-    if what not in ("visibility", "colors"):
-        lut = annotation.label_code_lut()
-        if len(lut) == len(info["lut"]):
-            info["lut"][:] = lut
-        else:  # label range changed: swap the lookup of every level
-            info["lut"] = lut
-            for level in layer.data if layer.multiscale else [layer.data]:
-                level.lut = lut
-        if len(layer.features) != len(annotation.categories):
-            layer.features = _type_features(annotation)
+def refresh_annotation_labels(layer, annotation) -> None:
+    """After a threshold change, an edit, undo / redo or a new type: rewrite the lookup table
+    (``label -> type code``) of an :func:`annotation_layer_data` layer, its type list and colours."""
+    lut = annotation.label_code_lut()
+    current = lookup_table(layer)
+    if len(lut) == len(current):
+        current[:] = lut
+    else:  # label range changed: swap the lookup of every level
+        _set_lookup_table(layer, lut)
+    if len(layer.features) != len(annotation.categories):
+        layer.features = _type_features(annotation)
     layer.colormap = _direct_colormap(annotation.type_color_dict())
-    if what not in ("visibility", "colors"):
-        layer.refresh()
+    layer.refresh()
+
+
+def refresh_annotation_colors(layer, annotation) -> None:
+    """After a visibility or colour change: swap the per-type colormap only (K entries)."""
+    layer.colormap = _direct_colormap(annotation.type_color_dict())
 
 
 def selection_layer(cells_layer, *, name: str = "selected cells"):
@@ -673,7 +564,7 @@ def selection_layer(cells_layer, *, name: str = "selected cells"):
             {1: np.array([1.0, 1.0, 1.0, 1.0], np.float32), None: TRANSPARENT}
         ),
         "opacity": 1.0,
-        "metadata": _meta("selection", info.get("xenium_root"), info.get("pixel_size"), lut=lut),
+        "metadata": _meta("selection", info.get("xenium_root"), info.get("pixel_size")),
         **_placement(cells_layer),
     }
     layer = Labels(data if len(data) > 1 else data[0], **kwargs)
@@ -683,7 +574,7 @@ def selection_layer(cells_layer, *, name: str = "selected cells"):
 
 def set_selected_cells(layer, label_ids: Sequence[int]) -> None:
     """Outline exactly the cells with these label values."""
-    lut = layer_info(layer)["lut"]
+    lut = lookup_table(layer)
     lut[:] = 0
     ids = np.asarray(label_ids, dtype=np.int64)
     ids = ids[(ids > 0) & (ids < len(lut))]
@@ -692,20 +583,6 @@ def set_selected_cells(layer, label_ids: Sequence[int]) -> None:
 
 
 # --------------------------------------------------------------------------- niche clusters (issue 5)
-
-
-def niche_colors(clusters: Iterable[str]) -> dict[str, tuple]:
-    """One RGBA colour per niche cluster name.
-
-    Colours are the annotation palette (:func:`napari_cellama.core.annotation.palette_color`)
-    taken in the order of the names' string sort, which is the order pandas gives the
-    categories of the saved ``niche_cluster`` column, so the Xenium Explorer export of that
-    column (:func:`napari_cellama.io.export.explorer_groups`) uses the same colours.
-    """
-    from .core.annotation import palette_color
-
-    names = sorted({str(c) for c in clusters})
-    return {name: palette_color(i) for i, name in enumerate(names)}
 
 
 def niche_layer_data(
@@ -724,8 +601,9 @@ def niche_layer_data(
     clustered). Every other cell of ``cells_layer`` falls in the category
     :data:`NICHE_OTHER_CELLS`, drawn dimmed in ``other_color``. Built with
     :func:`cell_categories_layer_data` (so :class:`LabelLookup`-backed and cheap to update);
-    colours default to :func:`niche_colors`. The metadata also keeps ``clusters`` (the
-    cluster names) and ``colors``, which :func:`set_niche_hidden` reuses.
+    colours default to :func:`~napari_cellama.core.palette.niche_colors` (a palette no cell
+    type uses). The metadata also keeps ``clusters`` (the cluster names) and ``colors``
+    (``#rrggbbaa``), which :func:`set_niche_hidden` reuses.
     """
     ids = pd.Index(np.asarray(cell_ids).astype(str))
     values = pd.Series(np.asarray(clusters, dtype=object), index=ids)
@@ -742,8 +620,14 @@ def niche_layer_data(
         cells_layer, all_ids, cats.to_numpy(), name=name, colors=palette, hidden=hidden
     )
     kwargs["opacity"] = 0.9
-    kwargs["metadata"][LAYER_META].update(niche=True, clusters=names, colors=palette)
+    kwargs["metadata"][LAYER_META].update(niche=True, clusters=names, colors=_hex_colors(palette))
     return (data, kwargs, layer_type)
+
+
+def _hex_colors(colors: Mapping) -> dict[str, str]:
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    return {str(k): to_hex(transform_color(v)[0], alpha=True) for k, v in colors.items()}
 
 
 def set_niche_hidden(layer, hidden: Iterable[str] = ()) -> None:

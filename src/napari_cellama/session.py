@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from psygnal import Signal
 
 from ._constants import CELL_ID, LABEL_ID
+from .core.palette import TypeColors
 
 __all__ = ["CellamaSession", "clear_session", "get_session", "has_session"]
 
@@ -56,6 +57,8 @@ class CellamaSession:
     reference_path: Path | None = None
     layer_names: dict = field(default_factory=dict)
     """Names of the run's layers: keys ``"cells"``, ``"centroids"``, ``"image"`` (first channel)."""
+    type_colors: TypeColors = field(default_factory=TypeColors)
+    """The colour of every cell type shown in this viewer (transfer, prototypes, plots)."""
     results: dict = field(default_factory=dict)
     """Free space for later widgets (e.g. ``results["transfer"]``)."""
 

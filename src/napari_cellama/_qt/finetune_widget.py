@@ -501,6 +501,19 @@ class PrototypesWidget(QWidget):
         tuned = get_session(self.viewer).results.get(FINETUNED_MODEL_KEY)
         if tuned:
             self.model.setText(str(tuned))
+        get_session(self.viewer).type_colors.changed.connect(self._on_type_color)
+
+    def _on_type_color(self, _name: str) -> None:
+        """A type got another colour (e.g. in the transfer's legend): repaint the prototype layer."""
+        from .. import layers
+        from ..session import get_session
+
+        if PROTOTYPE_LAYER_NAME not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[PROTOTYPE_LAYER_NAME]
+        info = layers.layer_info(layer)
+        colors = get_session(self.viewer).type_colors.colors(info["categories"])
+        layers.set_category_colors(layer, colors, info.get("hidden", ()))
 
     @property
     def busy(self) -> bool:
@@ -582,8 +595,10 @@ class PrototypesWidget(QWidget):
         self.status.setToolTip(ms.summary())
         if cells is not None:
             layers.add_cell_features(cells, values)
+            types = list(table[CELL_TYPE].astype(str))
             data, kw, kind = layers.cell_categories_layer_data(
-                cells, list(table.index.astype(str)), list(table[CELL_TYPE].astype(str)), name=PROTOTYPE_LAYER_NAME)
+                cells, list(table.index.astype(str)), types, name=PROTOTYPE_LAYER_NAME,
+                colors=session.type_colors.colors(sorted(set(types))))
             from napari.layers import Layer
 
             if PROTOTYPE_LAYER_NAME in self.viewer.layers:

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.annotation import to_hex
+from ..core.palette import to_hex
 
 
 def _swatch(color) -> QIcon:

@@ -128,7 +128,7 @@ def recluster_job(result, query, resolution, n_clusters):
 
 
 def _swatch(color) -> QIcon:
-    from ..core.annotation import to_hex
+    from ..core.palette import to_hex
 
     pm = QPixmap(14, 14)
     pm.fill(QColor(to_hex(color)))
@@ -599,12 +599,13 @@ class NicheWidget(QWidget):
     def _show_clusters(self, clusters: pd.Series) -> None:
         """Layer, legend, heatmap and marker table of ``clusters`` (Series by cell id)."""
         from .. import layers as L
+        from ..core.palette import niche_colors
 
         clusters = clusters.dropna().astype(str)
         clusters.index = clusters.index.astype(str)
         self.clusters = clusters
         names = _natural(clusters.unique())
-        self.colors = L.niche_colors(names)
+        self.colors = niche_colors(names)
         cells = self._cells()
         self._remove_layer()
         from napari.layers import Layer
@@ -639,7 +640,7 @@ class NicheWidget(QWidget):
             set_niche_hidden(layer, hidden)
 
     def _draw_heatmap(self) -> None:
-        from ..core.annotation import to_hex
+        from ..core.palette import to_hex
 
         self.figure.clear()
         ax = self.figure.add_subplot(111)

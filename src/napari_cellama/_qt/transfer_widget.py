@@ -317,7 +317,7 @@ class TransferWidget(QWidget):
         s = self.session
         types = [str(t) for t in pd.unique(result.reference_labels)]
         annotation = Annotation(result.table, label_ids=s.label_of_cell.reindex(result.table.index).to_numpy(),
-                                types=sorted(types))
+                                types=sorted(types), palette=s.type_colors)
         self.result = result
         self.show_annotation(annotation)
         note = (f"{len(result.table):,} cells annotated ({_model_label(result.params.get('model'))}, "
@@ -352,6 +352,7 @@ class TransferWidget(QWidget):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         self._cells_layer = cells
+        annotation.use_palette(self.session.type_colors)
         self.annotation = annotation
         t = annotation.table
         ids = t.index
@@ -396,11 +397,14 @@ class TransferWidget(QWidget):
         add_cell_features(self._cells_layer, t[[c for c in HOVER_COLUMNS if c in t.columns]])
 
     def _on_annotation_changed(self, what: str) -> None:
-        from ..layers import update_annotation_layer
+        from ..layers import refresh_annotation_colors, refresh_annotation_labels
 
         layer = self._layers.get(TYPES_LAYER)
         if layer is not None and layer in self.viewer.layers:
-            update_annotation_layer(layer, self.annotation, what)
+            if what in ("visibility", "colors"):
+                refresh_annotation_colors(layer, self.annotation)
+            else:
+                refresh_annotation_labels(layer, self.annotation)
         if what in ("threshold", "edit", "undo", "redo"):
             self._update_hover_features()
         if what in ("edit", "undo", "redo", "types"):

@@ -5,7 +5,8 @@ Nothing here imports Qt or napari. Every long step exists as a generator yieldin
 """
 
 from ._progress import Progress, run
-from .annotation import Annotation, Edit, palette_color, to_hex, to_rgba
+from .annotation import Annotation, Edit
+from .palette import palette_color, to_hex, to_rgba
 from .cache import EmbeddingCache
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
 from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record

@@ -8,19 +8,20 @@ biologist changes while reviewing it:
   with :func:`napari_cellama.core.transfer.apply_threshold` (no embedding is touched);
 * manual labels (``source`` = ``manual``) that override the transferred label whatever the
   threshold, with undo / redo of the last :data:`DEFAULT_UNDO_DEPTH` edits;
-* one stable colour per type: types get palette colours in the order they are first
-  seen, so adding a type never changes the colour of another; ``Unassigned`` is grey;
+* one stable colour per type, from a :class:`~napari_cellama.core.palette.TypeColors`
+  (types get palette colours in the order they are first seen, so adding a type never
+  changes the colour of another; ``Unassigned`` is grey);
 * per-type visibility ("show only", hide, show all) for the Labels layer.
 
-Every per-cell quantity is a numpy array aligned with the table rows; colours reach a
-napari Labels layer as a lookup table indexed by label id (``lut[label_id] -> RGBA``),
-built with one fancy-indexing pass, so recolouring 100k cells costs milliseconds.
+Every per-cell quantity is a numpy array aligned with the table rows; types reach a
+napari Labels layer as a lookup table ``label_id -> type code + 1``
+(:meth:`Annotation.label_code_lut`, one fancy-indexing pass) and a colormap with one entry
+per type (:meth:`Annotation.type_color_dict`), so recolouring 100k cells costs milliseconds.
 Nothing here imports Qt or napari.
 """
 
 from __future__ import annotations
 
-import colorsys
 import datetime as _dt
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -47,68 +48,14 @@ from .._constants import (
     UNASSIGNED_COLOR,
 )
 from ..validators import CellamaInputError
+from .palette import TypeColors, palette_color, to_hex, to_rgba  # noqa: F401 (re-exported)
 from .transfer import apply_threshold
 
-# tab10 and tab20 (greys left out and the palest lilac deepened, so that no type looks
-# Unassigned), then tab20b darks
-_BASE_PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
-    "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#b39ddb", "#c49c94", "#f7b6d2",
-    "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
-)
-
 TRANSPARENT = np.zeros(4, dtype=np.float32)
-
-RGBA = tuple  # (r, g, b, a) floats in [0, 1]
 
 # edit kinds recorded in the history
 EDIT_ASSIGN = "assign"
 EDIT_CLEAR = "clear"
-
-
-def palette_color(i: int) -> tuple[float, float, float, float]:
-    """The ``i``-th colour of the deterministic type palette (RGBA floats).
-
-    The first 24 are fixed, well separated colours; after that hues step by the golden
-    angle with alternating saturation and value, so colours never repeat and never grey.
-    """
-    if i < 0:
-        raise ValueError("palette index must be >= 0")
-    if i < len(_BASE_PALETTE):
-        return to_rgba(_BASE_PALETTE[i])
-    j = i - len(_BASE_PALETTE)
-    hue = (0.11 + j * 0.6180339887) % 1.0
-    sat = (0.55, 0.9, 0.75)[j % 3]
-    val = (0.9, 0.7)[(j // 3) % 2]
-    r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
-    return (float(r), float(g), float(b), 1.0)
-
-
-def to_rgba(color) -> tuple[float, float, float, float]:
-    """``#rgb``, ``#rrggbb``, ``#rrggbbaa`` or a 3/4-sequence of floats in [0, 1] -> RGBA tuple."""
-    if isinstance(color, str):
-        h = color.strip().lstrip("#")
-        if len(h) == 3:
-            h = "".join(c * 2 for c in h)
-        if len(h) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in h):
-            raise CellamaInputError(f"colour {color!r} is not a #rrggbb hex colour")
-        vals = [int(h[k:k + 2], 16) / 255.0 for k in range(0, len(h), 2)]
-        if len(vals) == 3:
-            vals.append(1.0)
-        return tuple(float(v) for v in vals)  # type: ignore[return-value]
-    vals = [float(v) for v in color]
-    if len(vals) == 3:
-        vals.append(1.0)
-    if len(vals) != 4 or any(not 0.0 <= v <= 1.0 for v in vals):
-        raise CellamaInputError(f"colour {color!r} must be 3 or 4 numbers between 0 and 1")
-    return tuple(vals)  # type: ignore[return-value]
-
-
-def to_hex(color, alpha: bool = False) -> str:
-    """RGBA (floats) or hex -> ``#rrggbb`` (``#rrggbbaa`` with ``alpha=True``)."""
-    rgba = to_rgba(color)
-    n = 4 if alpha else 3
-    return "#" + "".join(f"{int(round(v * 255)):02x}" for v in rgba[:n])
 
 
 @dataclass
@@ -158,6 +105,10 @@ class Annotation:
         Edit records (see :meth:`history_records`) to restore the undo / redo stacks.
     max_history
         Edits kept for undo (at least 20).
+    palette
+        The :class:`~napari_cellama.core.palette.TypeColors` new types take their colours
+        from (a viewer's session passes its own, so that every layer shows a type in one
+        colour); a fresh one by default.
     """
 
     def __init__(
@@ -173,6 +124,7 @@ class Annotation:
         history: Sequence[dict] | None = None,
         redo: Sequence[dict] | None = None,
         max_history: int = DEFAULT_UNDO_DEPTH,
+        palette: TypeColors | None = None,
     ):
         _check_table(table)
         if int(max_history) < 20:
@@ -186,8 +138,9 @@ class Annotation:
         # ---- categories: Unassigned first, then saved colours, extra types, data types
         self._categories: list[str] = [UNASSIGNED]
         self._code: dict[str, int] = {UNASSIGNED: 0}
+        self._palette = palette if palette is not None else TypeColors()
+        self._explicit: set[str] = set()  # types whose colour was given, not handed out
         self._rgba: list[tuple] = [to_rgba(UNASSIGNED_COLOR)]
-        self._n_auto = 0  # palette colours handed out so far
         if colors:
             for name, col in colors.items():
                 self._register(str(name), col)
@@ -247,10 +200,14 @@ class Annotation:
         if name in self._code:
             if color is not None and name != UNASSIGNED:
                 self._rgba[self._code[name]] = to_rgba(color)
+                self._palette.set(name, color)
+                self._explicit.add(name)
             return self._code[name]
         if color is None:
-            color = palette_color(self._n_auto)
-            self._n_auto += 1
+            color = self._palette.color(name)
+        else:
+            self._palette.set(name, color)
+            self._explicit.add(name)
         self._code[name] = len(self._categories)
         self._categories.append(name)
         self._rgba.append(to_rgba(color))
@@ -294,6 +251,20 @@ class Annotation:
         if str(cell_type) not in self._code:
             raise CellamaInputError(f"unknown cell type {cell_type!r}")
         self._rgba[self._code[str(cell_type)]] = to_rgba(color)
+        self._palette.set(cell_type, color)
+        self._explicit.add(str(cell_type))
+        self._emit("colors")
+
+    def use_palette(self, palette: TypeColors) -> None:
+        """Share ``palette`` (e.g. a viewer session's): colours given explicitly (saved or set)
+        are written into it, every other type takes the palette's colour, and new types take
+        theirs from it from now on."""
+        for code, name in enumerate(self._categories):
+            if name in self._explicit:
+                palette.set(name, self._rgba[code])
+            else:
+                self._rgba[code] = palette.color(name)
+        self._palette = palette
         self._emit("colors")
 
     def add_type(self, cell_type: str, color=None) -> None:
@@ -642,32 +613,10 @@ class Annotation:
             rgba[hide] = TRANSPARENT
         return rgba
 
-    def cell_rgba(self, apply_visibility: bool = True) -> np.ndarray:
-        """``(n_cells, 4)`` float32 colour of each cell (hidden types transparent)."""
-        return self.category_rgba(apply_visibility)[self._codes]
-
     def _require_labels(self) -> np.ndarray:
         if self._labels is None:
             raise CellamaInputError("label ids are not set; call set_label_ids with the Labels ids of the cells")
         return self._labels
-
-    def label_lut(self, apply_visibility: bool = True) -> np.ndarray:
-        """``(max_label + 1, 4)`` float32 lookup: ``lut[label_id]`` is that cell's RGBA.
-
-        Row 0 (background) and ids of cells not in this annotation are transparent, and
-        so are hidden types. ``lut[labels_raster]`` paints a whole raster in one step.
-        """
-        labels = self._require_labels()
-        lut = np.zeros((int(labels.max()) + 1, 4), dtype=np.float32)
-        lut[labels] = self.cell_rgba(apply_visibility)
-        return lut
-
-    def label_color_dict(self, apply_visibility: bool = True) -> dict:
-        """``{label_id: RGBA, None: transparent}`` for ``napari.utils.DirectLabelColormap``."""
-        labels = self._require_labels()
-        d = dict(zip(labels.tolist(), self.cell_rgba(apply_visibility)))
-        d[None] = TRANSPARENT.copy()
-        return d
 
     def label_code_lut(self) -> np.ndarray:
         """``(max_label + 1,)`` int32 lookup ``label_id -> category code + 1`` (0: no cell).
@@ -687,32 +636,6 @@ class Annotation:
         d = {i + 1: rgba[i] for i in range(len(rgba))}
         d[None] = TRANSPARENT.copy()
         return d
-
-    def value_lut(self, column: str, fill: float = np.nan) -> np.ndarray:
-        """``(max_label + 1,)`` float32 lookup ``label_id -> value`` of a numeric column
-        (``confidence``, ``distance``); background and unknown ids get ``fill``."""
-        labels = self._require_labels()
-        if column not in self._base:
-            raise CellamaInputError(f"no column {column!r} in the transfer table")
-        lut = np.full(int(labels.max()) + 1, fill, dtype=np.float32)
-        lut[labels] = pd.to_numeric(self._base[column], errors="coerce").to_numpy(dtype=np.float32)
-        return lut
-
-    def value_rgba_lut(self, column: str, cmap: str = "viridis", vmin: float | None = None,
-                       vmax: float | None = None) -> tuple[np.ndarray, float, float]:
-        """``(lut, vmin, vmax)``: RGBA lookup ``label_id -> cmap(value)`` for a confidence or
-        distance map (background transparent); ``vmin``/``vmax`` default to the data range."""
-        from matplotlib import colormaps
-
-        values = self.value_lut(column)
-        finite = np.isfinite(values)
-        lo = float(np.nanmin(values[finite])) if vmin is None and finite.any() else float(vmin or 0.0)
-        hi = float(np.nanmax(values[finite])) if vmax is None and finite.any() else float(vmax or 1.0)
-        span = hi - lo if hi > lo else 1.0
-        scaled = np.clip((values - lo) / span, 0.0, 1.0)
-        lut = colormaps[cmap](np.where(finite, scaled, 0.0)).astype(np.float32)
-        lut[~finite] = TRANSPARENT
-        return lut, lo, hi
 
     # ------------------------------------------------------------------ events / state
     def connect(self, callback: Callable[[str], None]) -> Callable[[str], None]:
