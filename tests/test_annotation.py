@@ -322,14 +322,24 @@ def test_table_restores_manual_edits(transfer, ann):
 
 
 def test_events_and_bad_input(ann):
-    seen = []
-    ann.connect(seen.append)
+    seen, labels_only = [], []
+    ann.labels_changed.connect(seen.append)
+    ann.labels_changed.connect(labels_only.append)
+    for name in ("types", "colors", "visibility", "label_ids", "niche"):
+        getattr(ann, f"{name}_changed").connect(lambda name=name: seen.append(name))
     ann.set_threshold(0.3)
     ann.assign(ann.cell_ids[:1], "X")
     ann.undo()
     ann.redo()
     ann.toggle("X")
     assert seen == ["threshold", "types", "edit", "undo", "redo", "visibility"]
+    ann.set_color("X", "#102030")
+    ann.set_niche_clusters(pd.Series("1", index=ann.cell_ids[:2]))
+    ann.set_label_ids(ann.label_ids)
+    ann.show_all()
+    assert seen[6:] == ["colors", "niche", "label_ids", "visibility"]
+    # a listener of the labels hears nothing of colours, visibility, niches or label ids
+    assert labels_only == ["threshold", "edit", "undo", "redo"]
     with pytest.raises(CellamaInputError):
         ann.assign(["not-a-cell"], "X")
     with pytest.raises(CellamaInputError):

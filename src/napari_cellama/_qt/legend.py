@@ -69,17 +69,15 @@ class LegendWidget(QWidget):
         self._updating = False
 
     def set_annotation(self, annotation) -> None:
-        if self.annotation is not None:
-            self.annotation.disconnect(self._on_annotation)
+        from ._wiring import rewire
+
+        handlers = {name: self.refresh for name in ("labels_changed", "types_changed", "colors_changed",
+                                                     "visibility_changed")}
+        rewire(self.annotation, annotation, handlers)
         self.annotation = annotation
-        if annotation is not None:
-            annotation.connect(self._on_annotation)
         self.refresh()
 
-    def _on_annotation(self, what: str) -> None:
-        self.refresh()
-
-    def refresh(self) -> None:
+    def refresh(self, *_cause) -> None:
         """Bring rows up to date with the annotation (names, colours, counts, visibility).
 
         Rows are updated in place; the tree is rebuilt only when the list of types

@@ -86,6 +86,7 @@ from .._constants import (
 )
 from ..validators import CellamaInputError
 from ._runner import JobRunner
+from ._wiring import rewire
 
 NEIGHBOURHOODS = (("k nearest cells", "k"), ("within a radius (µm)", "radius"))
 SENTENCE_MODES = (("genes + niche", NICHE_MODE_BOTH), ("niche only", NICHE_MODE_NICHE))
@@ -413,20 +414,14 @@ class NicheWidget(QWidget):
         info = self.session.results.get("transfer") or {}
         annotation = info.get("annotation")
         if annotation is not self.annotation:
-            if self.annotation is not None:
-                self.annotation.disconnect(self._on_annotation)
+            rewire(self.annotation, annotation, {"labels_changed": self._fill_types,
+                                                 "types_changed": self._fill_types})
             self.annotation = annotation
-            if annotation is not None:
-                annotation.connect(self._on_annotation)
             self._clear_results()
             if annotation is not None and annotation.niche_cluster is not None:
                 self._show_restored(annotation.niche_cluster)
         self._fill_types()
         self._update_enabled()
-
-    def _on_annotation(self, what: str) -> None:
-        if what in ("threshold", "edit", "undo", "redo", "types"):
-            self._fill_types()
 
     def type_counts(self) -> pd.Series:
         """Cells per current label (``Unassigned`` left out): the types that can be clustered."""
@@ -435,7 +430,7 @@ class NicheWidget(QWidget):
         counts = self.annotation.counts()
         return counts[counts.index.astype(str) != UNASSIGNED]
 
-    def _fill_types(self) -> None:
+    def _fill_types(self, *_cause) -> None:
         chosen = set(self.selected_types())
         self.types_list.clear()
         for name, n in self.type_counts().items():

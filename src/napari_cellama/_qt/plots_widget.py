@@ -19,6 +19,7 @@ from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePol
 
 from .._constants import CELL_TYPE
 from ._runner import JobRunner
+from ._wiring import rewire
 
 VIEWS = ("UMAP", "composition", "contingency")
 XENIUM_CLUSTERS = "Xenium graph clusters"
@@ -91,19 +92,17 @@ class PlotsWidget(QWidget):
         info = self.session.results.get("transfer")
         if not info:
             return
-        if self.annotation is not None:
-            self.annotation.disconnect(self._on_annotation)
+        rewire(self.annotation, info["annotation"], {"labels_changed": self._redraw, "types_changed": self._redraw,
+                                                     "colors_changed": self._redraw})
         self.annotation = info["annotation"]
         self.result = info["result"]
-        self.annotation.connect(self._on_annotation)
         self.map = None
         self._fill_other_columns()
         self.info.setText(f"{self.annotation.n_cells:,} cells. Click a point in the UMAP to select its cell.")
         self.draw()
 
-    def _on_annotation(self, what: str) -> None:
-        if what in ("threshold", "edit", "undo", "redo", "colors", "types"):
-            self.draw()
+    def _redraw(self, *_cause) -> None:
+        self.draw()
 
     def other_columns(self) -> dict:
         """``{name: Series by cell_id}`` of categorical columns to compare with."""

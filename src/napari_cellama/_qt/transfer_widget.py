@@ -61,6 +61,7 @@ from .._constants import (
 from ..validators import CellamaInputError
 from ._fold import fold_button, set_unfolded
 from ._runner import JobRunner
+from ._wiring import rewire
 
 TYPES_LAYER = "cell types"
 CONFIDENCE_LAYER = "confidence"
@@ -346,13 +347,12 @@ class TransferWidget(QWidget):
             feats = cells.features
             label_of = pd.Series(feats["index"].to_numpy(np.int64), index=feats[CELL_ID].astype(str))
             annotation.set_label_ids(label_of.reindex(annotation.cell_ids).fillna(0).to_numpy(np.int64))
-        if self.annotation is not None:
-            self.annotation.disconnect(self._on_annotation_changed)
         for name in (*MAPS, SELECTION_LAYER):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         self._cells_layer = cells
         annotation.use_palette(self.session.type_colors)
+        rewire(self.annotation, annotation, self._annotation_handlers())
         self.annotation = annotation
         t = annotation.table
         ids = t.index
@@ -375,7 +375,6 @@ class TransferWidget(QWidget):
         self.viewer.layers.selection.active = cells
         self.selected = pd.Index([], dtype=object, name=CELL_ID)
         self.legend.set_annotation(annotation)
-        annotation.connect(self._on_annotation_changed)
         with _blocked(self.threshold_slider):
             self.threshold_slider.setValue(int(round(annotation.min_confidence * 100)))
         with _blocked(self.distance_spin):
@@ -396,20 +395,35 @@ class TransferWidget(QWidget):
         t = self.annotation.table
         add_cell_features(self._cells_layer, t[[c for c in HOVER_COLUMNS if c in t.columns]])
 
-    def _on_annotation_changed(self, what: str) -> None:
-        from ..layers import refresh_annotation_colors, refresh_annotation_labels
+    def _annotation_handlers(self) -> dict:
+        return {"labels_changed": self._on_labels_changed, "types_changed": self._on_types_changed,
+                "colors_changed": self._on_colors_changed, "visibility_changed": self._on_colors_changed}
 
+    def _types_layer(self):
         layer = self._layers.get(TYPES_LAYER)
-        if layer is not None and layer in self.viewer.layers:
-            if what in ("visibility", "colors"):
-                refresh_annotation_colors(layer, self.annotation)
-            else:
-                refresh_annotation_labels(layer, self.annotation)
-        if what in ("threshold", "edit", "undo", "redo"):
-            self._update_hover_features()
-        if what in ("edit", "undo", "redo", "types"):
-            self._refresh_assign_types()
+        return layer if layer is not None and layer in self.viewer.layers else None
+
+    def _on_labels_changed(self, _cause: str) -> None:
+        from ..layers import refresh_annotation_labels
+
+        if (layer := self._types_layer()) is not None:
+            refresh_annotation_labels(layer, self.annotation)
+        self._update_hover_features()
         self._update_undo_buttons()
+        self._update_threshold_label()
+
+    def _on_types_changed(self) -> None:
+        from ..layers import refresh_annotation_labels
+
+        if (layer := self._types_layer()) is not None:
+            refresh_annotation_labels(layer, self.annotation)
+        self._refresh_assign_types()
+
+    def _on_colors_changed(self) -> None:
+        from ..layers import refresh_annotation_colors
+
+        if (layer := self._types_layer()) is not None:
+            refresh_annotation_colors(layer, self.annotation)
 
     def show_map(self, name: str) -> None:
         """Show one of the result maps (cell types, confidence, distance), hide the others."""

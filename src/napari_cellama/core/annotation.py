@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from psygnal import Signal
 
 from .._constants import (
     CELL_ID,
@@ -56,6 +57,19 @@ TRANSPARENT = np.zeros(4, dtype=np.float32)
 # edit kinds recorded in the history
 EDIT_ASSIGN = "assign"
 EDIT_CLEAR = "clear"
+
+# what each change announces: the named signal it emits (labels_changed carries the cause)
+_SIGNAL_OF = {
+    "threshold": "labels_changed",
+    "edit": "labels_changed",
+    "undo": "labels_changed",
+    "redo": "labels_changed",
+    "types": "types_changed",
+    "colors": "colors_changed",
+    "visibility": "visibility_changed",
+    "labels": "label_ids_changed",
+    "niche": "niche_changed",
+}
 
 
 @dataclass
@@ -105,11 +119,28 @@ class Annotation:
         Edit records (see :meth:`history_records`) to restore the undo / redo stacks.
     max_history
         Edits kept for undo (at least 20).
+
+    Signals (psygnal; connect a callback with ``annotation.labels_changed.connect(cb)``):
+
+    * ``labels_changed(cause)``: the current label of cells changed; ``cause`` is
+      ``"threshold"``, ``"edit"``, ``"undo"`` or ``"redo"``;
+    * ``types_changed()``: a type name was added;
+    * ``colors_changed()``: a type got another colour;
+    * ``visibility_changed()``: types were shown or hidden;
+    * ``label_ids_changed()``: the Labels-raster ids of the cells were set;
+    * ``niche_changed()``: niche clusters were set or removed.
     palette
         The :class:`~napari_cellama.core.palette.TypeColors` new types take their colours
         from (a viewer's session passes its own, so that every layer shows a type in one
         colour); a fresh one by default.
     """
+
+    labels_changed = Signal(str)
+    types_changed = Signal()
+    colors_changed = Signal()
+    visibility_changed = Signal()
+    label_ids_changed = Signal()
+    niche_changed = Signal()
 
     def __init__(
         self,
@@ -183,7 +214,6 @@ class Annotation:
         self._hidden: set[str] = set()
         self._undo: list[Edit] = [self._edit_from_record(r) for r in (history or ())]
         self._redo: list[Edit] = [self._edit_from_record(r) for r in (redo or ())]
-        self._callbacks: list[Callable[[str], None]] = []
         self._min_confidence = 0.0
         self._max_distance: float | None = None
         self._thr_codes = self._tcodes
@@ -638,19 +668,13 @@ class Annotation:
         return d
 
     # ------------------------------------------------------------------ events / state
-    def connect(self, callback: Callable[[str], None]) -> Callable[[str], None]:
-        """Call ``callback(kind)`` after every change; kinds: ``threshold``, ``edit``, ``undo``,
-        ``redo``, ``visibility``, ``types``, ``colors``, ``labels``, ``niche``."""
-        self._callbacks.append(callback)
-        return callback
-
-    def disconnect(self, callback: Callable[[str], None]) -> None:
-        if callback in self._callbacks:
-            self._callbacks.remove(callback)
-
     def _emit(self, kind: str) -> None:
-        for cb in list(getattr(self, "_callbacks", ())):
-            cb(kind)
+        """Announce a change of ``kind`` on its named signal (see the class docstring)."""
+        signal = getattr(self, _SIGNAL_OF[kind])
+        if _SIGNAL_OF[kind] == "labels_changed":
+            signal.emit(kind)
+        else:
+            signal.emit()
 
     def state(self) -> dict:
         """Everything besides the table needed to restore the session (JSON-serialisable)."""
