@@ -115,8 +115,9 @@ def test_niche_widget_cluster_highlight_save_export(viewer, qtbot, demo_data, tm
     # ---- stored for saving / export, in the session, and on hover
     assert (ann.niche_cluster.reindex(r.table.index).astype(str) == r.clusters.astype(str)).all()
     assert ann.niche_cluster.drop(r.table.index).isna().all()
-    info = get_session(viewer).results["niche"]
-    assert info["result"] is r and info["annotation"] is ann
+    session = get_session(viewer)
+    assert session.niche.result is r and session.annotation is ann
+    assert session.niche.clusters.equals(niche.clusters) and session.niche.colors == niche.colors
     cells = viewer.layers["cells"]
     feats = cells.features.set_index("cell_id")
     cid = r.table.index[0]

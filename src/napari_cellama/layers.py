@@ -77,8 +77,6 @@ from ._constants import (
     NICHE_OTHER_CELLS,
     NICHE_OTHER_COLOR,
     TRANSCRIPT_COUNTS,
-    UNASSIGNED,
-    UNASSIGNED_COLOR,
 )
 from .core.palette import category_colors, niche_colors, to_hex
 from .io.xenium_run import TranscriptSample, XeniumRun, raster_placement

@@ -1,5 +1,5 @@
 """Layout helpers: a foldable section (an arrow button that shows or hides a box of
-parameters) and a scrolling area for long forms in a docked panel."""
+parameters), a scrolling area for long forms in a docked panel, a path row with a browse button."""
 
 from __future__ import annotations
 
@@ -40,3 +40,17 @@ def scrolling(layout: QLayout) -> QScrollArea:
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
     area.setWidget(inner)
     return area
+
+
+def path_row(edit, button_text: str, pick) -> QWidget:
+    """A line edit for a path with a browse button (``pick`` opens the dialog)."""
+    from qtpy.QtWidgets import QHBoxLayout, QPushButton
+
+    row = QWidget()
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(edit, 1)
+    btn = QPushButton(button_text)
+    btn.clicked.connect(pick)
+    lay.addWidget(btn)
+    return row
