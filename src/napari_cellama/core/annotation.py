@@ -22,8 +22,6 @@ Nothing here imports Qt or napari.
 
 from __future__ import annotations
 
-import datetime as _dt
-from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -49,14 +47,11 @@ from .._constants import (
     UNASSIGNED_COLOR,
 )
 from ..validators import CellamaInputError
+from .annotation_display import TRANSPARENT, DisplayMixin  # noqa: F401 (TRANSPARENT: public name)
+from .annotation_edits import EDIT_ASSIGN, EDIT_CLEAR, Edit, EditsMixin, clean_name  # noqa: F401
 from .palette import TypeColors, palette_color, to_hex, to_rgba  # noqa: F401 (re-exported)
 from .transfer import apply_threshold
 
-TRANSPARENT = np.zeros(4, dtype=np.float32)
-
-# edit kinds recorded in the history
-EDIT_ASSIGN = "assign"
-EDIT_CLEAR = "clear"
 
 # what each change announces: the named signal it emits (labels_changed carries the cause)
 _SIGNAL_OF = {
@@ -72,25 +67,7 @@ _SIGNAL_OF = {
 }
 
 
-@dataclass
-class Edit:
-    """One manual edit: the cells it touched, their manual labels before, and the new one.
-
-    ``before`` / ``after`` are category codes into :attr:`Annotation.categories`
-    (-1 = no manual label, i.e. the transferred label applies).
-    """
-
-    positions: np.ndarray
-    before: np.ndarray
-    after: int
-    kind: str = EDIT_ASSIGN
-    time: str = field(default_factory=lambda: _dt.datetime.now().isoformat(timespec="seconds"))
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-
-class Annotation:
+class Annotation(EditsMixin, DisplayMixin):
     """Review state over the per-cell table of a transfer run.
 
     Parameters
@@ -299,7 +276,7 @@ class Annotation:
 
     def add_type(self, cell_type: str, color=None) -> None:
         """Register a new type name (gets the next palette colour unless ``color`` is given)."""
-        name = _clean_name(cell_type)
+        name = clean_name(cell_type)
         new = name not in self._code
         self._register(name, color)
         if new:
@@ -369,37 +346,6 @@ class Annotation:
         return self._manual >= 0
 
     @property
-    def label_ids(self) -> np.ndarray | None:
-        """Labels-raster id of each cell (None until :meth:`set_label_ids`)."""
-        return None if self._labels is None else self._labels.copy()
-
-    def set_label_ids(self, label_ids) -> None:
-        """Set the Labels-raster id of each cell (aligned array or Series indexed by cell id)."""
-        if isinstance(label_ids, pd.Series) and not isinstance(label_ids.index, pd.RangeIndex):
-            s = label_ids.copy()
-            s.index = s.index.astype(str)
-            missing = ~self._base.index.isin(s.index)
-            if missing.any():
-                raise CellamaInputError(
-                    f"{int(missing.sum())} cells have no label id (e.g. {self._base.index[missing][0]!r}); "
-                    "use the Labels of the same Xenium run"
-                )
-            values = s.reindex(self._base.index).to_numpy()
-        else:
-            values = np.asarray(label_ids)
-        if values.shape != (self._n,):
-            raise CellamaInputError(f"{values.shape[0] if values.ndim else 0} label ids for {self._n} cells")
-        if pd.isna(values).any():
-            raise CellamaInputError("some cells have no label id; use the Labels of the same Xenium run")
-        values = values.astype(np.int64)
-        if (values < 1).any():
-            raise CellamaInputError("label ids must be >= 1 (0 is the background of a Labels layer)")
-        if len(np.unique(values)) != len(values):
-            raise CellamaInputError("two cells share a label id; each cell needs its own label")
-        self._labels = values
-        self._emit("labels")
-
-    @property
     def niche_cluster(self) -> pd.Series | None:
         """Optional niche cluster of each cell (None until set)."""
         return None if self._niche is None else self._niche.copy()
@@ -463,210 +409,6 @@ class Annotation:
             return self._base.index[:0]
         return self._base.index[self._codes == code]
 
-    # ------------------------------------------------------------------ edits
-    def _positions(self, cell_ids) -> np.ndarray:
-        ids = pd.Index(np.atleast_1d(np.asarray(cell_ids, dtype=object)).astype(str))
-        pos = self._base.index.get_indexer(ids)
-        if (pos < 0).any():
-            bad = ids[pos < 0]
-            raise CellamaInputError(
-                f"{len(bad)} selected cell id(s) are not in this annotation (e.g. {bad[0]!r})"
-            )
-        return np.unique(pos)
-
-    def positions_of_labels(self, label_ids) -> np.ndarray:
-        """Table rows of the cells with these Labels-raster ids (unknown ids are ignored)."""
-        if self._labels is None:
-            raise CellamaInputError("label ids are not set; call set_label_ids first")
-        lab = np.asarray(label_ids, dtype=np.int64).ravel()
-        order = np.argsort(self._labels)
-        sorted_labels = self._labels[order]
-        i = np.searchsorted(sorted_labels, lab)
-        i = np.clip(i, 0, len(sorted_labels) - 1)
-        hit = sorted_labels[i] == lab
-        return np.unique(order[i[hit]])
-
-    def cell_ids_of_labels(self, label_ids) -> pd.Index:
-        """Cell ids of Labels-raster ids (e.g. the cells inside a lasso); unknown ids ignored."""
-        return self._base.index[self.positions_of_labels(label_ids)]
-
-    def assign(self, cell_ids, cell_type: str) -> Edit | None:
-        """Label ``cell_ids`` as ``cell_type`` (an existing or a new name); source becomes manual.
-
-        Returns the recorded :class:`Edit`, or None when nothing changed. Clears redo.
-        """
-        name = _clean_name(cell_type)
-        pos = self._positions(cell_ids)
-        if name not in self._code:
-            self._register(name)
-            self._emit("types")
-        code = self._code[name]
-        return self._apply_new(pos, code, EDIT_ASSIGN)
-
-    def clear_manual(self, cell_ids) -> Edit | None:
-        """Drop the manual label of ``cell_ids``: the transferred label applies again."""
-        return self._apply_new(self._positions(cell_ids), -1, EDIT_CLEAR)
-
-    def _apply_new(self, pos: np.ndarray, code: int, kind: str) -> Edit | None:
-        before = self._manual[pos].copy()
-        changed = before != code
-        if not changed.any():
-            return None
-        pos, before = pos[changed], before[changed]
-        edit = Edit(pos, before, int(code), kind)
-        self._manual[pos] = code
-        self._update_codes()
-        self._undo.append(edit)
-        if len(self._undo) > self.max_history:
-            del self._undo[: len(self._undo) - self.max_history]
-        self._redo.clear()
-        self._emit("edit")
-        return edit
-
-    @property
-    def can_undo(self) -> bool:
-        return bool(self._undo)
-
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._redo)
-
-    @property
-    def n_undo(self) -> int:
-        return len(self._undo)
-
-    @property
-    def n_redo(self) -> int:
-        return len(self._redo)
-
-    def undo(self) -> Edit | None:
-        """Revert the last edit (None if there is nothing to undo)."""
-        if not self._undo:
-            return None
-        edit = self._undo.pop()
-        self._manual[edit.positions] = edit.before
-        self._update_codes()
-        self._redo.append(edit)
-        self._emit("undo")
-        return edit
-
-    def redo(self) -> Edit | None:
-        """Re-apply the last undone edit (None if there is nothing to redo)."""
-        if not self._redo:
-            return None
-        edit = self._redo.pop()
-        self._manual[edit.positions] = edit.after
-        self._update_codes()
-        self._undo.append(edit)
-        self._emit("redo")
-        return edit
-
-    def describe(self, edit: Edit) -> str:
-        """One line for a status bar, e.g. ``12 cells -> B cell``."""
-        n = len(edit)
-        cells = f"{n} cell{'s' if n != 1 else ''}"
-        if edit.after < 0:
-            return f"{cells} back to the transferred label"
-        return f"{cells} -> {self._categories[edit.after]}"
-
-    def _record(self, edit: Edit) -> dict:
-        names = np.asarray(self._categories + [None], dtype=object)
-        return {
-            "kind": edit.kind,
-            "time": edit.time,
-            "cell_ids": [str(c) for c in self._base.index[edit.positions]],
-            "before": names[edit.before].tolist(),  # -1 -> None (no manual label)
-            "after": None if edit.after < 0 else self._categories[edit.after],
-        }
-
-    def _edit_from_record(self, rec: dict) -> Edit:
-        pos = self._base.index.get_indexer(pd.Index([str(c) for c in rec["cell_ids"]]))
-        if (pos < 0).any():
-            raise CellamaInputError("the saved edit history names cells that are not in the table")
-        before = np.array([-1 if b is None else self._register(str(b)) for b in rec["before"]], dtype=np.int32)
-        after = -1 if rec.get("after") is None else self._register(str(rec["after"]))
-        return Edit(pos.astype(np.int64), before, after, rec.get("kind", EDIT_ASSIGN), rec.get("time", ""))
-
-    def history_records(self) -> list[dict]:
-        """The undo stack, oldest first, as JSON-serialisable dicts
-        (``kind``, ``time``, ``cell_ids``, ``before`` (None = no manual label), ``after``)."""
-        return [self._record(e) for e in self._undo]
-
-    def redo_records(self) -> list[dict]:
-        """The redo stack as JSON-serialisable dicts (same shape as :meth:`history_records`)."""
-        return [self._record(e) for e in self._redo]
-
-    # ------------------------------------------------------------------ visibility
-    @property
-    def hidden(self) -> frozenset:
-        return frozenset(self._hidden)
-
-    def is_visible(self, cell_type: str) -> bool:
-        return str(cell_type) not in self._hidden
-
-    def set_visible(self, cell_type: str, visible: bool = True) -> None:
-        """Show or hide one type on the tissue."""
-        name = str(cell_type)
-        if name not in self._code:
-            raise CellamaInputError(f"unknown cell type {cell_type!r}")
-        if visible:
-            self._hidden.discard(name)
-        else:
-            self._hidden.add(name)
-        self._emit("visibility")
-
-    def toggle(self, cell_type: str) -> bool:
-        """Flip the visibility of a type; returns the new visibility."""
-        visible = not self.is_visible(cell_type)
-        self.set_visible(cell_type, visible)
-        return visible
-
-    def show_only(self, cell_types) -> None:
-        """Hide every type except ``cell_types`` (one name or several)."""
-        keep = {str(cell_types)} if isinstance(cell_types, str) else {str(t) for t in cell_types}
-        unknown = keep - set(self._code)
-        if unknown:
-            raise CellamaInputError(f"unknown cell type(s) {', '.join(map(repr, sorted(unknown)))}")
-        self._hidden = set(self._categories) - keep
-        self._emit("visibility")
-
-    def show_all(self) -> None:
-        self._hidden.clear()
-        self._emit("visibility")
-
-    # ------------------------------------------------------------------ colour lookups
-    def category_rgba(self, apply_visibility: bool = True) -> np.ndarray:
-        """``(n_categories, 4)`` float32 colours in category order; hidden types transparent."""
-        rgba = np.asarray(self._rgba, dtype=np.float32).reshape(-1, 4)
-        if apply_visibility and self._hidden:
-            hide = np.fromiter((c in self._hidden for c in self._categories), bool, len(self._categories))
-            rgba[hide] = TRANSPARENT
-        return rgba
-
-    def _require_labels(self) -> np.ndarray:
-        if self._labels is None:
-            raise CellamaInputError("label ids are not set; call set_label_ids with the Labels ids of the cells")
-        return self._labels
-
-    def label_code_lut(self) -> np.ndarray:
-        """``(max_label + 1,)`` int32 lookup ``label_id -> category code + 1`` (0: no cell).
-
-        ``label_code_lut()[labels_raster]`` gives a raster of types whose colours are just
-        :meth:`type_color_dict` (a handful of entries), so showing / hiding a type only
-        swaps that small colormap.
-        """
-        labels = self._require_labels()
-        lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
-        lut[labels] = self._codes + 1
-        return lut
-
-    def type_color_dict(self, apply_visibility: bool = True) -> dict:
-        """``{category code + 1: RGBA, None: transparent}``, the colormap of a type raster."""
-        rgba = self.category_rgba(apply_visibility)
-        d = {i + 1: rgba[i] for i in range(len(rgba))}
-        d[None] = TRANSPARENT.copy()
-        return d
-
     # ------------------------------------------------------------------ events / state
     def _emit(self, kind: str) -> None:
         """Announce a change of ``kind`` on its named signal (see the class docstring)."""
@@ -720,13 +462,6 @@ def _as_category(values: pd.Series) -> pd.Series:
     if len(set(names)) == len(names):
         cat = cat.rename_categories(names)
     return pd.Series(cat, index=values.index, name=NICHE_CLUSTER)
-
-
-def _clean_name(cell_type) -> str:
-    name = str(cell_type).strip() if cell_type is not None else ""
-    if not name:
-        raise CellamaInputError("give the cell type a name")
-    return name
 
 
 def _check_table(table) -> None:
