@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from napari_cellama._constants import CONFIDENCE, DISTANCE, TRANSFERRED_TYPE, UNASSIGNED, UNASSIGNED_COLOR
+from napari_cellama._constants import (
+    CONFIDENCE,
+    DISTANCE,
+    TRANSFERRED_TYPE,
+    UNASSIGNED,
+    UNASSIGNED_COLOR,
+)
 from napari_cellama.core import Annotation
 from napari_cellama.core.palette import (
     TypeColors,

@@ -8,7 +8,13 @@ import sys
 import pandas as pd
 import pytest
 
-from napari_cellama.session import CellamaSession, CellSelection, NicheState, TransferState, get_session
+from napari_cellama.session import (
+    CellamaSession,
+    CellSelection,
+    NicheState,
+    TransferState,
+    get_session,
+)
 
 
 def test_fields_emit_their_own_signal():

@@ -21,7 +21,7 @@ result``, see :mod:`napari_cellama.core._progress`) or a plain function. The run
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget

@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._constants import CELL_ID, LABEL_ID, STAGE_PANEL, STAGE_READ_REFERENCE, STAGE_READ_XENIUM, STAGE_TRANSCRIPTS
+from .._constants import (
+    CELL_ID,
+    LABEL_ID,
+    STAGE_PANEL,
+    STAGE_READ_REFERENCE,
+    STAGE_READ_XENIUM,
+    STAGE_TRANSCRIPTS,
+)
 from ..validators import CellamaInputError
 
 

@@ -50,9 +50,8 @@ from .._constants import (
 )
 from ..validators import CellamaInputError
 from ._runner import JobRunner
-from .load_jobs import LoadResult, demo_job, load_job, read_obs_columns, transcripts_job  # noqa: F401
+from .load_jobs import LoadResult, demo_job, load_job, read_obs_columns, transcripts_job
 from .load_report import fill_coverage_table, panel_report_html
-
 
 # --------------------------------------------------------------------------- widget
 

@@ -15,7 +15,14 @@ import pandas as pd
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QTableWidgetItem
 
-from .._constants import GENE, MARKER_LOGFC, MARKER_PCT_IN, MARKER_PCT_REST, MARKER_PVAL_ADJ, NICHE_CLUSTER
+from .._constants import (
+    GENE,
+    MARKER_LOGFC,
+    MARKER_PCT_IN,
+    MARKER_PCT_REST,
+    MARKER_PVAL_ADJ,
+    NICHE_CLUSTER,
+)
 from ..core.palette import to_hex
 from .legend import swatch
 

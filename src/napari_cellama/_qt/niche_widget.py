@@ -64,6 +64,7 @@ from .niche_form import METHODS, NicheFormMixin  # noqa: F401 (METHODS: public n
 from .niche_views import MARKER_TABLE_COLUMNS, draw_composition, fill_marker_table, natural
 from .selection_view import SelectionView, cells_layer
 
+
 def niche_job(query, labels, cell_types, k, radius, mode, resolution, n_clusters, model, device, cache,
               embed_mode=None):
     """The engine generator run by the widget (a plain function, testable without Qt)."""

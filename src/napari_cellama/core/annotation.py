@@ -22,7 +22,7 @@ Nothing here imports Qt or napari.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,6 @@ from .annotation_display import TRANSPARENT, DisplayMixin  # noqa: F401 (TRANSPA
 from .annotation_edits import EDIT_ASSIGN, EDIT_CLEAR, Edit, EditsMixin, clean_name  # noqa: F401
 from .palette import TypeColors, palette_color, to_hex, to_rgba  # noqa: F401 (re-exported)
 from .transfer import apply_threshold
-
 
 # what each change announces: the named signal it emits (labels_changed carries the cause)
 _SIGNAL_OF = {
@@ -432,7 +431,7 @@ class Annotation(EditsMixin, DisplayMixin):
         }
 
     @classmethod
-    def from_state(cls, table: pd.DataFrame, state: dict, label_ids=None) -> "Annotation":
+    def from_state(cls, table: pd.DataFrame, state: dict, label_ids=None) -> Annotation:
         """Rebuild an annotation from a table written by :attr:`table` and :meth:`state`."""
         colors = {name: state.get("colors", {}).get(name) for name in state.get("categories", [])}
         colors = {k: v for k, v in colors.items() if v is not None}

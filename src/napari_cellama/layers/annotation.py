@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 
 from .._constants import KIND_CELL_CATEGORIES
-from .lookup import TRANSPARENT, LabelLookup, _cell_levels, _placement, _set_lookup_table, lookup_table
+from .lookup import (
+    TRANSPARENT,
+    LabelLookup,
+    _cell_levels,
+    _placement,
+    _set_lookup_table,
+    lookup_table,
+)
 from .meta import _meta, layer_info
 
 LayerDataTuple = tuple
