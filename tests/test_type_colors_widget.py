@@ -70,6 +70,16 @@ def test_a_type_has_one_colour_in_transfer_and_prototype_layers(viewer, qtbot, c
         in_prototypes = _painted(proto_layer, proto_codes.index(t) + 1)
         np.testing.assert_allclose(in_transfer, in_prototypes, atol=1e-6, err_msg=t)
         np.testing.assert_allclose(in_transfer, ann.color_of(t), atol=1e-6)
+    # every napari-cellama layer's metadata is a plain, serialisable descriptor (no live tables)
+    import json
+
+    from napari_cellama.layers import layer_info
+
+    described = [layer.name for layer in viewer.layers if layer_info(layer)]
+    assert {"cell types", "confidence", "distance to reference", "prototype cell types"} <= set(described)
+    for layer in viewer.layers:
+        json.dumps(layer_info(layer), default=str)  # Paths and numbers only need str()
+        assert not any(isinstance(v, np.ndarray) for v in layer_info(layer).values())
     # the reverse order: prototypes re-run after the transfer keep the transfer's colours
     ann.set_color(proto_types[0], "#102030")
     assert protos.run() is not None
