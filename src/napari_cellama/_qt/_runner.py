@@ -121,7 +121,7 @@ class JobRunner(QObject):
             out = job(*args, **kwargs)
             if inspect.isgenerator(out):
                 out = run_generator(out, lambda s, d, t: self._on_progress((s, d, t)))
-        except Exception as err:  # noqa: BLE001 - reported, as the threaded path does
+        except Exception as err:
             self._on_error(err)
             raise
         if on_done is not None:

@@ -28,7 +28,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from .._constants import (
@@ -47,6 +46,7 @@ from .._constants import (
     STAGE_FINETUNE,
 )
 from ..validators import CellamaInputError
+from ._dock import SessionDock
 from ._fold import fold_button, path_row, scrolling, set_unfolded
 from ._runner import JobRunner
 from .prototypes_widget import PROTOTYPE_LAYER_NAME, PrototypesWidget  # noqa: F401 (napari.yaml names it here)
@@ -64,15 +64,11 @@ def finetune_job(reference_path, out, log, params: dict):
 
 
 # --------------------------------------------------------------------------- fine-tuning
-class FinetuneWidget(QWidget):
+class FinetuneWidget(SessionDock):
     """Fine-tune the sentence model on a reference; progress with loss; Cancel."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        from ..session import get_session
-
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
+        super().__init__(napari_viewer)
         self.log = None
         self.result = None
         self.last_progress = None

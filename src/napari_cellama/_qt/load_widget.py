@@ -36,7 +36,6 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QVBoxLayout,
-    QWidget,
 )
 
 from .._constants import (
@@ -49,6 +48,7 @@ from .._constants import (
     KIND_IMAGE,
 )
 from ..validators import CellamaInputError
+from ._dock import SessionDock
 from ._runner import JobRunner
 from .load_jobs import LoadResult, demo_job, load_job, read_obs_columns, transcripts_job
 from .load_report import fill_coverage_table, panel_report_html
@@ -56,7 +56,7 @@ from .load_report import fill_coverage_table, panel_report_html
 # --------------------------------------------------------------------------- widget
 
 
-class LoadWidget(QWidget):
+class LoadWidget(SessionDock):
     """Choose a Xenium run and a reference; check the panel before any embedding."""
 
     loaded = Signal(object)
@@ -69,8 +69,7 @@ class LoadWidget(QWidget):
     """Emitted with the error message when a step fails (also shown as a notification)."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self._pending_label: str | None = None
         self.runner = JobRunner(self)
         self.runner.started.connect(lambda _what: self._set_busy(True))
@@ -259,9 +258,7 @@ class LoadWidget(QWidget):
 
     def show_transcripts(self, genes=None):
         """Add the transcripts of ``genes`` (default: the selected genes) as points."""
-        from ..session import get_session
-
-        session = get_session(self.viewer)
+        session = self.session
         if genes is None:
             genes = [item.text() for item in self.gene_list.selectedItems()]
         root = session.xenium_root
@@ -384,7 +381,6 @@ class LoadWidget(QWidget):
         import napari
 
         from ..layers import find_layers
-        from ..session import get_session
 
         for data, kwargs, kind in result.layer_data:
             self.viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
@@ -398,7 +394,7 @@ class LoadWidget(QWidget):
             found = find_layers(self.viewer.layers, kind, root)
             if found:
                 names[key] = found[0].name
-        session = get_session(self.viewer)
+        session = self.session
         session.update(
             query=result.query,
             reference=result.reference,

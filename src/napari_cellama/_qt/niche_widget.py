@@ -57,6 +57,7 @@ from .._constants import (
     NICHE_METHOD_LEIDEN,
 )
 from ..validators import CellamaInputError
+from ._dock import SessionDock
 from ._runner import JobRunner
 from ._wiring import rewire
 from .legend import CategoryLegend
@@ -85,21 +86,17 @@ def recluster_job(result, query, resolution, n_clusters):
     return out
 
 
-class NicheWidget(NicheFormMixin, QWidget):
+class NicheWidget(NicheFormMixin, SessionDock):
     """Niche clustering of chosen cell types (see the module docstring)."""
 
     computed = Signal(object)
     """Emitted with the :class:`~napari_cellama.core.niche.NicheResult` once it is shown."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
+        super().__init__(napari_viewer)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        from ..session import get_session
-
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
         self.annotation = None
         self.result = None
         self.clusters: pd.Series | None = None

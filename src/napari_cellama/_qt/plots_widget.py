@@ -22,10 +22,10 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
-    QWidget,
 )
 
 from .._constants import CELL_TYPE
+from ._dock import SessionDock
 from ._runner import JobRunner
 from ._wiring import rewire
 from .selection_view import SelectionView
@@ -34,18 +34,14 @@ VIEWS = ("UMAP", "composition", "contingency")
 XENIUM_CLUSTERS = "Xenium graph clusters"
 
 
-class PlotsWidget(QWidget):
+class PlotsWidget(SessionDock):
     """Plots of the session's annotation (see the module docstring)."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
+        super().__init__(napari_viewer)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        from ..session import get_session
-
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
         self.annotation = None
         self.result = None
         self.map: pd.DataFrame | None = None

@@ -25,7 +25,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from .._constants import (
@@ -45,6 +44,7 @@ from .._constants import (
     SIMILARITY_GAP,
 )
 from ..validators import CellamaInputError
+from ._dock import SessionDock
 from ._fold import path_row
 from ._runner import JobRunner
 from .selection_view import cells_layer
@@ -59,15 +59,11 @@ def prototypes_job(query, markers, top_k, model, options: dict):
     return (yield from iter_prototype_annotation(query, markers, top_k, model, **options))
 
 
-class PrototypesWidget(QWidget):
+class PrototypesWidget(SessionDock):
     """Reference-free annotation of the loaded run by the nearest marker prototype."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        from ..session import get_session
-
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
+        super().__init__(napari_viewer)
         self.result = None
 
         self.use_default = QCheckBox("shipped default table (immune, stromal, epithelial)")

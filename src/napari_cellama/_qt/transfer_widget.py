@@ -43,7 +43,6 @@ from qtpy.QtWidgets import (
     QSlider,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from .._constants import (
@@ -60,6 +59,7 @@ from .._constants import (
     SOURCE,
 )
 from ..validators import CellamaInputError
+from ._dock import SessionDock
 from ._fold import fold_button, set_unfolded
 from ._runner import JobRunner
 from ._wiring import rewire
@@ -84,19 +84,16 @@ def transfer_job(query, reference, label_key, top_k, model, k, metadata, device,
     return result
 
 
-class TransferWidget(ReviewMixin, ExportMixin, QWidget):
+class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
     """Label transfer, review and export (see the module docstring)."""
 
     transferred = Signal(object)
     """Emitted with the :class:`~napari_cellama.core.Annotation` when results are shown."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        from ..session import get_session
+        super().__init__(napari_viewer)
         from .legend import TypeLegend
 
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
         self.result = None
         self.annotation = None
         self._cells_layer = None
