@@ -42,15 +42,30 @@ def scrolling(layout: QLayout) -> QScrollArea:
     return area
 
 
-def path_row(edit, button_text: str, pick) -> QWidget:
-    """A line edit for a path with a browse button (``pick`` opens the dialog)."""
-    from qtpy.QtWidgets import QHBoxLayout, QPushButton
+MARKER_FILES = "Markers (*.csv *.tsv *.json *.gmt)"
+
+
+def path_row(edit, title: str, file_filter: str | None = None, on_pick=None) -> QWidget:
+    """A line edit for a path with a "..." button opening a file dialog (``file_filter``) or,
+    without a filter, a folder dialog; ``on_pick()`` runs after a path was chosen."""
+    from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton
 
     row = QWidget()
     lay = QHBoxLayout(row)
     lay.setContentsMargins(0, 0, 0, 0)
     lay.addWidget(edit, 1)
-    btn = QPushButton(button_text)
+    btn = QPushButton("...")
+
+    def pick() -> None:
+        if file_filter is None:
+            path = QFileDialog.getExistingDirectory(row, title)
+        else:
+            path, _ = QFileDialog.getOpenFileName(row, title, "", file_filter)
+        if path:
+            edit.setText(path)
+            if on_pick is not None:
+                on_pick()
+
     btn.clicked.connect(pick)
     lay.addWidget(btn)
     return row

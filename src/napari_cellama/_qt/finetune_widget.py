@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -47,7 +46,7 @@ from .._constants import (
 )
 from ..validators import CellamaInputError
 from ._dock import SessionDock
-from ._fold import fold_button, path_row, scrolling, set_unfolded
+from ._fold import MARKER_FILES, fold_button, path_row, scrolling, set_unfolded
 from ._runner import JobRunner
 from .prototypes_widget import PROTOTYPE_LAYER_NAME, PrototypesWidget  # noqa: F401 (napari.yaml names it here)
 
@@ -140,7 +139,7 @@ class FinetuneWidget(SessionDock):
         self.overwrite = QCheckBox("replace a non-empty folder")
 
         form = QFormLayout()
-        form.addRow("Reference", path_row(self.reference, "...", self._pick_reference))
+        form.addRow("Reference", path_row(self.reference, "Reference", "AnnData (*.h5ad)", self._reference_changed))
         form.addRow("Label column", self.label_key)
         form.addRow("Metadata", self.metadata)
         form.addRow("Top-k genes", self.top_k)
@@ -163,9 +162,9 @@ class FinetuneWidget(SessionDock):
         form.addRow(self.training_toggle)
         form.addRow(self.training_box)
         form.addRow(self.use_prototypes)
-        form.addRow("Markers", path_row(self.markers, "...", self._pick_markers))
+        form.addRow("Markers", path_row(self.markers, "Marker table", MARKER_FILES))
         form.addRow("Prototype pairs share", self.prototype_fraction)
-        form.addRow("Output folder", path_row(self.out, "...", self._pick_out))
+        form.addRow("Output folder", path_row(self.out, "Output folder"))
         form.addRow(self.overwrite)
 
         self.run_button = QPushButton("Run fine-tuning")
@@ -236,22 +235,6 @@ class FinetuneWidget(SessionDock):
         except Exception:  # noqa: BLE001 - the run reports a broken file properly
             return
         self._set_columns(cols)
-
-    def _pick_reference(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Reference", "", "AnnData (*.h5ad)")
-        if path:
-            self.reference.setText(path)
-            self._reference_changed()
-
-    def _pick_markers(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Marker table", "", "Markers (*.csv *.tsv *.json *.gmt)")
-        if path:
-            self.markers.setText(path)
-
-    def _pick_out(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Output folder")
-        if path:
-            self.out.setText(path)
 
     def parameters(self) -> dict:
         """The fine-tuning arguments the form describes (raises CellamaInputError if incomplete)."""

@@ -17,7 +17,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGroupBox,
     QLabel,
@@ -45,7 +44,7 @@ from .._constants import (
 )
 from ..validators import CellamaInputError
 from ._dock import SessionDock
-from ._fold import path_row
+from ._fold import MARKER_FILES, path_row
 from ._runner import JobRunner
 from .selection_view import cells_layer
 
@@ -101,12 +100,12 @@ class PrototypesWidget(SessionDock):
         box = QGroupBox("Markers")
         bl = QVBoxLayout(box)
         bl.addWidget(self.use_default)
-        bl.addWidget(path_row(self.markers, "...", self._pick_markers))
+        bl.addWidget(path_row(self.markers, "Marker table", MARKER_FILES))
         form = QFormLayout()
         form.addRow("Top-k genes", self.top_k)
         form.addRow("Sentence genes", self.cell_genes)
         form.addRow("Gene order", self.rank)
-        form.addRow("Model", path_row(self.model, "...", self._pick_model))
+        form.addRow("Model", path_row(self.model, "Model folder"))
         form.addRow("Temperature", self.temperature)
         form.addRow("Min. confidence", self.min_confidence)
         self.run_button = QPushButton("Assign cell types")
@@ -138,16 +137,6 @@ class PrototypesWidget(SessionDock):
     def _on_finetuned(self, path) -> None:
         if path and not self.model.text().strip():
             self.model.setText(str(path))
-
-    def _pick_markers(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Marker table", "", "Markers (*.csv *.tsv *.json *.gmt)")
-        if path:
-            self.markers.setText(path)
-
-    def _pick_model(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Model folder")
-        if path:
-            self.model.setText(path)
 
     def run(self):
         """Annotate the session's query in a worker thread; returns the worker (None on bad input)."""
