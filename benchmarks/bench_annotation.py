@@ -4,10 +4,11 @@ Issue 4 asks that switching what is shown (type filter, threshold, manual edit) 
 recomputes embeddings and that recolouring 100k cells takes well under a second. Every
 interaction of the dock ends in one of the lookups timed here:
 
-* ``label_lut()``: ``(max_label + 1, 4)`` RGBA per Labels id (the ``DirectLabelColormap``
-  route, or ``lut[raster]`` painting);
 * ``label_code_lut()`` + ``type_color_dict()``: a type raster and a colormap with one entry
-  per type (the route where show / hide only swaps a ~20-entry colormap).
+  per type (the route of the dock's ``cell types`` layer, where show / hide only swaps a
+  ~20-entry colormap);
+* for comparison, a per-cell RGBA dict (``{label: RGBA}``, the ``DirectLabelColormap`` with
+  one entry per cell that the dock does not use), built here from ``category_rgba()``.
 
 Cases:
 
@@ -95,23 +96,26 @@ def bench_case(name: str, ids, labels, raster, runs: int, napari_cmap) -> list[d
     t = time.perf_counter()
     ann = Annotation(table, label_ids=labels)
     row("build Annotation (once per run)", time.perf_counter() - t)
+    def lookups():
+        return ann.label_code_lut(), ann.type_color_dict()
+
+    def per_cell_dict():
+        return dict(zip(ann.label_ids.tolist(), ann.category_rgba()[ann.codes()]))
+
+    step = "+ label_code_lut() + type_color_dict()"
     thresholds = iter(np.linspace(0.05, 0.95, 1000))
-    row("threshold change + label_lut()", timed(lambda: (ann.set_threshold(next(thresholds), 0.5),
-                                                          ann.label_lut()), runs))
+    row(f"threshold change {step}", timed(lambda: (ann.set_threshold(next(thresholds), 0.5), lookups()), runs))
     names = iter(TYPES.tolist() * 100)
-    row("hide one type + label_lut()", timed(lambda: (ann.set_visible(next(names), False), ann.label_lut()),
-                                               runs))
-    row("show only one type + label_lut()", timed(lambda: (ann.show_only(next(names)), ann.label_lut()), runs))
+    row(f"hide one type {step}", timed(lambda: (ann.set_visible(next(names), False), lookups()), runs))
+    row(f"show only one type {step}", timed(lambda: (ann.show_only(next(names)), lookups()), runs))
     ann.show_all()
     rng = np.random.default_rng(1)
     picks = iter([ann.cell_ids[rng.choice(len(ids), 1000, replace=False)] for _ in range(runs)])
-    row("manual edit of 1,000 cells + label_lut()",
-        timed(lambda: (ann.assign(next(picks), "edited"), ann.label_lut()), runs))
-    row("undo + label_lut()", timed(lambda: (ann.undo(), ann.label_lut()), runs))
+    row(f"manual edit of 1,000 cells {step}", timed(lambda: (ann.assign(next(picks), "edited"), lookups()), runs))
+    row(f"undo {step}", timed(lambda: (ann.undo(), lookups()), runs))
     row("label_code_lut() (type raster route)", timed(ann.label_code_lut, runs))
     row("type_color_dict() (type raster route)", timed(ann.type_color_dict, runs), f"{len(ann.categories)} entries")
-    row("label_color_dict() (per-cell dict)", timed(ann.label_color_dict, runs), f"{len(ids) + 1} entries")
-    row("value_rgba_lut('confidence')", timed(lambda: ann.value_rgba_lut(CONFIDENCE), runs))
+    row("per-cell RGBA dict (for comparison)", timed(per_cell_dict, runs), f"{len(ids) + 1} entries")
     if raster is not None:
         lut = ann.label_code_lut()
         lut_full = np.zeros(max(int(raster.max()) + 1, len(lut)), dtype=lut.dtype)
@@ -122,7 +126,8 @@ def bench_case(name: str, ids, labels, raster, runs: int, napari_cmap) -> list[d
         d_types = ann.type_color_dict()
         row("napari DirectLabelColormap(type_color_dict)", timed(lambda: napari_cmap(color_dict=d_types), runs),
             "napari's cost")
-        d_cells = ann.label_color_dict()
+        d_cells = per_cell_dict()
+        d_cells[None] = np.zeros(4, np.float32)
         row("napari DirectLabelColormap(label_color_dict)",
             timed(lambda: napari_cmap(color_dict=d_cells), max(1, runs // 2)), "napari's cost")
     assert ann.counts().get(UNASSIGNED, 0) >= 0
@@ -161,9 +166,9 @@ def main(argv=None) -> int:
     print("| case | cells | step | median ms | note |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['case']} | {r['cells']:,} | {r['step']} | {1000 * r['median_s']:.1f} | {r['note']} |")
-    interactive = [r for r in rows if "+ label_lut()" in r["step"]]
+    interactive = [r for r in rows if "+ label_code_lut()" in r["step"]]
     worst = max(interactive, key=lambda r: r["median_s"])
-    print(f"\nslowest interaction (change + full per-cell colour lookup): {1000 * worst['median_s']:.1f} ms "
+    print(f"\nslowest interaction (change + type lookup and colormap): {1000 * worst['median_s']:.1f} ms "
           f"({worst['step']}, {worst['cells']:,} cells); target well under 1 s: "
           f"{'met' if worst['median_s'] < 0.25 else 'NOT met'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ def child(path: str) -> dict:
     warnings.simplefilter("ignore")
     import napari
     import numpy as np
+    import pandas as pd
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=True)
@@ -62,12 +63,9 @@ def child(path: str) -> dict:
     out["n_cells"] = len(cells.features)
 
     # recolouring every cell (issue 4 needs this to be cheap)
-    from napari_cellama.layers import (
-        cell_categories_layer_data,
-        direct_cell_colormap,
-        set_category_colors,
-        set_cell_categories,
-    )
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_cellama.layers import cell_categories_layer_data, lookup_table, set_category_colors
 
     feats = cells.features
     rng = np.random.default_rng(0)
@@ -80,7 +78,9 @@ def child(path: str) -> dict:
     out["categories_layer_s"] = time.perf_counter() - t
     cats2 = names[rng.integers(0, 12, len(feats))]
     t = time.perf_counter()
-    set_cell_categories(cat_layer, feats["cell_id"], cats2, cells_layer=cells)
+    code_of = pd.Index(cat_layer.metadata["cellama"]["categories"])  # every cell a new category, in place
+    lookup_table(cat_layer)[feats["index"].to_numpy()] = code_of.get_indexer(cats2) + 1
+    cat_layer.refresh()
     viewer.screenshot(canvas_only=True, flash=False)
     out["recategorise_all_s"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -90,8 +90,9 @@ def child(path: str) -> dict:
     palette = rng.random((12, 4))
     palette[:, 3] = 1
     t = time.perf_counter()
-    cells.colormap = direct_cell_colormap(
-        feats["index"].to_numpy(), palette[rng.integers(0, 12, len(feats))]
+    per_cell = palette[rng.integers(0, 12, len(feats))]
+    cells.colormap = DirectLabelColormap(
+        color_dict={**dict(zip(feats["index"].tolist(), per_cell)), 0: np.zeros(4), None: np.zeros(4)}
     )
     viewer.screenshot(canvas_only=True, flash=False)
     out["direct_colormap_s"] = time.perf_counter() - t

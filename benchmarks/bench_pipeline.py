@@ -553,8 +553,11 @@ def stage_recolour(ctx) -> dict:
     except Exception as err:  # noqa: BLE001
         print(f"  skipped: napari not importable ({err})")
         return {}
+    from napari.utils.colormaps import DirectLabelColormap
+
     from napari_cellama import layers as L
     from napari_cellama._constants import CELL_ID, LAYER_META
+    from napari_cellama.core.palette import category_colors
 
     n = ctx.recolour_cells
     side_x = int(np.ceil(np.sqrt(n * 1.6)))
@@ -601,16 +604,23 @@ def stage_recolour(ctx) -> dict:
         return median(ts), all(changed)
 
     t_toggle, ok_toggle = timed(lambda i: L.set_category_colors(layer, hidden={types[i % len(types)]}))
-    t_recolour, ok_recolour = timed(
-        lambda i: L.set_cell_categories(layer, ids, new_cats if i % 2 == 0 else cats, cells))
-    palette = np.asarray(list(L.category_colors(list(types)).values()), dtype=np.float32)
+    code_of = pd.Index(layer.metadata[LAYER_META]["categories"])  # sorted categories: codes 1..K
+    codes = [code_of.get_indexer(c) + 1 for c in (cats, new_cats)]  # cell i has label i + 1
+
+    def recategorise(i):  # every cell a new category: rewrite the label -> code table in place
+        L.lookup_table(layer)[1 : n + 1] = codes[i % 2 == 0]
+        layer.refresh()
+
+    t_recolour, ok_recolour = timed(recategorise)
+    palette = np.asarray(list(category_colors(list(types)).values()), dtype=np.float32)
     code = pd.Index(types).get_indexer(cats)
     layer.visible = False
 
     def naive(i):
         cols = palette[code].copy()
         cols[code == (i % len(types)), 3] = 0  # hide one type
-        cells.colormap = L.direct_cell_colormap(np.arange(1, n + 1), cols)
+        cells.colormap = DirectLabelColormap(
+            color_dict={**dict(zip(range(1, n + 1), cols)), 0: np.zeros(4), None: np.zeros(4)})
 
     t_naive, ok_naive = timed(naive)
     viewer.close()

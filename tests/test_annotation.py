@@ -15,6 +15,7 @@ import pytest
 from _transfer_fixture import cellama_tmp, transfer  # noqa: F401 - pytest fixtures
 
 from napari_cellama._constants import (
+    CELL_ID,
     CELL_TYPE,
     CONFIDENCE,
     DISTANCE,
@@ -209,27 +210,36 @@ def test_palette_is_distinct_and_never_grey():
         to_rgba("#zzzzzz")
 
 
+def _label_rgba(ann) -> np.ndarray:
+    """RGBA per Labels id as napari paints an annotation layer: type code per label
+    (``label_code_lut``) through the per-type colormap (``type_color_dict``)."""
+    colors = ann.type_color_dict()
+    table = np.zeros((len(ann.categories) + 1, 4), dtype=np.float32)
+    for code, rgba in colors.items():
+        if code is not None:
+            table[code] = rgba
+    return table[ann.label_code_lut()]
+
+
 def test_label_lookup_paints_the_real_raster(ann, raster):
     labels, ids = raster
-    lut = ann.label_lut()
+    lut = _label_rgba(ann)
     assert lut.shape == (int(ids.max()) + 1, 4) and lut.dtype == np.float32
     assert (lut[0] == 0).all()  # background transparent
     painted = lut[labels]
     assert painted.shape == labels.shape + (4,)
-    cell_rgba = ann.cell_rgba()
     for pos in range(0, ann.n_cells, 17):
         lab = ann.label_ids[pos]
         mask = labels == lab
         assert mask.any()
-        assert np.allclose(painted[mask], cell_rgba[pos])
-        assert np.allclose(cell_rgba[pos], ann.color_of(ann.cell_type.iloc[pos]))
+        assert np.allclose(painted[mask], ann.color_of(ann.cell_type.iloc[pos]))
     assert (painted[labels == 0] == 0).all()
 
     # hide one type: exactly its pixels become transparent
     counts = ann.counts()
     hidden_type = counts.index[counts.argmax()]
     ann.set_visible(hidden_type, False)
-    lut2 = ann.label_lut()
+    lut2 = _label_rgba(ann)
     hidden_cells = ann.label_ids[(ann.cell_type == hidden_type).to_numpy()]
     assert (lut2[hidden_cells, 3] == 0).all()
     others = np.setdiff1d(ann.label_ids, hidden_cells)
@@ -237,34 +247,41 @@ def test_label_lookup_paints_the_real_raster(ann, raster):
     # show only one type
     keep = counts.index[counts.argmin()]
     ann.show_only(keep)
-    lut3 = ann.label_lut()
+    lut3 = _label_rgba(ann)
     visible = np.flatnonzero(lut3[:, 3] > 0)
     np.testing.assert_array_equal(np.sort(visible), np.sort(ann.label_ids[(ann.cell_type == keep).to_numpy()]))
     assert ann.hidden == frozenset(set(ann.categories) - {keep})
     ann.show_all()
-    np.testing.assert_array_equal(ann.label_lut(), lut)
-    # the small type raster route gives the same colours
+    np.testing.assert_array_equal(_label_rgba(ann), lut)
+    # every cell of the table has a label id, and only those
     code_lut = ann.label_code_lut()
-    type_colors = ann.type_color_dict()
-    for lab in ann.label_ids[:10]:
-        assert np.allclose(type_colors[int(code_lut[lab])], lut[lab])
-    d = ann.label_color_dict()
-    assert set(d) == set(ann.label_ids.tolist()) | {None}
+    assert set(np.flatnonzero(code_lut)) == set(ann.label_ids.tolist())
 
 
-def test_value_luts_for_confidence_and_distance_maps(ann):
-    lut = ann.value_lut(CONFIDENCE)
-    assert np.isnan(lut[0])
+def test_value_maps_for_confidence_and_distance(ann, raster):
+    """The confidence and distance maps (``layers.cell_values_layer_data``) on the real raster."""
+    from napari.layers import Labels
+
+    from napari_cellama import layers as L
+
+    labels, _ids = raster
+    feats = pd.DataFrame({"index": ann.label_ids, CELL_ID: ann.cell_ids.astype(str)})
+    cells = Labels(labels, features=feats)
+    data, kwargs, kind = L.cell_values_layer_data(cells, ann.cell_ids, ann.table[CONFIDENCE].to_numpy(),
+                                                  name="confidence")
+    lut = data.lut
+    assert kind == "image" and np.isnan(lut[0])
     np.testing.assert_allclose(lut[ann.label_ids], ann.table[CONFIDENCE].to_numpy(), rtol=1e-6)
-    rgba, lo, hi = ann.value_rgba_lut(DISTANCE, "magma")
+    assert np.isnan(np.asarray(data)[labels == 0]).all()
+    data, kwargs, _ = L.cell_values_layer_data(cells, ann.cell_ids, ann.table[DISTANCE].to_numpy(),
+                                               name="distance", colormap="magma")
+    lo, hi = kwargs["contrast_limits"]
     assert lo == pytest.approx(ann.table[DISTANCE].min(), rel=1e-5)
     assert hi == pytest.approx(ann.table[DISTANCE].max(), rel=1e-5)
-    assert rgba[0, 3] == 0 and (rgba[ann.label_ids, 3] == 1).all()
     far = ann.label_ids[np.argmax(ann.table[DISTANCE].to_numpy())]
     near = ann.label_ids[np.argmin(ann.table[DISTANCE].to_numpy())]
-    assert not np.allclose(rgba[far], rgba[near])
-    with pytest.raises(CellamaInputError):
-        ann.value_lut("no_such_column")
+    assert data.lut[far] == pytest.approx(hi) and data.lut[near] == pytest.approx(lo)
+    assert "lut" not in kwargs["metadata"]["cellama"]  # metadata: descriptors, no live tables
 
 
 def test_selection_by_label_ids(ann, raster):
@@ -305,14 +322,24 @@ def test_table_restores_manual_edits(transfer, ann):
 
 
 def test_events_and_bad_input(ann):
-    seen = []
-    ann.connect(seen.append)
+    seen, labels_only = [], []
+    ann.labels_changed.connect(seen.append)
+    ann.labels_changed.connect(labels_only.append)
+    for name in ("types", "colors", "visibility", "label_ids", "niche"):
+        getattr(ann, f"{name}_changed").connect(lambda name=name: seen.append(name))
     ann.set_threshold(0.3)
     ann.assign(ann.cell_ids[:1], "X")
     ann.undo()
     ann.redo()
     ann.toggle("X")
     assert seen == ["threshold", "types", "edit", "undo", "redo", "visibility"]
+    ann.set_color("X", "#102030")
+    ann.set_niche_clusters(pd.Series("1", index=ann.cell_ids[:2]))
+    ann.set_label_ids(ann.label_ids)
+    ann.show_all()
+    assert seen[6:] == ["colors", "niche", "label_ids", "visibility"]
+    # a listener of the labels hears nothing of colours, visibility, niches or label ids
+    assert labels_only == ["threshold", "edit", "undo", "redo"]
     with pytest.raises(CellamaInputError):
         ann.assign(["not-a-cell"], "X")
     with pytest.raises(CellamaInputError):
@@ -339,7 +366,7 @@ def test_100k_cells_recolour_vectorised():
     a = Annotation(table, label_ids=labels)
     a.set_threshold(0.4)
     a.show_only(["type 03", UNASSIGNED])
-    lut = a.label_lut()
+    lut = _label_rgba(a)
     visible = lut[:, 3] > 0
     expected = (t == "type 03") & (table[CONFIDENCE].to_numpy() >= 0.4) | (table[CONFIDENCE].to_numpy() < 0.4)
     np.testing.assert_array_equal(np.sort(np.flatnonzero(visible)), np.sort(labels[expected]))

@@ -89,7 +89,7 @@ def test_finetune_panel_runs_shows_loss_and_cancels(viewer, qtbot, small_referen
     assert "loss" in steps[-1][1]
     assert (out / "modules.json").is_file() and read_finetune_record(out)["params"]["n_pairs"] == 48
     assert read_finetune_record(out)["params"]["pca"]["n_pcs"] == 8
-    assert get_session(viewer).results["finetuned_model"] == str(out)
+    assert get_session(viewer).finetuned_model == str(out)
     assert "Spearman" in widget.status.text()
     qtbot.wait(200)
     shot = tmp_path / "finetune_panel.png"

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from napari_cellama.core.coverage import label_columns, marker_coverage
-from napari_cellama.layers import category_colors, layer_kind
+from napari_cellama.core.palette import category_colors
+from napari_cellama.layers import layer_kind
 from napari_cellama.session import get_session
 
 PLUGIN = "napari-cellama"

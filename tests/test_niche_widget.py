@@ -17,6 +17,7 @@ from qtpy.QtCore import QPoint, Qt
 from sklearn.metrics import adjusted_rand_score
 
 from napari_cellama._constants import CELL_TYPE, NICHE_CLUSTER, NICHE_OTHER_CELLS
+from napari_cellama.layers import lookup_table
 from napari_cellama.session import get_session
 
 PLUGIN = "napari-cellama"
@@ -114,8 +115,9 @@ def test_niche_widget_cluster_highlight_save_export(viewer, qtbot, demo_data, tm
     # ---- stored for saving / export, in the session, and on hover
     assert (ann.niche_cluster.reindex(r.table.index).astype(str) == r.clusters.astype(str)).all()
     assert ann.niche_cluster.drop(r.table.index).isna().all()
-    info = get_session(viewer).results["niche"]
-    assert info["result"] is r and info["annotation"] is ann
+    session = get_session(viewer)
+    assert session.niche.result is r and session.annotation is ann
+    assert session.niche.clusters.equals(niche.clusters) and session.niche.colors == niche.colors
     cells = viewer.layers["cells"]
     feats = cells.features.set_index("cell_id")
     cid = r.table.index[0]
@@ -126,7 +128,7 @@ def test_niche_widget_cluster_highlight_save_export(viewer, qtbot, demo_data, tm
     layer = viewer.layers["niche clusters"]
     assert layer.visible
     meta = layer.metadata["cellama"]
-    lut, cats = meta["lut"], meta["categories"]
+    lut, cats = lookup_table(layer), meta["categories"]
     labels = ann.label_ids
     painted = np.array([cats[c - 1] for c in lut[labels]], dtype=object)
     is_mono = ann.cell_ids.isin(r.table.index)
@@ -161,7 +163,7 @@ def test_niche_widget_cluster_highlight_save_export(viewer, qtbot, demo_data, tm
     assert _rgba(layer, names[0])[3] == 1
 
     # ---- clicking a legend row, a heatmap row, a marker row highlights the cluster's cells
-    sel_lut = viewer.layers["selected cells"].metadata["cellama"]["lut"]
+    sel_lut = lookup_table(viewer.layers["selected cells"])
     _click_row(qtbot, legend.tree, legend.item(names[1]))
     want = set(niche.cells_of(names[1]))
     assert set(transfer.selected) == want and int(sel_lut.sum()) == len(want) == int(r.sizes[names[1]])

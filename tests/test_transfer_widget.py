@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from napari_cellama._constants import CELL_TYPE, SOURCE, SOURCE_MANUAL, SPATIALDATA_TABLE, UNASSIGNED
+from napari_cellama.layers import lookup_table
 from napari_cellama.session import get_session
 
 PLUGIN = "napari-cellama"
@@ -94,7 +95,7 @@ def test_transfer_review_export_and_restore(viewer, qtbot, demo_data, tmp_path, 
     widget.threshold_slider.setValue(70)
     n_after = int((ann.cell_type == UNASSIGNED).sum())
     assert n_after == int((ann.table["confidence"] < 0.7).sum()) > n_before
-    lut = types_layer.metadata["cellama"]["lut"]
+    lut = lookup_table(types_layer)
     low = ann.cell_ids[ann.table["confidence"].to_numpy() < 0.7][0]
     assert lut[ann.label_ids[ann.cell_ids.get_loc(low)]] == 1  # code of Unassigned + 1
     assert f"{n_after:,} cells" in widget.threshold_label.text()
@@ -110,7 +111,7 @@ def test_transfer_review_export_and_restore(viewer, qtbot, demo_data, tmp_path, 
     n_sel = widget.select_in_polygons()
     inside = (xy_all[:, 0] > x0) & (xy_all[:, 0] < x1) & (xy_all[:, 1] > y0) & (xy_all[:, 1] < y1)
     assert n_sel == int(inside.sum()) > 0
-    sel_lut = viewer.layers["selected cells"].metadata["cellama"]["lut"]
+    sel_lut = lookup_table(viewer.layers["selected cells"])
     assert int(sel_lut.sum()) == n_sel
     before = ann.cell_type.copy()
     widget.assign_selected("Stromal (manual)")

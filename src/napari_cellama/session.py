@@ -1,24 +1,39 @@
-"""What the load widget loaded, for the widgets that come after it (Qt-free).
+"""The shared state of one napari viewer: inputs, results, selection, colours (Qt-free).
 
-One :class:`CellamaSession` per napari viewer holds the query (Xenium cells x genes), the
-reference, the chosen label column, the panel report, the marker coverage and the names
-of the layers that show the run. The load widget fills it; the transfer, review and niche
-widgets read it (and may store their own results in ``session.results``).
+One :class:`CellamaSession` per viewer is the single owner of everything the docks share.
+Docks *write* a field and *subscribe* to its signal; no dock calls another, and no widget
+method is stored here.
 
-How to reach it::
+==========================  ============================================  ===========================
+field                       what                                          signal (``session.events``)
+==========================  ============================================  ===========================
+``query`` ... ``layer_names``  the loaded run, reference, label column,   ``inputs()`` (:meth:`update`,
+                            panel report, coverage, layer names           :meth:`clear`)
+``transfer``                :class:`TransferState` (result + the          ``transfer(state)``
+                            :class:`~napari_cellama.core.Annotation`)
+``niche``                   :class:`NicheState` (result, clusters,        ``niche(state)``
+                            colours)
+``prototypes``              the last marker-prototype result              ``prototypes(result)``
+``finetuned_model``         folder of the last fine-tuned model           ``finetuned_model(path)``
+``selection``               :class:`CellSelection`: the cells picked for  ``selection.changed(ids)``
+                            review (one object, never replaced)
+``type_colors``             :class:`~napari_cellama.core.palette.TypeColors`  ``type_colors.changed(name)``
+==========================  ============================================  ===========================
+
+Setting ``transfer``, ``niche``, ``prototypes`` or ``finetuned_model`` emits its signal with
+the new value (``None`` when cleared)::
 
     from napari_cellama.session import get_session
 
-    session = get_session(viewer)          # created empty on first use
-    if session.ready:                      # query, reference and label_key are set
-        query, reference = session.query, session.reference
+    session = get_session(viewer)              # created empty on first use
+    session.events.transfer.connect(on_transfer)
+    session.selection.changed.connect(on_selection)
+    if session.ready:                          # query, reference and label_key are set
         cells = viewer.layers[session.layer_names["cells"]]
-    session.changed.connect(callback)      # called with the name of what changed
 
 Sessions live in a module-level ``weakref.WeakKeyDictionary`` keyed by the viewer object
 (the viewer itself, not its id, so a closed and garbage-collected viewer takes its session
-with it and a new viewer never inherits an old one). Nothing here imports Qt or napari:
-``changed`` is a psygnal signal, which napari already depends on.
+with it and a new viewer never inherits an old one). Nothing here imports Qt or napari.
 """
 
 from __future__ import annotations
@@ -26,19 +41,98 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from psygnal import Signal
+import numpy as np
+import pandas as pd
+from psygnal import Signal, SignalGroup
 
 from ._constants import CELL_ID, LABEL_ID
+from .core.palette import TypeColors
 
-__all__ = ["CellamaSession", "clear_session", "get_session", "has_session"]
+__all__ = [
+    "CellSelection",
+    "CellamaSession",
+    "NicheState",
+    "TransferState",
+    "clear_session",
+    "get_session",
+    "has_session",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class TransferState:
+    """A shown label transfer: the engine's result (None for a session opened from disk
+    without one) and the :class:`~napari_cellama.core.Annotation` being reviewed."""
+
+    result: Any
+    annotation: Any
+
+
+@dataclass(frozen=True, eq=False)
+class NicheState:
+    """Shown niche clusters: the engine's result (None when restored from a saved session),
+    the cluster of each clustered cell (Series by cell id) and ``{cluster: RGBA}``."""
+
+    result: Any
+    clusters: pd.Series
+    colors: dict
+
+
+class CellSelection:
+    """The cells picked for review, by cell id; shared by every dock (Qt-free).
+
+    ``changed`` is emitted with the new selection (a ``pd.Index`` of cell ids) whenever it
+    changes. Any dock selects (a legend row, a niche, a plot point, a polygon) and the
+    outline layer and the review controls follow.
+    """
+
+    changed = Signal(object)
+
+    def __init__(self) -> None:
+        self._ids = pd.Index([], dtype=object, name=CELL_ID)
+
+    @property
+    def ids(self) -> pd.Index:
+        return self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def select(self, cell_ids, add: bool = False) -> pd.Index:
+        """Select ``cell_ids`` (``add`` keeps the current selection); returns the selection."""
+        ids = pd.Index(np.asarray(list(cell_ids), dtype=object).astype(str), name=CELL_ID).unique()
+        new = self._ids.union(ids) if add else ids
+        if not new.equals(self._ids):
+            self._ids = pd.Index(new, name=CELL_ID)
+            self.changed.emit(self._ids)
+        return self._ids
+
+    def clear(self) -> None:
+        self.select([])
+
+
+class SessionEvents(SignalGroup):
+    """The signals of a :class:`CellamaSession` (see the module docstring)."""
+
+    inputs = Signal()
+    transfer = Signal(object)
+    niche = Signal(object)
+    prototypes = Signal(object)
+    finetuned_model = Signal(object)
+
+
+_EVENTED = ("transfer", "niche", "prototypes", "finetuned_model")
+_INPUTS = ("query", "reference", "label_key", "panel", "coverage", "top_k", "xenium_root",
+           "reference_path", "layer_names")
 
 
 @dataclass(eq=False)
 class CellamaSession:
-    """The loaded run, reference and checks of one viewer (see the module docstring)."""
+    """The shared state of one viewer (see the module docstring)."""
 
+    # ---- inputs (set together with update(); signal: events.inputs)
     query: Any = None
     """AnnData: Xenium cells x genes; ``obs_names`` = ``cell_id``, ``obs['label']`` = label
     value in the cells layer, ``obsm['spatial']`` = centroids in microns."""
@@ -56,11 +150,27 @@ class CellamaSession:
     reference_path: Path | None = None
     layer_names: dict = field(default_factory=dict)
     """Names of the run's layers: keys ``"cells"``, ``"centroids"``, ``"image"`` (first channel)."""
-    results: dict = field(default_factory=dict)
-    """Free space for later widgets (e.g. ``results["transfer"]``)."""
 
-    changed: ClassVar[Signal] = Signal(str)
-    """Emitted with a word saying what changed (``"loaded"``, ``"cleared"``, or a widget's own)."""
+    # ---- results (each set emits its own signal)
+    transfer: TransferState | None = None
+    niche: NicheState | None = None
+    prototypes: Any = None
+    """:class:`napari_cellama.core.PrototypeResult` of the last marker-prototype run."""
+    finetuned_model: str | None = None
+    """Folder of the last model fine-tuned in this viewer."""
+
+    # ---- shared models (never replaced)
+    selection: CellSelection = field(default_factory=CellSelection)
+    type_colors: TypeColors = field(default_factory=TypeColors)
+    """The colour of every cell type shown in this viewer (transfer, prototypes, plots)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "events", SessionEvents())
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name in _EVENTED and "events" in self.__dict__:
+            getattr(self.events, name).emit(value)
 
     @property
     def ready(self) -> bool:
@@ -68,10 +178,13 @@ class CellamaSession:
         return self.query is not None and self.reference is not None and bool(self.label_key)
 
     @property
-    def label_of_cell(self):
-        """pandas Series: label value (cells layer) of each ``cell_id`` of the query."""
-        import pandas as pd
+    def annotation(self):
+        """The :class:`~napari_cellama.core.Annotation` of the shown transfer (None if none)."""
+        return None if self.transfer is None else self.transfer.annotation
 
+    @property
+    def label_of_cell(self) -> pd.Series:
+        """pandas Series: label value (cells layer) of each ``cell_id`` of the query."""
         if self.query is None or LABEL_ID not in self.query.obs:
             return pd.Series(dtype="int64")
         obs = self.query.obs
@@ -79,20 +192,24 @@ class CellamaSession:
             obs[LABEL_ID].to_numpy(), index=pd.Index(obs.index.astype(str), name=CELL_ID)
         )
 
-    def update(self, what: str = "loaded", **values) -> None:
-        """Set several fields at once, then emit ``changed(what)``."""
-        names = {f.name for f in fields(self)}
-        for key, value in values.items():
-            if key not in names:
-                raise AttributeError(f"CellamaSession has no field {key!r}")
+    def update(self, **inputs) -> None:
+        """Set several inputs at once (``query``, ``reference``, ...), then emit ``events.inputs``."""
+        for key, value in inputs.items():
+            if key not in _INPUTS:
+                raise AttributeError(f"CellamaSession has no input {key!r} (inputs: {', '.join(_INPUTS)})")
             setattr(self, key, value)
-        self.changed.emit(what)
+        self.events.inputs.emit()
 
     def clear(self) -> None:
-        """Forget everything (emits ``changed("cleared")``)."""
-        for f in fields(self):
-            setattr(self, f.name, f.default_factory() if callable(f.default_factory) else f.default)
-        self.changed.emit("cleared")
+        """Forget everything: inputs (``events.inputs``), results (each its signal), the selection."""
+        defaults = {f.name: (f.default_factory() if callable(f.default_factory) else f.default)
+                    for f in fields(self) if f.name in _INPUTS}
+        for key, value in defaults.items():
+            setattr(self, key, value)
+        for key in _EVENTED:
+            setattr(self, key, None)
+        self.selection.clear()
+        self.events.inputs.emit()
 
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, CellamaSession] = weakref.WeakKeyDictionary()

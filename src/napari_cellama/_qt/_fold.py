@@ -1,5 +1,5 @@
 """Layout helpers: a foldable section (an arrow button that shows or hides a box of
-parameters) and a scrolling area for long forms in a docked panel."""
+parameters), a scrolling area for long forms in a docked panel, a path row with a browse button."""
 
 from __future__ import annotations
 
@@ -40,3 +40,32 @@ def scrolling(layout: QLayout) -> QScrollArea:
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
     area.setWidget(inner)
     return area
+
+
+MARKER_FILES = "Markers (*.csv *.tsv *.json *.gmt)"
+
+
+def path_row(edit, title: str, file_filter: str | None = None, on_pick=None) -> QWidget:
+    """A line edit for a path with a "..." button opening a file dialog (``file_filter``) or,
+    without a filter, a folder dialog; ``on_pick()`` runs after a path was chosen."""
+    from qtpy.QtWidgets import QFileDialog, QHBoxLayout, QPushButton
+
+    row = QWidget()
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(edit, 1)
+    btn = QPushButton("...")
+
+    def pick() -> None:
+        if file_filter is None:
+            path = QFileDialog.getExistingDirectory(row, title)
+        else:
+            path, _ = QFileDialog.getOpenFileName(row, title, "", file_filter)
+        if path:
+            edit.setText(path)
+            if on_pick is not None:
+                on_pick()
+
+    btn.clicked.connect(pick)
+    lay.addWidget(btn)
+    return row

@@ -1,15 +1,19 @@
-"""One way for every dock widget to run a long step: off the GUI thread, with progress and Cancel.
+"""The one way every dock runs a long step: off the GUI thread, with progress and Cancel.
 
-:class:`JobRunner` owns a progress bar, a Cancel button and at most one worker. A job is a
+:class:`JobRunner` owns a progress bar, a Cancel button and the running worker. A job is a
 function returning a progress generator (``yield (stage, done, total)`` ... ``return
 result``, see :mod:`napari_cellama.core._progress`) or a plain function. The runner
 
-* runs it in a napari ``thread_worker`` (``create_worker``),
-* shows stage and count in its own bar and in a ``napari.utils.progress`` bar,
+* runs it in a napari ``thread_worker`` (``create_worker``); one job at a time, except a
+  job started from another's ``on_done`` with ``chained=True`` (e.g. the demo, then its
+  reference's columns);
+* shows stage and count in its own bar and in a ``napari.utils.progress`` bar (``describe``
+  may word the stage, e.g. with the current loss) and re-emits each step as ``progressed``;
 * on Cancel calls ``worker.quit()``: a generator stops at its next yield (a batch of
-  embeddings at most, i.e. seconds), ``on_done`` is not called, so nothing is half-added,
+  embeddings or a training step at most), ``on_done`` is not called, so nothing is half-added;
 * turns errors into a napari notification (``CellamaInputError`` messages as they are,
-  anything else with its type) and a ``failed`` signal, leaving the viewer usable.
+  anything else with its type) and a ``failed`` signal, leaving the viewer usable;
+  :meth:`fail` reports a dock's own input errors the same way.
 
 ``run_sync`` runs the same job on the calling thread (tests and scripts).
 """
@@ -17,7 +21,7 @@ result``, see :mod:`napari_cellama.core._progress`) or a plain function. The run
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
@@ -40,9 +44,13 @@ class JobRunner(QObject):
     finished = Signal()
     failed = Signal(str)
     cancelled = Signal()
+    progressed = Signal(object)
+    """Emitted with each ``(stage, done, total)`` of the running job."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, describe: Callable | None = None):
         super().__init__(parent)
+        self.describe = describe
+        """Optional ``describe(stage, done, total) -> str`` for the bars' text."""
         self.widget = QWidget(parent)
         layout = QHBoxLayout(self.widget)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -57,7 +65,7 @@ class JobRunner(QObject):
         self.cancel_button.clicked.connect(self.cancel)
         layout.addWidget(self.bar, 1)
         layout.addWidget(self.cancel_button)
-        self.worker = None
+        self._workers: list = []
         self._pbar = None
         self.last_error: str | None = None
         self.was_cancelled = False
@@ -65,30 +73,43 @@ class JobRunner(QObject):
     # ------------------------------------------------------------------ state
     @property
     def busy(self) -> bool:
-        return self.worker is not None
+        return bool(self._workers)
 
-    def start(self, job: Callable, *args, on_done: Callable | None = None, what: str = "working", **kwargs):
-        """Run ``job(*args, **kwargs)`` in a worker; ``on_done(result)`` on the GUI thread."""
+    @property
+    def worker(self):
+        """The running worker (the latest one when a job was chained), or None."""
+        return self._workers[-1] if self._workers else None
+
+    def start(self, job: Callable, *args, on_done: Callable | None = None, what: str = "working",
+              chained: bool = False, **kwargs):
+        """Run ``job(*args, **kwargs)`` in a worker; ``on_done(result)`` on the GUI thread.
+
+        Returns the worker, or None (with a notification) while another job runs, unless
+        ``chained`` (a follow-up started from a running job's ``on_done``).
+        """
         from napari.qt.threading import create_worker
         from napari.utils import progress
 
-        if self.busy:
-            self._fail("another step is still running; wait for it or press Cancel")
+        if self.busy and not chained:
+            self.fail("another step is still running; wait for it or press Cancel")
             return None
         self.last_error = None
         self.was_cancelled = False
+        if self._pbar is not None:
+            self._pbar.close()
         self._pbar = progress(total=0, desc=f"napari-cellama: {what}")
         self.bar.setRange(0, 0)
         self.bar.setFormat(what)
         self.cancel_button.setEnabled(True)
-        worker = create_worker(job, *args, _start_thread=False, **kwargs)
+        # errors are reported here (notification + failed); napari must not re-raise them
+        worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         if hasattr(worker, "yielded"):
             worker.yielded.connect(self._on_progress)
         if on_done is not None:
             worker.returned.connect(on_done)
         worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
+        worker.finished.connect(lambda: self._on_finished(worker))
+        self._workers.append(worker)
         self.started.emit(what)
         worker.start()
         return worker
@@ -100,7 +121,7 @@ class JobRunner(QObject):
             out = job(*args, **kwargs)
             if inspect.isgenerator(out):
                 out = run_generator(out, lambda s, d, t: self._on_progress((s, d, t)))
-        except Exception as err:  # noqa: BLE001 - reported, as the threaded path does
+        except Exception as err:
             self._on_error(err)
             raise
         if on_done is not None:
@@ -109,13 +130,22 @@ class JobRunner(QObject):
         return out
 
     def cancel(self) -> None:
-        """Stop the running job at its next progress step."""
-        if self.worker is None:
+        """Stop the running job(s) at the next progress step."""
+        if not self._workers:
             return
         self.was_cancelled = True
         self.bar.setFormat("cancelling…")
         self.cancel_button.setEnabled(False)
-        self.worker.quit()
+        for worker in list(self._workers):
+            worker.quit()
+
+    def fail(self, message: str) -> None:
+        """Report a problem: a napari error notification, ``last_error`` and ``failed(message)``."""
+        from napari.utils.notifications import show_error
+
+        self.last_error = message
+        show_error(f"napari-cellama: {message}")
+        self.failed.emit(message)
 
     # ------------------------------------------------------------------ slots
     def _on_progress(self, value) -> None:
@@ -123,34 +153,32 @@ class JobRunner(QObject):
             stage, done, total = value
         except (TypeError, ValueError):
             return
+        text = self.describe(stage, done, total) if self.describe is not None else f"{stage}: {done}/{total}"
         total = max(int(total), 1)
         self.bar.setRange(0, total)
         self.bar.setValue(min(int(done), total))
-        self.bar.setFormat(f"{stage}: {done}/{total}")
+        self.bar.setFormat(text)
         pbar = self._pbar  # a late signal may arrive after the job finished and closed it
         if pbar is not None:
-            pbar.set_description(f"napari-cellama: {stage}")
+            pbar.set_description(f"napari-cellama: {text}")
             pbar.total = total
             pbar.update(int(done) - pbar.n)  # update() notifies napari's activity panel
+        self.progressed.emit(value)
 
     def _on_error(self, err: BaseException) -> None:
-        self._fail(error_message(err))
+        self.fail(error_message(err))
         self.bar.setFormat("failed")
 
-    def _fail(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.last_error = message
-        show_error(f"napari-cellama: {message}")
-        self.failed.emit(message)
-
-    def _on_finished(self) -> None:
+    def _on_finished(self, worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
+        if self._workers:  # a chained job is still running
+            return
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
         cancelled = self.was_cancelled
         failed = self.last_error is not None
-        self.worker = None
         self._reset("cancelled" if cancelled else "failed" if failed else "done")
         if cancelled:
             self.cancelled.emit()

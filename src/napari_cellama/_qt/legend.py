@@ -1,12 +1,20 @@
-"""Legend of an :class:`~napari_cellama.core.Annotation`: one row per type.
+"""The one legend widget, for cell types and for niches.
 
-Each row: a check box (show / hide the type on the tissue), a colour swatch, the name and
-the number of cells. Clicking a row's name selects it (the "show only" and "select cells"
-buttons act on the selected row). The legend listens to the annotation and redraws
-counts after threshold changes and edits; it never recomputes anything itself.
+:class:`CategoryLegend`: one row per category with a check box (show / hide it on the
+tissue), a colour swatch, the name, the number of cells and an optional extra column (the
+top markers of a niche); "Show only selected" and "Show all" buttons. It emits
+``visibility_changed(hidden names)`` when the user ticks or unticks rows, ``row_clicked(name)``
+on a click and ``row_activated(name)`` on a double click; it never computes anything itself.
+
+:class:`TypeLegend` binds it to an :class:`~napari_cellama.core.Annotation`: rows follow
+the annotation's types, colours, counts and visibility (its named signals), and ticking
+rows changes the annotation's visibility, which the ``cell types`` layer follows. The niche
+dock uses :class:`CategoryLegend` itself and applies the hidden set to its layer.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
@@ -22,38 +30,44 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.annotation import to_hex
+from ..core.palette import to_hex
 
 
-def _swatch(color) -> QIcon:
+def swatch(color) -> QIcon:
+    """A 14-pixel square icon of ``color`` (RGBA floats or hex)."""
     pm = QPixmap(14, 14)
     pm.fill(QColor(to_hex(color)))
     return QIcon(pm)
 
 
-class LegendWidget(QWidget):
-    """Type legend with per-type toggles, "show only" and "show all"."""
+class CategoryLegend(QWidget):
+    """Rows of categories: tick to show, click / double-click to act (see the module docstring)."""
 
-    type_activated = Signal(str)
-    """Emitted with a type name when its row is double-clicked."""
+    visibility_changed = Signal(object)
+    """Emitted with the set of hidden names after the user ticks or unticks rows."""
+    row_clicked = Signal(str)
+    """Emitted with a row's name when the row is clicked."""
+    row_activated = Signal(str)
+    """Emitted with a row's name when the row is double-clicked."""
 
-    def __init__(self, parent=None, title: str = "Legend (tick to show, double-click to select its cells)"):
+    def __init__(self, title: str, headers: Iterable[str] = ("name", "cells"),
+                 label: Callable[[str], str] = str, parent=None):
         super().__init__(parent)
-        self.annotation = None
-        self.title = QLabel(title)
+        self._label = label
+        headers = list(headers)
         self.tree = QTreeWidget()
-        self.tree.setColumnCount(2)
-        self.tree.setHeaderLabels(["type", "cells"])
+        self.tree.setColumnCount(len(headers))
+        self.tree.setHeaderLabels(headers)
         self.tree.setRootIsDecorated(False)
         self.tree.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.tree.setMinimumHeight(140)
-        # the name column takes the width (long reference labels stay readable), counts fit
         header = self.tree.header()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(0, QHeaderView.Stretch)
-        header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
+        header.setStretchLastSection(len(headers) > 2)
+        if len(headers) == 2:  # the name takes the width (long labels stay readable), counts fit
+            header.setSectionResizeMode(0, QHeaderView.Stretch)
+            header.setSectionResizeMode(1, QHeaderView.ResizeToContents)
         self.tree.itemChanged.connect(self._on_item_changed)
-        self.tree.itemDoubleClicked.connect(lambda item, _col: self.type_activated.emit(item.data(0, Qt.UserRole)))
+        self.tree.itemClicked.connect(lambda item, _col: self.row_clicked.emit(item.data(0, Qt.UserRole)))
+        self.tree.itemDoubleClicked.connect(lambda item, _col: self.row_activated.emit(item.data(0, Qt.UserRole)))
         self.only_button = QPushButton("Show only selected")
         self.only_button.clicked.connect(self.show_only_selected)
         self.all_button = QPushButton("Show all")
@@ -63,60 +77,50 @@ class LegendWidget(QWidget):
         buttons.addWidget(self.all_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        self.title = QLabel(title)
         layout.addWidget(self.title)
         layout.addWidget(self.tree)
         layout.addLayout(buttons)
         self._updating = False
 
-    def set_annotation(self, annotation) -> None:
-        if self.annotation is not None:
-            self.annotation.disconnect(self._on_annotation)
-        self.annotation = annotation
-        if annotation is not None:
-            annotation.connect(self._on_annotation)
-        self.refresh()
+    # ------------------------------------------------------------------ rows
+    def set_rows(self, names, counts: Mapping, colors: Mapping, extra: Mapping | None = None,
+                 hidden: Iterable[str] = ()) -> None:
+        """Show ``names`` with their counts, colours, optional extra text and check states.
 
-    def _on_annotation(self, what: str) -> None:
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Bring rows up to date with the annotation (names, colours, counts, visibility).
-
-        Rows are updated in place; the tree is rebuilt only when the list of types
-        changes. (Rebuilding from inside a row's own change signal would delete the row
-        Qt is still working on.)
+        Rows are updated in place; the tree is rebuilt only when the names change (rebuilding
+        from inside a row's own change signal would delete the row Qt is still working on).
         """
-        ann = self.annotation
-        names = list(ann.categories) if ann is not None else []
-        if names != self.names():
-            self._rebuild(names)
-        if ann is None:
-            return
+        names = [str(n) for n in names]
+        hidden = {str(h) for h in hidden}
         self._updating = True
-        counts = ann.counts(include_empty=True)
+        if names != self.names():
+            selected = self.selected()
+            self.tree.clear()
+            for name in names:
+                item = QTreeWidgetItem([self._label(name)] + [""] * (self.tree.columnCount() - 1))
+                item.setData(0, Qt.UserRole, name)
+                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                item.setCheckState(0, Qt.Checked)
+                item.setTextAlignment(1, Qt.AlignRight)
+                self.tree.addTopLevelItem(item)
+                item.setSelected(name == selected)
         for i, name in enumerate(names):
             item = self.tree.topLevelItem(i)
             item.setText(1, str(int(counts.get(name, 0))))
-            item.setIcon(0, _swatch(ann.color_of(name)))
-            state = Qt.Checked if ann.is_visible(name) else Qt.Unchecked
+            if extra is not None and self.tree.columnCount() > 2:
+                item.setText(2, extra.get(name, ""))
+            item.setIcon(0, swatch(colors[name]))
+            state = Qt.Unchecked if name in hidden else Qt.Checked
             if item.checkState(0) != state:
                 item.setCheckState(0, state)
+        if self.tree.columnCount() > 2:
+            for col in range(2):
+                self.tree.resizeColumnToContents(col)
         self._updating = False
 
-    def _rebuild(self, names: list[str]) -> None:
-        self._updating = True
-        selected = self.selected_type()
-        self.tree.clear()
-        for name in names:
-            item = QTreeWidgetItem([name, ""])
-            item.setData(0, Qt.UserRole, name)
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(0, Qt.Checked)
-            item.setTextAlignment(1, Qt.AlignRight)
-            self.tree.addTopLevelItem(item)
-            if name == selected:
-                item.setSelected(True)
-        self._updating = False
+    def names(self) -> list[str]:
+        return [self.tree.topLevelItem(i).data(0, Qt.UserRole) for i in range(self.tree.topLevelItemCount())]
 
     def item(self, name: str):
         for i in range(self.tree.topLevelItemCount()):
@@ -125,38 +129,93 @@ class LegendWidget(QWidget):
                 return it
         return None
 
-    def names(self) -> list[str]:
-        return [self.tree.topLevelItem(i).data(0, Qt.UserRole) for i in range(self.tree.topLevelItemCount())]
+    def hidden(self) -> set[str]:
+        return {
+            self.tree.topLevelItem(i).data(0, Qt.UserRole)
+            for i in range(self.tree.topLevelItemCount())
+            if self.tree.topLevelItem(i).checkState(0) != Qt.Checked
+        }
 
-    def selected_type(self) -> str | None:
+    # ------------------------------------------------------------------ selection of a row
+    def selected(self) -> str | None:
         items = self.tree.selectedItems()
         return items[0].data(0, Qt.UserRole) if items else None
 
-    def select_type(self, name: str) -> None:
+    def select(self, name: str) -> None:
         it = self.item(name)
         if it is not None:
             self.tree.clearSelection()
             it.setSelected(True)
+            self.tree.scrollToItem(it)
 
+    # the names the type legend has always had
+    selected_type = selected
+    select_type = select
+
+    # ------------------------------------------------------------------ visibility
     def set_checked(self, name: str, visible: bool) -> None:
-        """Tick or untick a type (as a click on its check box does)."""
+        """Tick or untick a row (as a click on its check box does)."""
         it = self.item(name)
         if it is not None:
             it.setCheckState(0, Qt.Checked if visible else Qt.Unchecked)
 
+    def set_hidden(self, hidden) -> None:
+        """Untick exactly ``hidden`` (as the user would), then emit ``visibility_changed`` once."""
+        hidden = {str(h) for h in hidden}
+        self._updating = True
+        for name in self.names():
+            self.item(name).setCheckState(0, Qt.Unchecked if name in hidden else Qt.Checked)
+        self._updating = False
+        self.visibility_changed.emit(self.hidden())
+
     def show_only_selected(self) -> None:
-        name = self.selected_type()
-        if self.annotation is not None and name is not None:
-            self.annotation.show_only(name)
+        name = self.selected()
+        if name is not None:
+            self.set_hidden(set(self.names()) - {name})
 
     def _show_all(self) -> None:
-        if self.annotation is not None:
-            self.annotation.show_all()
+        self.set_hidden(())
 
     def _on_item_changed(self, item, column: int) -> None:
-        if self._updating or column != 0 or self.annotation is None:
+        if not self._updating and column == 0:
+            self.visibility_changed.emit(self.hidden())
+
+
+class TypeLegend(CategoryLegend):
+    """A :class:`CategoryLegend` of the types of an :class:`~napari_cellama.core.Annotation`."""
+
+    def __init__(self, parent=None, title: str = "Legend (tick to show, double-click to select its cells)"):
+        super().__init__(title, ("type", "cells"), parent=parent)
+        self.tree.setMinimumHeight(140)
+        self.annotation = None
+        self.visibility_changed.connect(self._apply_hidden)
+
+    def set_annotation(self, annotation) -> None:
+        from ._wiring import rewire
+
+        handlers = {name: self.refresh for name in ("labels_changed", "types_changed", "colors_changed",
+                                                     "visibility_changed")}
+        rewire(self.annotation, annotation, handlers)
+        self.annotation = annotation
+        self.refresh()
+
+    def refresh(self, *_cause) -> None:
+        """Bring rows up to date with the annotation (names, colours, counts, visibility)."""
+        ann = self.annotation
+        if ann is None:
+            self.set_rows([], {}, {})
             return
-        name = item.data(0, Qt.UserRole)
-        visible = item.checkState(0) == Qt.Checked
-        if self.annotation.is_visible(name) != visible:
-            self.annotation.set_visible(name, visible)
+        self.set_rows(ann.categories, ann.counts(include_empty=True), ann.colors, hidden=ann.hidden)
+
+    def _apply_hidden(self, hidden: set) -> None:
+        ann = self.annotation
+        if ann is None or hidden == set(ann.hidden):
+            return
+        changed = hidden ^ set(ann.hidden)
+        if not hidden:
+            ann.show_all()
+        elif len(changed) == 1:
+            name = next(iter(changed))
+            ann.set_visible(name, name not in hidden)
+        else:
+            ann.show_only(set(ann.categories) - hidden)

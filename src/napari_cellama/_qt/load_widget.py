@@ -8,21 +8,17 @@ is embedded**: panel size, reference genes, shared genes, the share of reference
 the shared genes carry, cells with fewer than top-k detected shared genes, and for each
 reference type how many of its top marker genes the panel measures (low coverage flagged).
 
-The result is stored in the viewer's :class:`napari_cellama.session.CellamaSession`
-(``get_session(viewer)``) for the transfer widget. A second section adds the transcripts of
+The result becomes the inputs of the viewer's :class:`napari_cellama.session.CellamaSession`
+(``get_session(viewer)``, signal ``session.events.inputs``) for the other docks. The jobs
+are in :mod:`.load_jobs` (run by the shared JobRunner), the report in :mod:`.load_report`. A second section adds the transcripts of
 chosen genes as points (one colour per gene, subsampled above a limit, count shown).
 """
 
 from __future__ import annotations
 
-import html
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
@@ -35,14 +31,11 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QSpinBox,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
-    QWidget,
 )
 
 from .._constants import (
@@ -53,137 +46,17 @@ from .._constants import (
     KIND_CELLS,
     KIND_CENTROIDS,
     KIND_IMAGE,
-    LABEL_ID,
-    LOW_MARKER_COVERAGE,
-    STAGE_PANEL,
-    STAGE_READ_REFERENCE,
-    STAGE_READ_XENIUM,
-    STAGE_TRANSCRIPTS,
 )
 from ..validators import CellamaInputError
-
-LOW_COLOR = QColor(255, 170, 60, 90)
-
-
-@dataclass
-class LoadResult:
-    """What one load produced (handed from the worker to the GUI thread)."""
-
-    query: object
-    reference: object
-    label_key: str
-    panel: object
-    coverage: pd.DataFrame
-    top_k: int
-    xenium_root: Path
-    reference_path: Path
-    layer_data: list  # layer-data tuples to add (empty when the run's layers were open)
-
-
-# --------------------------------------------------------------------------- worker jobs (no Qt)
-
-
-def read_obs_columns(path: str) -> list[str]:
-    """Label-column candidates of an ``.h5ad``, reading only its ``obs``."""
-    import h5py
-    from anndata.io import read_elem
-
-    from ..core.coverage import label_columns
-    from ..validators import check_file
-
-    p = check_file(path, "reference", suffixes=(".h5ad",))
-    try:
-        with h5py.File(p, "r") as f:
-            obs = read_elem(f["obs"])
-    except Exception as err:  # noqa: BLE001
-        raise CellamaInputError(
-            f"reference {p} could not be read as .h5ad ({type(err).__name__}: {err})"
-        ) from None
-    cols = label_columns(obs)
-    if not cols:
-        raise CellamaInputError(
-            f"reference {p.name} has no categorical column in obs to use as cell-type labels"
-        )
-    return cols
-
-
-def load_job(xenium_path, cells_features, reference_path, label_key, top_k, n_markers):
-    """Generator run in a worker thread; yields ``(stage, done, total)``, returns LoadResult.
-
-    ``xenium_path``: the run. ``cells_features``: the features of its cells layer when that
-    layer is already open (then only the table is read and no layer is made), else None.
-    """
-    from ..core.coverage import iter_marker_coverage
-    from ..core.panel import shared_panel
-    from ..io import read_reference, read_xenium_table
-    from ..io.xenium import xenium_root
-    from ..io.xenium_run import iter_open_xenium_run
-    from ..layers import xenium_layer_data
-    from ..validators import check_label_key
-
-    root = xenium_root(xenium_path)
-    if root is None:
-        raise CellamaInputError(
-            f"{xenium_path} is not a Xenium output folder (no experiment.xenium)"
-        )
-    layer_data: list = []
-    if cells_features is None:
-        run = yield from iter_open_xenium_run(root)
-        layer_data = xenium_layer_data(run)
-        query = run.table
-    else:
-        yield (STAGE_READ_XENIUM, 0, 1)
-        query = read_xenium_table(root)
-        label_of = pd.Series(
-            cells_features["index"].to_numpy(np.int64),
-            index=cells_features[CELL_ID].astype(str).to_numpy(),
-        )
-        query.obs[LABEL_ID] = (
-            label_of.reindex(query.obs_names.astype(str)).fillna(0).astype(np.int64).to_numpy()
-        )
-        yield (STAGE_READ_XENIUM, 1, 1)
-    yield (STAGE_READ_REFERENCE, 0, 1)
-    reference = read_reference(reference_path)
-    check_label_key(reference, label_key)
-    yield (STAGE_READ_REFERENCE, 1, 1)
-    yield (STAGE_PANEL, 0, 1)
-    _, _, report = shared_panel(query, reference, top_k)
-    yield (STAGE_PANEL, 1, 1)
-    coverage = yield from iter_marker_coverage(reference, label_key, report.shared_genes, n_markers)
-    return LoadResult(
-        query=query,
-        reference=reference,
-        label_key=label_key,
-        panel=report,
-        coverage=coverage,
-        top_k=top_k,
-        xenium_root=root,
-        reference_path=Path(reference_path),
-        layer_data=layer_data,
-    )
-
-
-def transcripts_job(root, genes, max_points):
-    from ..io.xenium_run import read_transcripts
-    from ..layers import transcripts_layer_data
-
-    yield (STAGE_TRANSCRIPTS, 0, 1)
-    sample = read_transcripts(root, genes, max_points=max_points)
-    yield (STAGE_TRANSCRIPTS, 1, 1)
-    return transcripts_layer_data(sample, root=root)
-
-
-def demo_job():
-    from ..datasets import iter_make_demo
-
-    demo = yield from iter_make_demo()
-    return demo
-
+from ._dock import SessionDock
+from ._runner import JobRunner
+from .load_jobs import LoadResult, demo_job, load_job, read_obs_columns, transcripts_job
+from .load_report import fill_coverage_table, panel_report_html
 
 # --------------------------------------------------------------------------- widget
 
 
-class LoadWidget(QWidget):
+class LoadWidget(SessionDock):
     """Choose a Xenium run and a reference; check the panel before any embedding."""
 
     loaded = Signal(object)
@@ -196,11 +69,13 @@ class LoadWidget(QWidget):
     """Emitted with the error message when a step fails (also shown as a notification)."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self._workers: list = []
+        super().__init__(napari_viewer)
         self._pending_label: str | None = None
-        self.last_error: str | None = None
+        self.runner = JobRunner(self)
+        self.runner.started.connect(lambda _what: self._set_busy(True))
+        self.runner.finished.connect(lambda: self._set_busy(False))
+        self.runner.failed.connect(self.failed)
+        self.progress_bar = self.runner.bar
 
         layout = QVBoxLayout(self)
 
@@ -272,12 +147,7 @@ class LoadWidget(QWidget):
         self.load_button = QPushButton("Load and check panel")
         self.load_button.clicked.connect(self.load)
         layout.addWidget(self.load_button)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("idle")
-        self.progress_bar.setTextVisible(True)
-        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.runner.widget)
 
         # --- report
         self.summary_label = QLabel("Choose a Xenium run and a reference, then load.")
@@ -388,9 +258,7 @@ class LoadWidget(QWidget):
 
     def show_transcripts(self, genes=None):
         """Add the transcripts of ``genes`` (default: the selected genes) as points."""
-        from ..session import get_session
-
-        session = get_session(self.viewer)
+        session = self.session
         if genes is None:
             genes = [item.text() for item in self.gene_list.selectedItems()]
         root = session.xenium_root
@@ -477,72 +345,22 @@ class LoadWidget(QWidget):
     @property
     def busy(self) -> bool:
         """True while a step runs in a worker thread."""
-        return bool(self._workers)
+        return self.runner.busy
+
+    @property
+    def last_error(self) -> str | None:
+        """The message of the last failed step (None after a successful start)."""
+        return self.runner.last_error
 
     def _start(self, job, args, on_done, what: str, chained: bool = False):
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
-        if self._workers and not chained:
-            self._report_error("another step is still running; wait for it to finish")
-            return None
-        self._set_busy(True, what)
-        pbar = progress(total=0, desc=f"napari-cellama: {what}")
-        # errors are ours to report (a notification); do not re-raise them in the event loop
-        worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True)
-        if hasattr(worker, "yielded"):
-            worker.yielded.connect(lambda value: self._on_progress(value, pbar))
-        worker.returned.connect(on_done)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(lambda: self._on_finished(worker, pbar))
-        self._workers.append(worker)
-        worker.start()
-        return worker
-
-    def _set_busy(self, busy: bool, what: str = "") -> None:
-        for w in (self.load_button, self.demo_button, self.transcripts_button):
-            w.setEnabled(not busy)
-        if busy:
-            self.progress_bar.setRange(0, 0)
-            self.progress_bar.setFormat(what)
-
-    def _on_progress(self, value, pbar) -> None:
-        stage, done, total = value
-        self.progress_bar.setRange(0, max(int(total), 1))
-        self.progress_bar.setValue(int(done))
-        self.progress_bar.setFormat(f"{stage}: {done}/{total}")
-        pbar.set_description(f"napari-cellama: {stage}")
-        pbar.total = int(total)
-        pbar.update(int(done) - pbar.n)  # update() notifies napari's activity panel
-
-    def _on_finished(self, worker, pbar) -> None:
-        pbar.close()
-        if worker in self._workers:
-            self._workers.remove(worker)
-        if self._workers:
-            return
-        self._set_busy(False)
-        if self.progress_bar.maximum() == 0:
-            self.progress_bar.setRange(0, 1)
-            self.progress_bar.setValue(0)
-            self.progress_bar.setFormat("idle")
-
-    def _on_error(self, err: Exception) -> None:
-        if isinstance(err, CellamaInputError):
-            message = str(err)
-        else:
-            message = f"{type(err).__name__}: {err}"
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setFormat("failed")
-        self._report_error(message)
+        return self.runner.start(job, *args, on_done=on_done, what=what, chained=chained)
 
     def _report_error(self, message: str) -> None:
-        from napari.utils.notifications import show_error
+        self.runner.fail(message)
 
-        self.last_error = message
-        show_error(f"napari-cellama: {message}")
-        self.failed.emit(message)
+    def _set_busy(self, busy: bool) -> None:
+        for w in (self.load_button, self.demo_button, self.transcripts_button):
+            w.setEnabled(not busy)
 
     def _on_columns(self, columns: list) -> None:
         self.label_combo.clear()
@@ -563,7 +381,6 @@ class LoadWidget(QWidget):
         import napari
 
         from ..layers import find_layers
-        from ..session import get_session
 
         for data, kwargs, kind in result.layer_data:
             self.viewer.add_layer(napari.layers.Layer.create(data, kwargs, kind))
@@ -577,9 +394,8 @@ class LoadWidget(QWidget):
             found = find_layers(self.viewer.layers, kind, root)
             if found:
                 names[key] = found[0].name
-        session = get_session(self.viewer)
+        session = self.session
         session.update(
-            "loaded",
             query=result.query,
             reference=result.reference,
             label_key=result.label_key,
@@ -592,81 +408,12 @@ class LoadWidget(QWidget):
         )
         self._show_report(result)
         self._fill_genes([str(g) for g in result.query.var_names])
-        self.progress_bar.setRange(0, 1)
-        self.progress_bar.setValue(1)
-        self.progress_bar.setFormat("loaded")
         self.loaded.emit(session)
 
     def _show_report(self, r: LoadResult) -> None:
-        p = r.panel
-        n_types = len(r.coverage)
-        low = r.coverage[r.coverage["low_coverage"]]
-        pct_cells = 100.0 * p.n_query_cells_below_top_k / max(p.n_query_cells, 1)
-        lines = [
-            (
-                f"<b>Xenium run</b> {html.escape(r.xenium_root.name)}: "
-                f"{p.n_query_cells:,} cells, panel of {p.n_query_genes:,} genes"
-            ),
-            (
-                f"<b>Reference</b> {html.escape(r.reference_path.name)}: "
-                f"{r.reference.n_obs:,} cells, {p.n_reference_genes:,} genes; "
-                f"{n_types} types in <i>{html.escape(r.label_key)}</i>"
-            ),
-            (
-                f"<b>Shared genes</b>: {p.n_shared:,}, carrying "
-                f"{p.reference_fraction_shared:.1%} of the reference's counts and "
-                f"{p.query_fraction_shared:.1%} of the run's"
-            ),
-            (
-                f"<b>Cells with fewer than {p.top_k} detected shared genes</b>: "
-                f"{p.n_query_cells_below_top_k:,} of {p.n_query_cells:,} ({pct_cells:.1f}%)"
-            ),
-        ]
-        if p.query_duplicates or p.reference_duplicates:
-            lines.append(
-                f"duplicate symbols summed: run {len(p.query_duplicates)}, "
-                f"reference {len(p.reference_duplicates)}"
-            )
         n_markers = int(self.markers_spin.value())
-        if len(low):
-            names = ", ".join(html.escape(str(t)) for t in low["cell_type"])
-            lines.append(
-                f"<span style='color:#e69500'><b>Low marker coverage</b> (under "
-                f"{LOW_MARKER_COVERAGE:.0%} of the top {n_markers} markers in the panel): "
-                f"{names}</span>"
-            )
-        else:
-            lines.append(
-                f"Every type has at least {LOW_MARKER_COVERAGE:.0%} of its top {n_markers} markers "
-                "in the panel."
-            )
-        self.summary_label.setText("<br>".join(lines))
-        table = self.coverage_table
-        table.setRowCount(len(r.coverage))
-        for i, row in enumerate(r.coverage.itertuples(index=False)):
-            frac = row.fraction
-            cov_text = "n/a (too few cells)" if not np.isfinite(frac) else f"{frac:.0%}"
-            if row.low_coverage:
-                cov_text += "  low"
-            items = [
-                QTableWidgetItem(str(row.cell_type)),
-                QTableWidgetItem(f"{row.n_cells:,}"),
-                QTableWidgetItem(f"{row.n_in_panel} / {row.n_markers}"),
-                QTableWidgetItem(cov_text),
-            ]
-            tip = (
-                "in panel: "
-                + (", ".join(row.markers_in_panel) or "none")
-                + "\nmissing: "
-                + (", ".join(row.markers_missing) or "none")
-            )
-            for j, item in enumerate(items):
-                item.setToolTip(tip)
-                if j:
-                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                if row.low_coverage:
-                    item.setBackground(LOW_COLOR)
-                table.setItem(i, j, item)
+        self.summary_label.setText(panel_report_html(r, n_markers))
+        fill_coverage_table(self.coverage_table, r.coverage)
 
     def _fill_genes(self, genes: list[str]) -> None:
         self.gene_list.clear()

@@ -2,8 +2,8 @@
 
 * **UMAP** of query and reference embeddings (computed once per result off the GUI thread,
   :func:`napari_cellama.core.summaries.iter_embedding_map`), coloured by type or by dataset;
-  clicking a query point selects that cell on the tissue (through the transfer widget's
-  ``select_cells`` kept in the session).
+  clicking a query point selects that cell on the tissue (it becomes the session's
+  selection, outlined whichever docks are open).
 * **Composition**: cells per type, with the types' legend colours.
 * **Contingency**: share of each transferred type in the values of another categorical
   column (a query ``obs`` column, or the Xenium run's own graph clusters from ``analysis/``).
@@ -15,27 +15,33 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+)
 
 from .._constants import CELL_TYPE
+from ._dock import SessionDock
 from ._runner import JobRunner
+from ._wiring import rewire
+from .selection_view import SelectionView
 
 VIEWS = ("UMAP", "composition", "contingency")
 XENIUM_CLUSTERS = "Xenium graph clusters"
 
 
-class PlotsWidget(QWidget):
+class PlotsWidget(SessionDock):
     """Plots of the session's annotation (see the module docstring)."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
+        super().__init__(napari_viewer)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        from ..session import get_session
-
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
         self.annotation = None
         self.result = None
         self.map: pd.DataFrame | None = None
@@ -77,33 +83,31 @@ class PlotsWidget(QWidget):
         # adding a stretch below a 320-pixel plot
         self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
         self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
-        self.session.changed.connect(self._on_session)
-        self._on_session("transfer")
+        self.selection_view = SelectionView(napari_viewer, self.session)
+        self.session.events.transfer.connect(self._on_transfer)
+        self.session.events.niche.connect(self._on_niche)
+        self._on_transfer(self.session.transfer)
 
     # ------------------------------------------------------------------ data
-    def _on_session(self, what: str) -> None:
-        if what == "niche" and self.annotation is not None:
+    def _on_niche(self, _state) -> None:
+        if self.annotation is not None:
             self._fill_other_columns()  # niche_cluster becomes a column to compare with
             self.draw()
+
+    def _on_transfer(self, state) -> None:
+        if state is None:
             return
-        if what != "transfer":
-            return
-        info = self.session.results.get("transfer")
-        if not info:
-            return
-        if self.annotation is not None:
-            self.annotation.disconnect(self._on_annotation)
-        self.annotation = info["annotation"]
-        self.result = info["result"]
-        self.annotation.connect(self._on_annotation)
+        rewire(self.annotation, state.annotation, {"labels_changed": self._redraw, "types_changed": self._redraw,
+                                                   "colors_changed": self._redraw})
+        self.annotation = state.annotation
+        self.result = state.result
         self.map = None
         self._fill_other_columns()
         self.info.setText(f"{self.annotation.n_cells:,} cells. Click a point in the UMAP to select its cell.")
         self.draw()
 
-    def _on_annotation(self, what: str) -> None:
-        if what in ("threshold", "edit", "undo", "redo", "colors", "types"):
-            self.draw()
+    def _redraw(self, *_cause) -> None:
+        self.draw()
 
     def other_columns(self) -> dict:
         """``{name: Series by cell_id}`` of categorical columns to compare with."""
@@ -137,7 +141,7 @@ class PlotsWidget(QWidget):
 
         r = self.result
         if r is None or r.query_embeddings is None:
-            self.runner._fail("no embeddings: run a transfer first")
+            self.runner.fail("no embeddings: run a transfer first")
             return None
         args = (r.query_embeddings, r.reference_embeddings)
         if sync:
@@ -240,8 +244,6 @@ class PlotsWidget(QWidget):
         if q is None or i >= len(q):
             return None
         cell = str(self.annotation.cell_ids[int(q["row"].iloc[i])])
-        select = (self.session.results.get("transfer") or {}).get("select_cells")
-        if select is not None:
-            select([cell])
+        self.session.selection.select([cell])
         self.info.setText(f"selected {cell} ({self.annotation.cell_type.iloc[int(q['row'].iloc[i])]})")
         return cell

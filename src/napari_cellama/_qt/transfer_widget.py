@@ -9,13 +9,14 @@ Cancel), and shows the result as layers made by :mod:`napari_cellama.layers`:
 * ``confidence`` and ``distance to reference``: colour-mapped maps with colour bars;
 * ``selected cells``: outlines of the cells picked for review.
 
-Review: pick cells by clicking (Shift adds) or by polygons drawn in a Shapes layer, assign a
-type from the list or a new name, undo / redo (the :class:`~napari_cellama.core.Annotation`
-keeps 100 edits). Hovering a cell (the cells layer is kept on top and active) shows
+The shown transfer is the session's ``transfer`` field
+(:class:`~napari_cellama.session.TransferState`): a run or an opened session writes it, and
+this dock (like the niche and plots docks) draws what the session holds when it changes.
+Review (:mod:`.transfer_review`): pick cells by clicking, polygons or a legend row, assign a
+type, undo / redo. Hovering a cell (the cells layer is kept on top and active) shows
 cell_id, type, confidence, runner-up, source and sentence from the layer's features.
-
-Export: SpatialData zarr session (reopened with "Open session"), ``.h5ad``, Xenium Explorer
-cell-groups CSV, per-cell CSV; all writes go through :mod:`napari_cellama.io.export`.
+Export (:mod:`.transfer_export`): SpatialData zarr session, ``.h5ad``, Xenium Explorer
+cell-groups CSV, per-cell CSV.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from qtpy.QtWidgets import (
     QSlider,
     QSpinBox,
     QVBoxLayout,
-    QWidget,
 )
 
 from .._constants import (
@@ -59,14 +59,17 @@ from .._constants import (
     SOURCE,
 )
 from ..validators import CellamaInputError
+from ._dock import SessionDock
 from ._fold import fold_button, set_unfolded
 from ._runner import JobRunner
+from ._wiring import rewire
+from .selection_view import SelectionView, cells_layer
+from .transfer_export import ExportMixin
+from .transfer_review import POLYGON_LAYER, ReviewMixin  # noqa: F401 (POLYGON_LAYER: public name)
 
 TYPES_LAYER = "cell types"
 CONFIDENCE_LAYER = "confidence"
 DISTANCE_LAYER = "distance to reference"
-SELECTION_LAYER = "selected cells"
-POLYGON_LAYER = "selection polygons"
 MAPS = (TYPES_LAYER, CONFIDENCE_LAYER, DISTANCE_LAYER)
 HOVER_COLUMNS = (CELL_TYPE, CONFIDENCE, RUNNER_UP, SOURCE, SENTENCE)
 
@@ -81,24 +84,21 @@ def transfer_job(query, reference, label_key, top_k, model, k, metadata, device,
     return result
 
 
-class TransferWidget(QWidget):
+class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
     """Label transfer, review and export (see the module docstring)."""
 
     transferred = Signal(object)
     """Emitted with the :class:`~napari_cellama.core.Annotation` when results are shown."""
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        from ..session import get_session
-        from .legend import LegendWidget
+        super().__init__(napari_viewer)
+        from .legend import TypeLegend
 
-        self.viewer = napari_viewer
-        self.session = get_session(napari_viewer)
         self.result = None
         self.annotation = None
-        self.selected = pd.Index([], dtype=object, name=CELL_ID)
         self._cells_layer = None
         self._layers: dict = {}
+        self.selection_view = SelectionView(napari_viewer, self.session)
 
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -172,66 +172,16 @@ class TransferWidget(QWidget):
         dist_row = QHBoxLayout()
         dist_row.addWidget(QLabel("max distance"))
         dist_row.addWidget(self.distance_spin)
-        self.legend = LegendWidget()
-        self.legend.type_activated.connect(self.select_type)
+        self.legend = TypeLegend()
+        self.legend.row_activated.connect(self.select_type)
         rform.addLayout(map_row)
         rform.addWidget(self.threshold_label)
         rform.addWidget(self.threshold_slider)
         rform.addLayout(dist_row)
         rform.addWidget(self.legend, 1)
 
-        # ---------------------------------------------------------------- review
-        self.review_box = QGroupBox("Review")
-        rv = QVBoxLayout(self.review_box)
-        self.selection_label = QLabel("0 cells selected")
-        self.pick_button = QPushButton("Pick cells by clicking")
-        self.pick_button.setCheckable(True)
-        self.pick_button.setToolTip("click a cell to select it, Shift+click to add it")
-        self.polygon_button = QPushButton("Draw polygons")
-        self.polygon_button.clicked.connect(self.start_polygons)
-        self.in_polygons_button = QPushButton("Select in polygons")
-        self.in_polygons_button.clicked.connect(lambda: self.select_in_polygons())
-        clear_button = QPushButton("Clear")
-        clear_button.clicked.connect(lambda: self.select_cells([]))
-        sel_row = QHBoxLayout()
-        for w in (self.pick_button, self.polygon_button, self.in_polygons_button, clear_button):
-            sel_row.addWidget(w)
-        self.assign_combo = QComboBox()
-        self.assign_combo.setEditable(True)
-        self.assign_combo.setToolTip("choose a type or type a new name")
-        self.assign_button = QPushButton("Assign to selected")
-        self.assign_button.clicked.connect(lambda: self.assign_selected())
-        assign_row = QHBoxLayout()
-        assign_row.addWidget(self.assign_combo, 1)
-        assign_row.addWidget(self.assign_button)
-        self.undo_button = QPushButton("Undo")
-        self.undo_button.clicked.connect(self.undo)
-        self.redo_button = QPushButton("Redo")
-        self.redo_button.clicked.connect(self.redo)
-        undo_row = QHBoxLayout()
-        undo_row.addWidget(self.undo_button)
-        undo_row.addWidget(self.redo_button)
-        rv.addWidget(self.selection_label)
-        rv.addLayout(sel_row)
-        rv.addLayout(assign_row)
-        rv.addLayout(undo_row)
-
-        # ---------------------------------------------------------------- export
-        self.export_box = QGroupBox("Save and export")
-        ex = QHBoxLayout(self.export_box)
-        self.save_button = QPushButton("Save session…")
-        self.save_button.setToolTip("SpatialData zarr with every per-cell result, embeddings and edits")
-        self.save_button.clicked.connect(lambda: self.save_session())
-        self.h5ad_button = QPushButton("h5ad…")
-        self.h5ad_button.clicked.connect(lambda: self.export_h5ad())
-        self.explorer_button = QPushButton("Xenium Explorer CSV…")
-        self.explorer_button.clicked.connect(lambda: self.export_explorer_csv())
-        self.csv_button = QPushButton("CSV…")
-        self.csv_button.clicked.connect(lambda: self.export_csv())
-        for w in (self.save_button, self.h5ad_button, self.explorer_button, self.csv_button):
-            ex.addWidget(w)
-        self.open_button = QPushButton("Open saved session…")
-        self.open_button.clicked.connect(lambda: self.open_session())
+        self.review_box = self._build_review_box()
+        self.export_box = self._build_export_box()
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.status)
@@ -246,15 +196,15 @@ class TransferWidget(QWidget):
         # vertically expanding, so that napari adds no stretch below and the legend gets the height
         self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
 
-        self.session.changed.connect(self._on_session_changed)
-        self.viewer.mouse_drag_callbacks.append(self._on_mouse)
-        self._on_session_changed("init")
+        self.session.events.inputs.connect(self._on_inputs)
+        self.session.events.transfer.connect(self._on_transfer)
+        self._on_inputs()
         self._set_has_result(False)
+        if self.session.transfer is not None:  # a transfer shown before this dock was opened
+            self._on_transfer(self.session.transfer)
 
     # ------------------------------------------------------------------ session / parameters
-    def _on_session_changed(self, what: str) -> None:
-        if what not in ("init", "loaded", "cleared"):
-            return
+    def _on_inputs(self) -> None:
         s = self.session
         if not s.ready:
             self.status.setText("Load a Xenium run and a reference in “1. Load Xenium and reference” first.")
@@ -302,7 +252,7 @@ class TransferWidget(QWidget):
         """Start the transfer (in a worker; ``sync=True`` runs it here, for tests and scripts)."""
         s = self.session
         if not s.ready:
-            self.runner._fail("load a Xenium run and a reference first (widget 1)")
+            self.runner.fail("load a Xenium run and a reference first (widget 1)")
             return None
         p = self.parameters()
         args = (s.query, s.reference, p["label_key"], p["top_k"], p["model"], p["k"], p["metadata"],
@@ -317,42 +267,48 @@ class TransferWidget(QWidget):
         s = self.session
         types = [str(t) for t in pd.unique(result.reference_labels)]
         annotation = Annotation(result.table, label_ids=s.label_of_cell.reindex(result.table.index).to_numpy(),
-                                types=sorted(types))
-        self.result = result
-        self.show_annotation(annotation)
+                                types=sorted(types), palette=s.type_colors)
+        self.show_annotation(annotation, result)
         note = (f"{len(result.table):,} cells annotated ({_model_label(result.params.get('model'))}, "
                 f"{result.params.get('embedding_mode', 'exact')} embedding)")
         self.status.setText(note)
 
     # ------------------------------------------------------------------ layers
     def _cells(self):
-        from .._constants import KIND_CELLS
-        from ..layers import find_layers
-
-        name = self.session.layer_names.get("cells")
-        if name and name in self.viewer.layers:
-            return self.viewer.layers[name]
-        found = find_layers(self.viewer.layers, KIND_CELLS)
-        if not found:
+        cells = cells_layer(self.viewer, self.session)
+        if cells is None:
             raise CellamaInputError("no cells layer: open the Xenium run first")
-        return found[0]
+        return cells
 
-    def show_annotation(self, annotation) -> None:
-        """Replace the shown annotation (new run or restored session) and build its layers."""
-        from .. import layers as L
+    def show_annotation(self, annotation, result=None) -> None:
+        """Make ``annotation`` (with the engine's ``result``, if any) the session's transfer;
+        the layers, legend and review controls follow (:meth:`_on_transfer`)."""
+        from ..session import TransferState
 
-        cells = self._cells()
         if annotation.label_ids is None:
-            feats = cells.features
+            feats = self._cells().features
             label_of = pd.Series(feats["index"].to_numpy(np.int64), index=feats[CELL_ID].astype(str))
             annotation.set_label_ids(label_of.reindex(annotation.cell_ids).fillna(0).to_numpy(np.int64))
-        if self.annotation is not None:
-            self.annotation.disconnect(self._on_annotation_changed)
-        for name in (*MAPS, SELECTION_LAYER):
+        annotation.use_palette(self.session.type_colors)
+        self.session.transfer = TransferState(result, annotation)
+
+    def _on_transfer(self, state) -> None:
+        """The session's transfer changed: build its layers and bind the review controls."""
+        from .. import layers as L
+
+        annotation = None if state is None else state.annotation
+        rewire(self.annotation, annotation, self._annotation_handlers())
+        self.annotation = annotation
+        self.result = None if state is None else state.result
+        self.legend.set_annotation(annotation)
+        if annotation is None:
+            self._set_has_result(False)
+            return
+        cells = self._cells()
+        for name in MAPS:
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         self._cells_layer = cells
-        self.annotation = annotation
         t = annotation.table
         ids = t.index
         layer_types = self.viewer.add_layer(_create(L.annotation_layer_data(cells, annotation, name=TYPES_LAYER)))
@@ -361,20 +317,18 @@ class TransferWidget(QWidget):
             contrast_limits=(0.0, 1.0))))
         dist = self.viewer.add_layer(_create(L.cell_values_layer_data(
             cells, ids, t[DISTANCE].to_numpy(), name=DISTANCE_LAYER, colormap="magma")))
-        sel = self.viewer.add_layer(L.selection_layer(cells, name=SELECTION_LAYER))
         for layer in (conf, dist):
             layer.colorbar.visible = True
-        self._layers = {TYPES_LAYER: layer_types, CONFIDENCE_LAYER: conf, DISTANCE_LAYER: dist,
-                        SELECTION_LAYER: sel}
+        self._layers = {TYPES_LAYER: layer_types, CONFIDENCE_LAYER: conf, DISTANCE_LAYER: dist}
         self._update_hover_features()
         # the cells layer on top, as outlines, and active: hovering shows every feature
         cells.contour = 1
         cells.opacity = 0.6
         self.viewer.layers.move(self.viewer.layers.index(cells), len(self.viewer.layers))
+        self.selection_view.layer()  # the outlines, over the maps and under the cells
+        self.selection_view.raise_above_maps()
         self.viewer.layers.selection.active = cells
-        self.selected = pd.Index([], dtype=object, name=CELL_ID)
-        self.legend.set_annotation(annotation)
-        annotation.connect(self._on_annotation_changed)
+        self.session.selection.clear()
         with _blocked(self.threshold_slider):
             self.threshold_slider.setValue(int(round(annotation.min_confidence * 100)))
         with _blocked(self.distance_spin):
@@ -384,9 +338,6 @@ class TransferWidget(QWidget):
         self.show_map(self.map_combo.currentText())
         self._set_has_result(True)
         self.show_parameters(False)
-        self.session.results["transfer"] = {"result": self.result, "annotation": annotation,
-                                            "select_cells": self.select_cells}
-        self.session.changed.emit("transfer")
         self.transferred.emit(annotation)
 
     def _update_hover_features(self) -> None:
@@ -395,17 +346,35 @@ class TransferWidget(QWidget):
         t = self.annotation.table
         add_cell_features(self._cells_layer, t[[c for c in HOVER_COLUMNS if c in t.columns]])
 
-    def _on_annotation_changed(self, what: str) -> None:
-        from ..layers import update_annotation_layer
+    def _annotation_handlers(self) -> dict:
+        return {"labels_changed": self._on_labels_changed, "types_changed": self._on_types_changed,
+                "colors_changed": self._on_colors_changed, "visibility_changed": self._on_colors_changed}
 
+    def _types_layer(self):
         layer = self._layers.get(TYPES_LAYER)
-        if layer is not None and layer in self.viewer.layers:
-            update_annotation_layer(layer, self.annotation, what)
-        if what in ("threshold", "edit", "undo", "redo"):
-            self._update_hover_features()
-        if what in ("edit", "undo", "redo", "types"):
-            self._refresh_assign_types()
+        return layer if layer is not None and layer in self.viewer.layers else None
+
+    def _on_labels_changed(self, _cause: str) -> None:
+        from ..layers import refresh_annotation_labels
+
+        if (layer := self._types_layer()) is not None:
+            refresh_annotation_labels(layer, self.annotation)
+        self._update_hover_features()
         self._update_undo_buttons()
+        self._update_threshold_label()
+
+    def _on_types_changed(self) -> None:
+        from ..layers import refresh_annotation_labels
+
+        if (layer := self._types_layer()) is not None:
+            refresh_annotation_labels(layer, self.annotation)
+        self._refresh_assign_types()
+
+    def _on_colors_changed(self) -> None:
+        from ..layers import refresh_annotation_colors
+
+        if (layer := self._types_layer()) is not None:
+            refresh_annotation_colors(layer, self.annotation)
 
     def show_map(self, name: str) -> None:
         """Show one of the result maps (cell types, confidence, distance), hide the others."""
@@ -450,225 +419,6 @@ class TransferWidget(QWidget):
         n = int(self.annotation.counts(include_empty=True).get(UNASSIGNED, 0))
         self.threshold_label.setText(
             f"Unassigned below confidence {self.threshold_slider.value() / 100:.2f}: {n:,} cells")
-
-    # ------------------------------------------------------------------ selection
-    def select_cells(self, cell_ids, add: bool = False) -> None:
-        """Select cells by id (``add`` keeps the current selection) and outline them."""
-        from ..layers import set_selected_cells
-
-        ids = pd.Index(np.asarray(list(cell_ids), dtype=object).astype(str), name=CELL_ID)
-        if self.annotation is not None:
-            ids = ids[ids.isin(self.annotation.cell_ids)]
-        self.selected = self.selected.union(ids) if add else ids.unique()
-        layer = self._layers.get(SELECTION_LAYER)
-        if layer is not None and self.annotation is not None:
-            pos = self.annotation.cell_ids.get_indexer(self.selected)
-            set_selected_cells(layer, self.annotation.label_ids[pos[pos >= 0]])
-        self.selection_label.setText(f"{len(self.selected):,} cells selected")
-
-    def select_type(self, cell_type: str) -> None:
-        """Select every cell currently of ``cell_type``."""
-        if self.annotation is not None:
-            self.select_cells(self.annotation.cells_of(cell_type))
-            self.assign_combo.setCurrentText(cell_type)
-
-    def cell_at(self, position) -> str | None:
-        """cell_id under a world position, or None."""
-        cells = self._cells_layer
-        if cells is None or self.annotation is None:
-            return None
-        value = cells.get_value(position, world=True)
-        if isinstance(value, tuple):  # multiscale: (level, value)
-            value = value[-1]
-        if value is None or int(value) == 0:
-            return None
-        ids = self.annotation.cell_ids_of_labels([int(value)])
-        return str(ids[0]) if len(ids) else None
-
-    def _on_mouse(self, viewer, event):
-        if not self.pick_button.isChecked() or self.annotation is None:
-            return
-        start = tuple(event.position)
-        yield
-        moved = False
-        while event.type == "mouse_move":
-            moved = True
-            yield
-        if moved and np.hypot(*np.subtract(event.position[-2:], start[-2:])) > 2 * min(viewer.layers[0].scale[-2:]):
-            return
-        cell = self.cell_at(start)
-        if cell is not None:
-            self.select_cells([cell], add="Shift" in event.modifiers)
-
-    def start_polygons(self) -> None:
-        """Add (or activate) the polygons layer in polygon-drawing mode."""
-        if POLYGON_LAYER in self.viewer.layers:
-            layer = self.viewer.layers[POLYGON_LAYER]
-        else:
-            layer = self.viewer.add_shapes(name=POLYGON_LAYER, edge_color="yellow", face_color=[1, 1, 0, 0.1],
-                                           edge_width=2)
-        self.viewer.layers.selection.active = layer
-        layer.mode = "add_polygon"
-
-    def select_in_polygons(self, layer=None, add: bool = False) -> int:
-        """Select the cells whose centroid lies inside any polygon of ``layer``; returns the count."""
-        from matplotlib.path import Path as MplPath
-
-        if layer is None:
-            if POLYGON_LAYER not in self.viewer.layers:
-                self.runner._fail("draw polygons first (Draw polygons)")
-                return 0
-            layer = self.viewer.layers[POLYGON_LAYER]
-        q = self.session.query
-        if q is None or "spatial" not in q.obsm:
-            self.runner._fail("the run's centroids are not loaded")
-            return 0
-        xy = np.asarray(q.obsm["spatial"], dtype=np.float64)  # (x, y) microns
-        inside = np.zeros(len(xy), dtype=bool)
-        for shape in layer.data:
-            world = np.asarray([layer.data_to_world(v) for v in shape])[:, -2:]  # (y, x)
-            inside |= MplPath(world[:, ::-1]).contains_points(xy)
-        self.select_cells(q.obs_names[inside], add=add)
-        # drawing is over: stop adding polygons on click and make the cells layer active again,
-        # so that hovering shows the cells' results (napari shows the active layer's status)
-        layer.mode = "pan_zoom"
-        if self._cells_layer is not None and self._cells_layer in self.viewer.layers:
-            self.viewer.layers.selection.active = self._cells_layer
-        return int(inside.sum())
-
-    # ------------------------------------------------------------------ edits
-    def _refresh_assign_types(self) -> None:
-        current = self.assign_combo.currentText()
-        self.assign_combo.clear()
-        if self.annotation is not None:
-            self.assign_combo.addItems(list(self.annotation.categories))
-        if current:
-            self.assign_combo.setCurrentText(current)
-
-    def assign_selected(self, cell_type: str | None = None):
-        """Give the selected cells a type (an existing one or a new name)."""
-        name = (cell_type if cell_type is not None else self.assign_combo.currentText()).strip()
-        if self.annotation is None or not len(self.selected):
-            self.runner._fail("select cells first (click, polygons or a legend entry)")
-            return None
-        if not name:
-            self.runner._fail("choose or type a cell type name")
-            return None
-        return self.annotation.assign(self.selected, name)
-
-    def undo(self):
-        return self.annotation.undo() if self.annotation is not None else None
-
-    def redo(self):
-        return self.annotation.redo() if self.annotation is not None else None
-
-    def _update_undo_buttons(self) -> None:
-        a = self.annotation
-        self.undo_button.setEnabled(bool(a is not None and a.can_undo))
-        self.redo_button.setEnabled(bool(a is not None and a.can_redo))
-        if a is not None:
-            self.undo_button.setToolTip(f"{a.n_undo} edits to undo")
-            self.redo_button.setToolTip(f"{a.n_redo} edits to redo")
-
-    # ------------------------------------------------------------------ save / export
-    def _sources(self) -> tuple:
-        s = self.session
-        return tuple(str(p) for p in (s.xenium_root, s.reference_path) if p)
-
-    def _inputs(self) -> dict:
-        s = self.session
-        return {"query": str(s.xenium_root) if s.xenium_root else None,
-                "reference": str(s.reference_path) if s.reference_path else None}
-
-    def _ask_path(self, path, title: str, filter_: str, folder: bool = False):
-        if path:
-            return str(path)
-        if folder:
-            out, _ = QFileDialog.getSaveFileName(self, title, "annotation.zarr", filter_)
-        else:
-            out, _ = QFileDialog.getSaveFileName(self, title, "", filter_)
-        return out or None
-
-    def _export(self, writer, path, title, filter_, **kwargs):
-        if self.annotation is None:
-            self.runner._fail("run a transfer (or open a saved session) first")
-            return None
-        path = self._ask_path(path, title, filter_, folder=kwargs.pop("_folder", False))
-        if not path:
-            return None
-        try:
-            out = writer(path, self.annotation, sources=self._sources(), **kwargs)
-        except CellamaInputError as err:
-            self.runner._fail(str(err))
-            return None
-        from napari.utils.notifications import show_info
-
-        show_info(f"napari-cellama: wrote {out}")
-        return out
-
-    def save_session(self, path=None, overwrite: bool = False):
-        """Save everything as a SpatialData zarr (reopen with :meth:`open_session`)."""
-        from ..io.export import write_spatialdata
-
-        s = self.session
-        if not path:  # the save dialog has asked whether to replace an existing session
-            path = self._ask_path(None, "Save session (SpatialData zarr)", "zarr (*.zarr)", folder=True)
-            if not path:
-                return None
-            overwrite = True
-        return self._export(write_spatialdata, path, "Save session (SpatialData zarr)", "zarr (*.zarr)",
-                            _folder=True, result=self.result, query=s.query, xenium=s.xenium_root,
-                            inputs=self._inputs(), overwrite=overwrite)
-
-    def export_h5ad(self, path=None):
-        from ..io.export import write_h5ad
-
-        return self._export(write_h5ad, path, "Export cells table (.h5ad)", "AnnData (*.h5ad)",
-                            result=self.result, query=self.session.query, inputs=self._inputs())
-
-    def export_explorer_csv(self, path=None):
-        from ..io.export import write_explorer_csv
-
-        return self._export(write_explorer_csv, path, "Export Xenium Explorer cell groups", "CSV (*.csv)")
-
-    def export_csv(self, path=None):
-        from ..io.export import write_cells_csv
-
-        return self._export(write_cells_csv, path, "Export per-cell CSV", "CSV (*.csv)")
-
-    def open_session(self, path=None):
-        """Restore a saved session: layers, legend, threshold and manual edits."""
-        from ..io.export import load_session
-
-        if not path:
-            path = QFileDialog.getExistingDirectory(self, "Open saved session (.zarr folder)")
-            if not path:
-                return None
-        try:
-            saved = load_session(path)
-            self._ensure_run_open(saved)
-        except CellamaInputError as err:
-            self.runner._fail(str(err))
-            return None
-        self.result = saved.transfer_result()
-        self.show_annotation(saved.annotation)
-        self.status.setText(f"restored {len(saved.table):,} cells from {path}")
-        return saved
-
-    def _ensure_run_open(self, saved) -> None:
-        try:
-            self._cells()
-            return
-        except CellamaInputError:
-            pass
-        root = (saved.inputs or {}).get("query")
-        if not root or not Path(root).exists():
-            raise CellamaInputError(
-                f"open the Xenium run of this session first (recorded at {root or 'an unknown path'})")
-        self.viewer.open(root, plugin="napari-cellama")
-        from ..session import get_session
-
-        get_session(self.viewer).update("opened", xenium_root=Path(root))
 
 
 def _model_label(model) -> str:

@@ -5,7 +5,7 @@ Nothing here imports Qt or napari. Every long step exists as a generator yieldin
 """
 
 from ._progress import Progress, run
-from .annotation import Annotation, Edit, palette_color, to_hex, to_rgba
+from .annotation import Annotation, Edit
 from .cache import EmbeddingCache
 from .clustering import cluster_embeddings
 from .counts import is_raw_counts
@@ -14,6 +14,7 @@ from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read
 from .markers import niche_markers
 from .niche import NicheResult, format_niche_sentences, iter_niches, iter_recluster, recluster, run_niches
 from .options import FinetuneOptions, KMeans, KNearest, Leiden, NicheOptions, PrototypeOptions, Radius
+from .palette import palette_color, to_hex, to_rgba
 from .panel import PanelReport, normalise_symbol, shared_panel
 from .pipeline import TransferResult, iter_transfer, run_transfer, transfer_labels
 from .prototypes import (

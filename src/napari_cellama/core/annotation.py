@@ -8,25 +8,25 @@ biologist changes while reviewing it:
   with :func:`napari_cellama.core.transfer.apply_threshold` (no embedding is touched);
 * manual labels (``source`` = ``manual``) that override the transferred label whatever the
   threshold, with undo / redo of the last :data:`DEFAULT_UNDO_DEPTH` edits;
-* one stable colour per type: types get palette colours in the order they are first
-  seen, so adding a type never changes the colour of another; ``Unassigned`` is grey;
+* one stable colour per type, from a :class:`~napari_cellama.core.palette.TypeColors`
+  (types get palette colours in the order they are first seen, so adding a type never
+  changes the colour of another; ``Unassigned`` is grey);
 * per-type visibility ("show only", hide, show all) for the Labels layer.
 
-Every per-cell quantity is a numpy array aligned with the table rows; colours reach a
-napari Labels layer as a lookup table indexed by label id (``lut[label_id] -> RGBA``),
-built with one fancy-indexing pass, so recolouring 100k cells costs milliseconds.
+Every per-cell quantity is a numpy array aligned with the table rows; types reach a
+napari Labels layer as a lookup table ``label_id -> type code + 1``
+(:meth:`Annotation.label_code_lut`, one fancy-indexing pass) and a colormap with one entry
+per type (:meth:`Annotation.type_color_dict`), so recolouring 100k cells costs milliseconds.
 Nothing here imports Qt or napari.
 """
 
 from __future__ import annotations
 
-import colorsys
-import datetime as _dt
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from psygnal import Signal
 
 from .._constants import (
     CELL_ID,
@@ -47,89 +47,26 @@ from .._constants import (
     UNASSIGNED_COLOR,
 )
 from ..validators import CellamaInputError
+from .annotation_display import TRANSPARENT, DisplayMixin  # noqa: F401 (TRANSPARENT: public name)
+from .annotation_edits import EDIT_ASSIGN, EDIT_CLEAR, Edit, EditsMixin, clean_name  # noqa: F401
+from .palette import TypeColors, palette_color, to_hex, to_rgba  # noqa: F401 (re-exported)
 from .transfer import apply_threshold
 
-# tab10 and tab20 (greys left out and the palest lilac deepened, so that no type looks
-# Unassigned), then tab20b darks
-_BASE_PALETTE = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
-    "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#b39ddb", "#c49c94", "#f7b6d2",
-    "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
-)
-
-TRANSPARENT = np.zeros(4, dtype=np.float32)
-
-RGBA = tuple  # (r, g, b, a) floats in [0, 1]
-
-# edit kinds recorded in the history
-EDIT_ASSIGN = "assign"
-EDIT_CLEAR = "clear"
+# what each change announces: the named signal it emits (labels_changed carries the cause)
+_SIGNAL_OF = {
+    "threshold": "labels_changed",
+    "edit": "labels_changed",
+    "undo": "labels_changed",
+    "redo": "labels_changed",
+    "types": "types_changed",
+    "colors": "colors_changed",
+    "visibility": "visibility_changed",
+    "labels": "label_ids_changed",
+    "niche": "niche_changed",
+}
 
 
-def palette_color(i: int) -> tuple[float, float, float, float]:
-    """The ``i``-th colour of the deterministic type palette (RGBA floats).
-
-    The first 24 are fixed, well separated colours; after that hues step by the golden
-    angle with alternating saturation and value, so colours never repeat and never grey.
-    """
-    if i < 0:
-        raise ValueError("palette index must be >= 0")
-    if i < len(_BASE_PALETTE):
-        return to_rgba(_BASE_PALETTE[i])
-    j = i - len(_BASE_PALETTE)
-    hue = (0.11 + j * 0.6180339887) % 1.0
-    sat = (0.55, 0.9, 0.75)[j % 3]
-    val = (0.9, 0.7)[(j // 3) % 2]
-    r, g, b = colorsys.hsv_to_rgb(hue, sat, val)
-    return (float(r), float(g), float(b), 1.0)
-
-
-def to_rgba(color) -> tuple[float, float, float, float]:
-    """``#rgb``, ``#rrggbb``, ``#rrggbbaa`` or a 3/4-sequence of floats in [0, 1] -> RGBA tuple."""
-    if isinstance(color, str):
-        h = color.strip().lstrip("#")
-        if len(h) == 3:
-            h = "".join(c * 2 for c in h)
-        if len(h) not in (6, 8) or any(c not in "0123456789abcdefABCDEF" for c in h):
-            raise CellamaInputError(f"colour {color!r} is not a #rrggbb hex colour")
-        vals = [int(h[k:k + 2], 16) / 255.0 for k in range(0, len(h), 2)]
-        if len(vals) == 3:
-            vals.append(1.0)
-        return tuple(float(v) for v in vals)  # type: ignore[return-value]
-    vals = [float(v) for v in color]
-    if len(vals) == 3:
-        vals.append(1.0)
-    if len(vals) != 4 or any(not 0.0 <= v <= 1.0 for v in vals):
-        raise CellamaInputError(f"colour {color!r} must be 3 or 4 numbers between 0 and 1")
-    return tuple(vals)  # type: ignore[return-value]
-
-
-def to_hex(color, alpha: bool = False) -> str:
-    """RGBA (floats) or hex -> ``#rrggbb`` (``#rrggbbaa`` with ``alpha=True``)."""
-    rgba = to_rgba(color)
-    n = 4 if alpha else 3
-    return "#" + "".join(f"{int(round(v * 255)):02x}" for v in rgba[:n])
-
-
-@dataclass
-class Edit:
-    """One manual edit: the cells it touched, their manual labels before, and the new one.
-
-    ``before`` / ``after`` are category codes into :attr:`Annotation.categories`
-    (-1 = no manual label, i.e. the transferred label applies).
-    """
-
-    positions: np.ndarray
-    before: np.ndarray
-    after: int
-    kind: str = EDIT_ASSIGN
-    time: str = field(default_factory=lambda: _dt.datetime.now().isoformat(timespec="seconds"))
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-
-class Annotation:
+class Annotation(EditsMixin, DisplayMixin):
     """Review state over the per-cell table of a transfer run.
 
     Parameters
@@ -158,7 +95,28 @@ class Annotation:
         Edit records (see :meth:`history_records`) to restore the undo / redo stacks.
     max_history
         Edits kept for undo (at least 20).
+
+    Signals (psygnal; connect a callback with ``annotation.labels_changed.connect(cb)``):
+
+    * ``labels_changed(cause)``: the current label of cells changed; ``cause`` is
+      ``"threshold"``, ``"edit"``, ``"undo"`` or ``"redo"``;
+    * ``types_changed()``: a type name was added;
+    * ``colors_changed()``: a type got another colour;
+    * ``visibility_changed()``: types were shown or hidden;
+    * ``label_ids_changed()``: the Labels-raster ids of the cells were set;
+    * ``niche_changed()``: niche clusters were set or removed.
+    palette
+        The :class:`~napari_cellama.core.palette.TypeColors` new types take their colours
+        from (a viewer's session passes its own, so that every layer shows a type in one
+        colour); a fresh one by default.
     """
+
+    labels_changed = Signal(str)
+    types_changed = Signal()
+    colors_changed = Signal()
+    visibility_changed = Signal()
+    label_ids_changed = Signal()
+    niche_changed = Signal()
 
     def __init__(
         self,
@@ -173,6 +131,7 @@ class Annotation:
         history: Sequence[dict] | None = None,
         redo: Sequence[dict] | None = None,
         max_history: int = DEFAULT_UNDO_DEPTH,
+        palette: TypeColors | None = None,
     ):
         _check_table(table)
         if int(max_history) < 20:
@@ -186,8 +145,9 @@ class Annotation:
         # ---- categories: Unassigned first, then saved colours, extra types, data types
         self._categories: list[str] = [UNASSIGNED]
         self._code: dict[str, int] = {UNASSIGNED: 0}
+        self._palette = palette if palette is not None else TypeColors()
+        self._explicit: set[str] = set()  # types whose colour was given, not handed out
         self._rgba: list[tuple] = [to_rgba(UNASSIGNED_COLOR)]
-        self._n_auto = 0  # palette colours handed out so far
         if colors:
             for name, col in colors.items():
                 self._register(str(name), col)
@@ -230,7 +190,6 @@ class Annotation:
         self._hidden: set[str] = set()
         self._undo: list[Edit] = [self._edit_from_record(r) for r in (history or ())]
         self._redo: list[Edit] = [self._edit_from_record(r) for r in (redo or ())]
-        self._callbacks: list[Callable[[str], None]] = []
         self._min_confidence = 0.0
         self._max_distance: float | None = None
         self._thr_codes = self._tcodes
@@ -247,10 +206,14 @@ class Annotation:
         if name in self._code:
             if color is not None and name != UNASSIGNED:
                 self._rgba[self._code[name]] = to_rgba(color)
+                self._palette.set(name, color)
+                self._explicit.add(name)
             return self._code[name]
         if color is None:
-            color = palette_color(self._n_auto)
-            self._n_auto += 1
+            color = self._palette.color(name)
+        else:
+            self._palette.set(name, color)
+            self._explicit.add(name)
         self._code[name] = len(self._categories)
         self._categories.append(name)
         self._rgba.append(to_rgba(color))
@@ -294,11 +257,25 @@ class Annotation:
         if str(cell_type) not in self._code:
             raise CellamaInputError(f"unknown cell type {cell_type!r}")
         self._rgba[self._code[str(cell_type)]] = to_rgba(color)
+        self._palette.set(cell_type, color)
+        self._explicit.add(str(cell_type))
+        self._emit("colors")
+
+    def use_palette(self, palette: TypeColors) -> None:
+        """Share ``palette`` (e.g. a viewer session's): colours given explicitly (saved or set)
+        are written into it, every other type takes the palette's colour, and new types take
+        theirs from it from now on."""
+        for code, name in enumerate(self._categories):
+            if name in self._explicit:
+                palette.set(name, self._rgba[code])
+            else:
+                self._rgba[code] = palette.color(name)
+        self._palette = palette
         self._emit("colors")
 
     def add_type(self, cell_type: str, color=None) -> None:
         """Register a new type name (gets the next palette colour unless ``color`` is given)."""
-        name = _clean_name(cell_type)
+        name = clean_name(cell_type)
         new = name not in self._code
         self._register(name, color)
         if new:
@@ -368,37 +345,6 @@ class Annotation:
         return self._manual >= 0
 
     @property
-    def label_ids(self) -> np.ndarray | None:
-        """Labels-raster id of each cell (None until :meth:`set_label_ids`)."""
-        return None if self._labels is None else self._labels.copy()
-
-    def set_label_ids(self, label_ids) -> None:
-        """Set the Labels-raster id of each cell (aligned array or Series indexed by cell id)."""
-        if isinstance(label_ids, pd.Series) and not isinstance(label_ids.index, pd.RangeIndex):
-            s = label_ids.copy()
-            s.index = s.index.astype(str)
-            missing = ~self._base.index.isin(s.index)
-            if missing.any():
-                raise CellamaInputError(
-                    f"{int(missing.sum())} cells have no label id (e.g. {self._base.index[missing][0]!r}); "
-                    "use the Labels of the same Xenium run"
-                )
-            values = s.reindex(self._base.index).to_numpy()
-        else:
-            values = np.asarray(label_ids)
-        if values.shape != (self._n,):
-            raise CellamaInputError(f"{values.shape[0] if values.ndim else 0} label ids for {self._n} cells")
-        if pd.isna(values).any():
-            raise CellamaInputError("some cells have no label id; use the Labels of the same Xenium run")
-        values = values.astype(np.int64)
-        if (values < 1).any():
-            raise CellamaInputError("label ids must be >= 1 (0 is the background of a Labels layer)")
-        if len(np.unique(values)) != len(values):
-            raise CellamaInputError("two cells share a label id; each cell needs its own label")
-        self._labels = values
-        self._emit("labels")
-
-    @property
     def niche_cluster(self) -> pd.Series | None:
         """Optional niche cluster of each cell (None until set)."""
         return None if self._niche is None else self._niche.copy()
@@ -462,272 +408,14 @@ class Annotation:
             return self._base.index[:0]
         return self._base.index[self._codes == code]
 
-    # ------------------------------------------------------------------ edits
-    def _positions(self, cell_ids) -> np.ndarray:
-        ids = pd.Index(np.atleast_1d(np.asarray(cell_ids, dtype=object)).astype(str))
-        pos = self._base.index.get_indexer(ids)
-        if (pos < 0).any():
-            bad = ids[pos < 0]
-            raise CellamaInputError(
-                f"{len(bad)} selected cell id(s) are not in this annotation (e.g. {bad[0]!r})"
-            )
-        return np.unique(pos)
-
-    def positions_of_labels(self, label_ids) -> np.ndarray:
-        """Table rows of the cells with these Labels-raster ids (unknown ids are ignored)."""
-        if self._labels is None:
-            raise CellamaInputError("label ids are not set; call set_label_ids first")
-        lab = np.asarray(label_ids, dtype=np.int64).ravel()
-        order = np.argsort(self._labels)
-        sorted_labels = self._labels[order]
-        i = np.searchsorted(sorted_labels, lab)
-        i = np.clip(i, 0, len(sorted_labels) - 1)
-        hit = sorted_labels[i] == lab
-        return np.unique(order[i[hit]])
-
-    def cell_ids_of_labels(self, label_ids) -> pd.Index:
-        """Cell ids of Labels-raster ids (e.g. the cells inside a lasso); unknown ids ignored."""
-        return self._base.index[self.positions_of_labels(label_ids)]
-
-    def assign(self, cell_ids, cell_type: str) -> Edit | None:
-        """Label ``cell_ids`` as ``cell_type`` (an existing or a new name); source becomes manual.
-
-        Returns the recorded :class:`Edit`, or None when nothing changed. Clears redo.
-        """
-        name = _clean_name(cell_type)
-        pos = self._positions(cell_ids)
-        if name not in self._code:
-            self._register(name)
-            self._emit("types")
-        code = self._code[name]
-        return self._apply_new(pos, code, EDIT_ASSIGN)
-
-    def clear_manual(self, cell_ids) -> Edit | None:
-        """Drop the manual label of ``cell_ids``: the transferred label applies again."""
-        return self._apply_new(self._positions(cell_ids), -1, EDIT_CLEAR)
-
-    def _apply_new(self, pos: np.ndarray, code: int, kind: str) -> Edit | None:
-        before = self._manual[pos].copy()
-        changed = before != code
-        if not changed.any():
-            return None
-        pos, before = pos[changed], before[changed]
-        edit = Edit(pos, before, int(code), kind)
-        self._manual[pos] = code
-        self._update_codes()
-        self._undo.append(edit)
-        if len(self._undo) > self.max_history:
-            del self._undo[: len(self._undo) - self.max_history]
-        self._redo.clear()
-        self._emit("edit")
-        return edit
-
-    @property
-    def can_undo(self) -> bool:
-        return bool(self._undo)
-
-    @property
-    def can_redo(self) -> bool:
-        return bool(self._redo)
-
-    @property
-    def n_undo(self) -> int:
-        return len(self._undo)
-
-    @property
-    def n_redo(self) -> int:
-        return len(self._redo)
-
-    def undo(self) -> Edit | None:
-        """Revert the last edit (None if there is nothing to undo)."""
-        if not self._undo:
-            return None
-        edit = self._undo.pop()
-        self._manual[edit.positions] = edit.before
-        self._update_codes()
-        self._redo.append(edit)
-        self._emit("undo")
-        return edit
-
-    def redo(self) -> Edit | None:
-        """Re-apply the last undone edit (None if there is nothing to redo)."""
-        if not self._redo:
-            return None
-        edit = self._redo.pop()
-        self._manual[edit.positions] = edit.after
-        self._update_codes()
-        self._undo.append(edit)
-        self._emit("redo")
-        return edit
-
-    def describe(self, edit: Edit) -> str:
-        """One line for a status bar, e.g. ``12 cells -> B cell``."""
-        n = len(edit)
-        cells = f"{n} cell{'s' if n != 1 else ''}"
-        if edit.after < 0:
-            return f"{cells} back to the transferred label"
-        return f"{cells} -> {self._categories[edit.after]}"
-
-    def _record(self, edit: Edit) -> dict:
-        names = np.asarray(self._categories + [None], dtype=object)
-        return {
-            "kind": edit.kind,
-            "time": edit.time,
-            "cell_ids": [str(c) for c in self._base.index[edit.positions]],
-            "before": names[edit.before].tolist(),  # -1 -> None (no manual label)
-            "after": None if edit.after < 0 else self._categories[edit.after],
-        }
-
-    def _edit_from_record(self, rec: dict) -> Edit:
-        pos = self._base.index.get_indexer(pd.Index([str(c) for c in rec["cell_ids"]]))
-        if (pos < 0).any():
-            raise CellamaInputError("the saved edit history names cells that are not in the table")
-        before = np.array([-1 if b is None else self._register(str(b)) for b in rec["before"]], dtype=np.int32)
-        after = -1 if rec.get("after") is None else self._register(str(rec["after"]))
-        return Edit(pos.astype(np.int64), before, after, rec.get("kind", EDIT_ASSIGN), rec.get("time", ""))
-
-    def history_records(self) -> list[dict]:
-        """The undo stack, oldest first, as JSON-serialisable dicts
-        (``kind``, ``time``, ``cell_ids``, ``before`` (None = no manual label), ``after``)."""
-        return [self._record(e) for e in self._undo]
-
-    def redo_records(self) -> list[dict]:
-        """The redo stack as JSON-serialisable dicts (same shape as :meth:`history_records`)."""
-        return [self._record(e) for e in self._redo]
-
-    # ------------------------------------------------------------------ visibility
-    @property
-    def hidden(self) -> frozenset:
-        return frozenset(self._hidden)
-
-    def is_visible(self, cell_type: str) -> bool:
-        return str(cell_type) not in self._hidden
-
-    def set_visible(self, cell_type: str, visible: bool = True) -> None:
-        """Show or hide one type on the tissue."""
-        name = str(cell_type)
-        if name not in self._code:
-            raise CellamaInputError(f"unknown cell type {cell_type!r}")
-        if visible:
-            self._hidden.discard(name)
-        else:
-            self._hidden.add(name)
-        self._emit("visibility")
-
-    def toggle(self, cell_type: str) -> bool:
-        """Flip the visibility of a type; returns the new visibility."""
-        visible = not self.is_visible(cell_type)
-        self.set_visible(cell_type, visible)
-        return visible
-
-    def show_only(self, cell_types) -> None:
-        """Hide every type except ``cell_types`` (one name or several)."""
-        keep = {str(cell_types)} if isinstance(cell_types, str) else {str(t) for t in cell_types}
-        unknown = keep - set(self._code)
-        if unknown:
-            raise CellamaInputError(f"unknown cell type(s) {', '.join(map(repr, sorted(unknown)))}")
-        self._hidden = set(self._categories) - keep
-        self._emit("visibility")
-
-    def show_all(self) -> None:
-        self._hidden.clear()
-        self._emit("visibility")
-
-    # ------------------------------------------------------------------ colour lookups
-    def category_rgba(self, apply_visibility: bool = True) -> np.ndarray:
-        """``(n_categories, 4)`` float32 colours in category order; hidden types transparent."""
-        rgba = np.asarray(self._rgba, dtype=np.float32).reshape(-1, 4)
-        if apply_visibility and self._hidden:
-            hide = np.fromiter((c in self._hidden for c in self._categories), bool, len(self._categories))
-            rgba[hide] = TRANSPARENT
-        return rgba
-
-    def cell_rgba(self, apply_visibility: bool = True) -> np.ndarray:
-        """``(n_cells, 4)`` float32 colour of each cell (hidden types transparent)."""
-        return self.category_rgba(apply_visibility)[self._codes]
-
-    def _require_labels(self) -> np.ndarray:
-        if self._labels is None:
-            raise CellamaInputError("label ids are not set; call set_label_ids with the Labels ids of the cells")
-        return self._labels
-
-    def label_lut(self, apply_visibility: bool = True) -> np.ndarray:
-        """``(max_label + 1, 4)`` float32 lookup: ``lut[label_id]`` is that cell's RGBA.
-
-        Row 0 (background) and ids of cells not in this annotation are transparent, and
-        so are hidden types. ``lut[labels_raster]`` paints a whole raster in one step.
-        """
-        labels = self._require_labels()
-        lut = np.zeros((int(labels.max()) + 1, 4), dtype=np.float32)
-        lut[labels] = self.cell_rgba(apply_visibility)
-        return lut
-
-    def label_color_dict(self, apply_visibility: bool = True) -> dict:
-        """``{label_id: RGBA, None: transparent}`` for ``napari.utils.DirectLabelColormap``."""
-        labels = self._require_labels()
-        d = dict(zip(labels.tolist(), self.cell_rgba(apply_visibility)))
-        d[None] = TRANSPARENT.copy()
-        return d
-
-    def label_code_lut(self) -> np.ndarray:
-        """``(max_label + 1,)`` int32 lookup ``label_id -> category code + 1`` (0: no cell).
-
-        ``label_code_lut()[labels_raster]`` gives a raster of types whose colours are just
-        :meth:`type_color_dict` (a handful of entries), so showing / hiding a type only
-        swaps that small colormap.
-        """
-        labels = self._require_labels()
-        lut = np.zeros(int(labels.max()) + 1, dtype=np.int32)
-        lut[labels] = self._codes + 1
-        return lut
-
-    def type_color_dict(self, apply_visibility: bool = True) -> dict:
-        """``{category code + 1: RGBA, None: transparent}``, the colormap of a type raster."""
-        rgba = self.category_rgba(apply_visibility)
-        d = {i + 1: rgba[i] for i in range(len(rgba))}
-        d[None] = TRANSPARENT.copy()
-        return d
-
-    def value_lut(self, column: str, fill: float = np.nan) -> np.ndarray:
-        """``(max_label + 1,)`` float32 lookup ``label_id -> value`` of a numeric column
-        (``confidence``, ``distance``); background and unknown ids get ``fill``."""
-        labels = self._require_labels()
-        if column not in self._base:
-            raise CellamaInputError(f"no column {column!r} in the transfer table")
-        lut = np.full(int(labels.max()) + 1, fill, dtype=np.float32)
-        lut[labels] = pd.to_numeric(self._base[column], errors="coerce").to_numpy(dtype=np.float32)
-        return lut
-
-    def value_rgba_lut(self, column: str, cmap: str = "viridis", vmin: float | None = None,
-                       vmax: float | None = None) -> tuple[np.ndarray, float, float]:
-        """``(lut, vmin, vmax)``: RGBA lookup ``label_id -> cmap(value)`` for a confidence or
-        distance map (background transparent); ``vmin``/``vmax`` default to the data range."""
-        from matplotlib import colormaps
-
-        values = self.value_lut(column)
-        finite = np.isfinite(values)
-        lo = float(np.nanmin(values[finite])) if vmin is None and finite.any() else float(vmin or 0.0)
-        hi = float(np.nanmax(values[finite])) if vmax is None and finite.any() else float(vmax or 1.0)
-        span = hi - lo if hi > lo else 1.0
-        scaled = np.clip((values - lo) / span, 0.0, 1.0)
-        lut = colormaps[cmap](np.where(finite, scaled, 0.0)).astype(np.float32)
-        lut[~finite] = TRANSPARENT
-        return lut, lo, hi
-
     # ------------------------------------------------------------------ events / state
-    def connect(self, callback: Callable[[str], None]) -> Callable[[str], None]:
-        """Call ``callback(kind)`` after every change; kinds: ``threshold``, ``edit``, ``undo``,
-        ``redo``, ``visibility``, ``types``, ``colors``, ``labels``, ``niche``."""
-        self._callbacks.append(callback)
-        return callback
-
-    def disconnect(self, callback: Callable[[str], None]) -> None:
-        if callback in self._callbacks:
-            self._callbacks.remove(callback)
-
     def _emit(self, kind: str) -> None:
-        for cb in list(getattr(self, "_callbacks", ())):
-            cb(kind)
+        """Announce a change of ``kind`` on its named signal (see the class docstring)."""
+        signal = getattr(self, _SIGNAL_OF[kind])
+        if _SIGNAL_OF[kind] == "labels_changed":
+            signal.emit(kind)
+        else:
+            signal.emit()
 
     def state(self) -> dict:
         """Everything besides the table needed to restore the session (JSON-serialisable)."""
@@ -773,13 +461,6 @@ def _as_category(values: pd.Series) -> pd.Series:
     if len(set(names)) == len(names):
         cat = cat.rename_categories(names)
     return pd.Series(cat, index=values.index, name=NICHE_CLUSTER)
-
-
-def _clean_name(cell_type) -> str:
-    name = str(cell_type).strip() if cell_type is not None else ""
-    if not name:
-        raise CellamaInputError("give the cell type a name")
-    return name
 
 
 def _check_table(table) -> None:

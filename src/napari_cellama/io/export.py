@@ -51,7 +51,8 @@ from .._constants import (
     TRANSFERRED_TYPE,
     UNS_KEY,
 )
-from ..core.annotation import Annotation, palette_color, to_hex
+from ..core.annotation import Annotation
+from ..core.palette import niche_color, palette_color, to_hex
 from ..validators import CellamaInputError
 from .xenium import EXPERIMENT_FILE
 
@@ -312,7 +313,7 @@ def explorer_groups(annotation, column: str = CELL_TYPE, colors: bool = True) ->
     """The Xenium Explorer cell-groups table: ``cell_id``, ``group`` (and ``color``, ``#rrggbb``).
 
     ``column`` is ``cell_type`` (colours of the session) or another per-cell column such
-    as ``niche_cluster`` (palette colours in category order). Cells without a value are
+    as ``niche_cluster`` (niche-palette colours in category order). Cells without a value are
     left out (Xenium Explorer leaves them ungrouped).
     """
     ann = as_annotation(annotation)
@@ -328,7 +329,8 @@ def explorer_groups(annotation, column: str = CELL_TYPE, colors: bool = True) ->
             palette = ann.hex_colors
         else:
             cats = values.astype("category").cat.categories
-            palette = {str(c): to_hex(palette_color(i)) for i, c in enumerate(cats)}
+            color = niche_color if column == NICHE_CLUSTER else palette_color
+            palette = {str(c): to_hex(color(i)) for i, c in enumerate(cats)}
         out[EXPLORER_COLOR] = groups.map(palette).to_numpy()
     return out
 

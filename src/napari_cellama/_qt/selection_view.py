@@ -1,0 +1,80 @@
+"""The ``selected cells`` outline layer, driven by the session's :class:`CellSelection`.
+
+Every dock that lets the user pick cells holds a :class:`SelectionView`: it subscribes to
+``session.selection.changed``, so any selection (transfer review, a niche, a plot point) is
+outlined on the tissue whatever dock made it and whichever docks are open (each open dock's
+view writes the same outlines; the view lives and dies with its dock). The layer is made by
+:func:`napari_cellama.layers.selection_layer` on the first selection and re-made if the user
+deletes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .._constants import CELL_ID
+
+SELECTION_LAYER = "selected cells"
+
+
+class SelectionView:
+    """Keeps the outline layer of one viewer in step with its session's selection."""
+
+    def __init__(self, viewer, session) -> None:
+        self.viewer = viewer
+        self.session = session
+        session.selection.changed.connect(self._on_changed)
+
+    def layer(self, create: bool = True):
+        """The outline layer (made over the run's cells layer when missing and ``create``)."""
+        from .. import layers as L
+
+        viewer = self.viewer
+        if viewer is None:
+            return None
+        for layer in viewer.layers:
+            if L.layer_kind(layer) == "selection":
+                return layer
+        if not create:
+            return None
+        cells = cells_layer(viewer, self.session)
+        if cells is None:
+            return None
+        layer = viewer.add_layer(L.selection_layer(cells, name=SELECTION_LAYER))
+        # outlines over the maps, under the cells layer (which stays on top for hovering)
+        viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(cells))
+        viewer.layers.selection.active = cells
+        return layer
+
+    def raise_above_maps(self) -> None:
+        """Put the outlines back just under the cells layer (after a dock added map layers)."""
+        viewer = self.viewer
+        layer = self.layer(create=False)
+        cells = cells_layer(viewer, self.session) if viewer is not None else None
+        if layer is None or cells is None:
+            return
+        viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(cells))
+
+    def _on_changed(self, ids) -> None:
+        from ..layers import set_selected_cells
+
+        layer = self.layer(create=len(ids) > 0)
+        cells = cells_layer(self.viewer, self.session)
+        if layer is None or cells is None:
+            return
+        feats = cells.features
+        label_of = pd.Series(feats["index"].to_numpy(np.int64), index=feats[CELL_ID].astype(str).to_numpy())
+        set_selected_cells(layer, label_of.reindex(ids).dropna().to_numpy(np.int64))
+
+
+def cells_layer(viewer, session):
+    """The run's cells Labels layer (by the session's layer name, else the first cells layer), or None."""
+    from .._constants import KIND_CELLS
+    from ..layers import find_layers
+
+    name = session.layer_names.get("cells")
+    if name and name in viewer.layers:
+        return viewer.layers[name]
+    found = find_layers(viewer.layers, KIND_CELLS)
+    return found[0] if found else None

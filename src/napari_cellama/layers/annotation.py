@@ -1,0 +1,117 @@
+"""Layers of a review: the ``cell types`` of an :class:`~napari_cellama.core.Annotation`, kept in
+step through its named signals (:func:`refresh_annotation_labels`, :func:`refresh_annotation_colors`),
+and the ``selected cells`` outlines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .._constants import KIND_CELL_CATEGORIES
+from .lookup import (
+    TRANSPARENT,
+    LabelLookup,
+    _cell_levels,
+    _placement,
+    _set_lookup_table,
+    lookup_table,
+)
+from .meta import _meta, layer_info
+
+LayerDataTuple = tuple
+
+
+def _direct_colormap(color_dict: Mapping):
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict=dict(color_dict))
+
+
+def annotation_layer_data(cells_layer, annotation, *, name: str = "cell types") -> LayerDataTuple:
+    """A Labels layer painting every cell with its type from an :class:`~napari_cellama.core.Annotation`.
+
+    Pixel value = type code + 1 through :class:`LabelLookup` over the cell labels, so a
+    threshold change or an edit rewrites one small lookup table (``label -> code``) and a
+    visibility change swaps a colormap with one entry per type (:func:`refresh_annotation_labels`,
+    :func:`refresh_annotation_colors`).
+    ``features`` lists the types (``index``, ``cell_type``) so hovering names the type.
+    """
+    lut = annotation.label_code_lut()
+    data = [LabelLookup(level, lut) for level in _cell_levels(cells_layer)]
+    info = layer_info(cells_layer)
+    kwargs = {
+        "name": name,
+        "multiscale": len(data) > 1,
+        "features": _type_features(annotation),
+        "colormap": _direct_colormap(annotation.type_color_dict()),
+        "opacity": 0.8,
+        "blending": "translucent",
+        "metadata": _meta(
+            KIND_CELL_CATEGORIES,
+            info.get("xenium_root"),
+            info.get("pixel_size"),
+            annotation=True,
+        ),
+        **_placement(cells_layer),
+    }
+    return (data if len(data) > 1 else data[0], kwargs, "labels")
+
+
+def _type_features(annotation) -> pd.DataFrame:
+    cats = list(annotation.categories)
+    return pd.DataFrame({"index": np.arange(1, len(cats) + 1), "cell_type": cats})
+
+
+def refresh_annotation_labels(layer, annotation) -> None:
+    """After a threshold change, an edit, undo / redo or a new type: rewrite the lookup table
+    (``label -> type code``) of an :func:`annotation_layer_data` layer, its type list and colours."""
+    lut = annotation.label_code_lut()
+    current = lookup_table(layer)
+    if len(lut) == len(current):
+        current[:] = lut
+    else:  # label range changed: swap the lookup of every level
+        _set_lookup_table(layer, lut)
+    if len(layer.features) != len(annotation.categories):
+        layer.features = _type_features(annotation)
+    layer.colormap = _direct_colormap(annotation.type_color_dict())
+    layer.refresh()
+
+
+def refresh_annotation_colors(layer, annotation) -> None:
+    """After a visibility or colour change: swap the per-type colormap only (K entries)."""
+    layer.colormap = _direct_colormap(annotation.type_color_dict())
+
+
+def selection_layer(cells_layer, *, name: str = "selected cells"):
+    """A Labels layer outlining selected cells (update with :func:`set_selected_cells`)."""
+    from napari.layers import Labels
+
+    n = int(cells_layer.features["index"].to_numpy().max(initial=0)) + 1
+    lut = np.zeros(n, dtype=np.uint8)
+    data = [LabelLookup(level, lut) for level in _cell_levels(cells_layer)]
+    info = layer_info(cells_layer)
+    kwargs = {
+        "name": name,
+        "multiscale": len(data) > 1,
+        "colormap": _direct_colormap(
+            {1: np.array([1.0, 1.0, 1.0, 1.0], np.float32), None: TRANSPARENT}
+        ),
+        "opacity": 1.0,
+        "metadata": _meta("selection", info.get("xenium_root"), info.get("pixel_size")),
+        **_placement(cells_layer),
+    }
+    layer = Labels(data if len(data) > 1 else data[0], **kwargs)
+    layer.contour = 2
+    return layer
+
+
+def set_selected_cells(layer, label_ids: Sequence[int]) -> None:
+    """Outline exactly the cells with these label values."""
+    lut = lookup_table(layer)
+    lut[:] = 0
+    ids = np.asarray(label_ids, dtype=np.int64)
+    ids = ids[(ids > 0) & (ids < len(lut))]
+    lut[ids] = 1
+    layer.refresh()
