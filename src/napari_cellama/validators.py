@@ -238,10 +238,13 @@ def check_cell_types(selected, available) -> list[str]:
     """Selected cell types: at least one, each present among ``available``."""
     if isinstance(selected, str):
         selected = [selected]
-    chosen = list(dict.fromkeys(str(t).strip() for t in (selected or []) if str(t).strip()))
+    avail = sorted({str(a) for a in available})
+    exact = set(avail)
+    # a name is taken verbatim when it is a label (e.g. " B cell" with its space), else stripped
+    chosen = list(dict.fromkeys(str(t) if str(t) in exact else str(t).strip()
+                                for t in (selected or []) if str(t).strip()))
     if not chosen:
         raise CellamaInputError("choose at least one cell type to cluster by niche")
-    avail = sorted({str(a) for a in available})
     unknown = [t for t in chosen if t not in avail]
     if unknown:
         shown = ", ".join(avail[:30]) + (" ..." if len(avail) > 30 else "")
