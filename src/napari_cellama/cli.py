@@ -49,12 +49,15 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .atomic import Terminated, cleanup_temporaries, install_signal_handlers, restore_signal_handlers
     from .validators import CellamaInputError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("transfer", "demo", "niche", "finetune", "prototypes"):
         _quiet_libraries()
+    # SIGTERM / SIGHUP unwind like Ctrl-C: every temporary output is removed, old outputs stay
+    previous = install_signal_handlers()
     try:
         args._run(args)
     except CellamaInputError as err:
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"napari-cellama: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated as err:
+        print(f"napari-cellama: terminated (signal {err.signum})", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("napari-cellama: interrupted", file=sys.stderr)
         return 130
@@ -71,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"napari-cellama: failed: {type(err).__name__}: {err} (rerun with --debug for details)",
               file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        cleanup_temporaries()
+        restore_signal_handlers(previous)
     return 0
 
 

@@ -250,3 +250,24 @@ def check_cell_types(selected, available) -> list[str]:
         shown = ", ".join(avail[:30]) + (" ..." if len(avail) > 30 else "")
         raise CellamaInputError(f"cell type(s) {', '.join(map(repr, unknown))} not in the labels; available: {shown}")
     return chosen
+
+
+# --------------------------------------------------------------------------- embeddings (issue 13)
+
+
+class NonFiniteEmbeddingError(CellamaInputError):
+    """A model produced NaN or infinite embeddings: labels from them would be meaningless."""
+
+
+def check_finite_embeddings(vectors, model: str = "the model", what: str = "embeddings") -> None:
+    """Refuse NaN / infinite embedding rows before anything (kNN, cache, export) uses them."""
+    vectors = np.asarray(vectors)
+    if vectors.size == 0:
+        return
+    bad = ~np.isfinite(vectors).all(axis=1) if vectors.ndim == 2 else ~np.isfinite(vectors)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        raise NonFiniteEmbeddingError(
+            f"{model} produced NaN or infinite {what} for {n_bad} of {len(bad)} sentences; the model "
+            "folder is broken or incompatible: check --model (or fine-tune it again)"
+        )
