@@ -455,9 +455,13 @@ class EmbeddingCache:
                     bad.append(kf)
                     continue
                 vec = np.load(_stem(kf) + _VEC, allow_pickle=False)
-            except (FileNotFoundError, ValueError, OSError):
+            except FileNotFoundError:
                 continue  # removed meanwhile
-            if all_vec and vec.shape[1] != all_vec[0].shape[1]:
+            except (ValueError, OSError, EOFError):
+                bad.append(kf)
+                continue
+            if vec.ndim != 2 or len(vec) != len(pk) or not np.isfinite(vec).all() or (
+                    all_vec and vec.shape[1] != all_vec[0].shape[1]):
                 bad.append(kf)
                 continue
             good.append(kf)
