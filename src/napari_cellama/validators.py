@@ -271,3 +271,17 @@ def check_finite_embeddings(vectors, model: str = "the model", what: str = "embe
             f"{model} produced NaN or infinite {what} for {n_bad} of {len(bad)} sentences; the model "
             "folder is broken or incompatible: check --model (or fine-tune it again)"
         )
+
+
+def check_usable_reference(labelled, usable, label_key: str) -> None:
+    """At least one reference cell has a label *and* a detected shared gene; say which is lacking."""
+    labelled = np.asarray(labelled, dtype=bool)
+    usable = np.asarray(usable, dtype=bool)
+    if usable.any():
+        return
+    if not labelled.any():
+        raise CellamaInputError(f"the reference has no labelled cells in {label_key!r}")
+    raise CellamaInputError(
+        f"none of the {int(labelled.sum())} labelled reference cells has a detected gene of the shared panel; "
+        "check that the reference holds counts of the panel's genes (gene symbols of the same species)"
+    )
