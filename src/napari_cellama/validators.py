@@ -31,10 +31,20 @@ def check_file(path: str | Path, what: str = "file", suffixes: Iterable[str] | N
     return p
 
 
+MAX_TOP_K = 100_000
+"""More genes than any panel or transcriptome has (larger values are typing errors)."""
+
+
 def check_top_k(top_k: int) -> int:
-    """``top_k`` must be a positive integer."""
-    if isinstance(top_k, bool) or int(top_k) != top_k or int(top_k) < 1:
+    """``top_k`` must be a positive integer (at most :data:`MAX_TOP_K`)."""
+    try:
+        ok = not isinstance(top_k, bool) and int(top_k) == top_k and int(top_k) >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise CellamaInputError(f"top-k must be a positive whole number, got {top_k!r}")
+    if int(top_k) > MAX_TOP_K:
+        raise CellamaInputError(f"top-k must be at most {MAX_TOP_K:,} genes per sentence, got {top_k!r}")
     return int(top_k)
 
 

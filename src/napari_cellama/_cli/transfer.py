@@ -64,8 +64,9 @@ def run(args) -> None:
     from ..core import Embedder, run_transfer
     from ..io import read_query, read_reference
 
-    from ..validators import check_file, check_fraction, check_positive_int
+    from ..validators import check_file, check_fraction, check_positive_int, check_top_k
 
+    check_top_k(args.top_k)
     check_fraction(args.min_confidence, "--min-confidence")
     if args.max_distance is not None:
         check_fraction(args.max_distance, "--max-distance", upper=2.0)

@@ -424,6 +424,10 @@ class Session:
                               panel, dict(self.params))
 
 
+_UNS_TYPES = {"params": dict, "panel": dict, "colors": dict, "history": list, "session": dict, "inputs": dict}
+_TYPE_WORDS = {dict: "a JSON object", list: "a JSON list"}
+
+
 def _loads(uns: dict, key: str, default):
     raw = uns.get(key)
     if raw is None:
@@ -434,7 +438,26 @@ def _loads(uns: dict, key: str, default):
         value = json.loads(str(raw))
     except ValueError:
         raise CellamaInputError(f"uns['{UNS_KEY}']['{key}'] is not valid JSON; the export is damaged") from None
-    return default if value is None else value
+    if value is None:
+        return default
+    kind = _UNS_TYPES.get(key)
+    if kind is not None and not isinstance(value, kind):
+        raise CellamaInputError(
+            f"uns['{UNS_KEY}']['{key}'] should be {_TYPE_WORDS[kind]}, found {type(value).__name__}; "
+            "the export is damaged"
+        )
+    return value
+
+
+def _numeric_column(obs: pd.DataFrame, col: str) -> np.ndarray:
+    values = pd.to_numeric(obs[col], errors="coerce")
+    bad = values.isna().to_numpy() & obs[col].notna().to_numpy()
+    if bad.any():
+        example = obs[col][bad].iloc[0]
+        raise CellamaInputError(
+            f"column '{col}' of the saved table holds non-numeric values (e.g. {example!r}); the export is damaged"
+        )
+    return values.to_numpy(dtype=float)
 
 
 def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
@@ -451,6 +474,12 @@ def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
     history = _loads(uns, "history", [])
     state = _loads(uns, "session", {})
     inputs = _loads(uns, "inputs", {})
+    for key in ("min_confidence", "max_distance", "max_history"):
+        value = state.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise CellamaInputError(
+                f"uns['{UNS_KEY}']['session']['{key}'] should be a number, found {value!r}; the export is damaged"
+            )
     state = dict(state, colors=colors, history=history)
     obs = adata.obs
     missing = [c for c in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, CONFIDENCE, DISTANCE) if c not in obs]
@@ -462,7 +491,17 @@ def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
     for col in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, RUNNER_UP, NEAREST_REFERENCE, SENTENCE):
         if col in table:
             table[col] = table[col].astype(str).to_numpy(dtype=object)
-    ann = Annotation.from_state(table, state)
+    for col in (CONFIDENCE, DISTANCE):
+        table[col] = _numeric_column(obs, col)
+    try:
+        ann = Annotation.from_state(table, state)
+    except CellamaInputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+        raise CellamaInputError(
+            f"the saved session state in uns['{UNS_KEY}'] (session, colors or history) is damaged "
+            f"({type(err).__name__}: {err})"
+        ) from None
     emb = adata.obsm.get(OBSM_EMBEDDING)
     ref_emb = ref_labels = None
     if sdata is not None and SPATIALDATA_REFERENCE_TABLE in sdata.tables:
