@@ -48,6 +48,24 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _one_line_warnings() -> None:
+    """napari-cellama's own warnings (damaged cache, relabelled reference) as one line on stderr."""
+    import warnings
+
+    from .core.cache import CacheWarning
+    from .io.readers import LabelWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (CacheWarning, LabelWarning)):
+            print(f"napari-cellama: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     from .atomic import Terminated, cleanup_temporaries, install_signal_handlers, restore_signal_handlers
     from .validators import CellamaInputError
@@ -58,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
     # SIGTERM / SIGHUP unwind like Ctrl-C: every temporary output is removed, old outputs stay
     previous = install_signal_handlers()
+    _one_line_warnings()
     try:
         args._run(args)
     except CellamaInputError as err:
