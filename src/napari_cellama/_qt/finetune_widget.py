@@ -191,7 +191,7 @@ class FinetuneWidget(QWidget):
         self.prototype_fraction.setValue(DEFAULT_PROTOTYPE_FRACTION)
         self.out = QLineEdit()
         self.out.setPlaceholderText("new folder for the fine-tuned model")
-        self.overwrite = QCheckBox("replace a non-empty folder")
+        self.overwrite = QCheckBox("replace an earlier fine-tuned model")
 
         form = QFormLayout()
         form.addRow("Reference", _path_row(self.reference, "...", self._pick_reference))
