@@ -70,12 +70,12 @@ def run(args) -> None:
     check_fraction(args.min_confidence, "--min-confidence")
     if args.max_distance is not None:
         check_fraction(args.max_distance, "--max-distance", upper=2.0)
+    exports = _check_exports(args)
+    out = exports.pop("out")
     check_file(args.reference, "reference", suffixes=(".h5ad",))
     check_file(args.query, "query")
     if args.max_per_type is not None:
         check_positive_int(args.max_per_type, "--max-per-type")
-    exports = _check_exports(args)
-    out = exports.pop("out")
     if args.dask_scheduler:
         from ..core.distributed import DistributedEmbedder, parse_scheduler
 
