@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-
 from _hash_embedder import HashEmbedder
+
 from napari_cellama.cli import main
 from napari_cellama.core import run_transfer
 from napari_cellama.io import load_session, read_query, read_reference, write_h5ad

@@ -7,8 +7,8 @@ import warnings
 
 import numpy as np
 import pytest
-
 from _hash_embedder import HashEmbedder, hash_vector
+
 from napari_cellama._constants import CACHE_ENV
 from napari_cellama.core.cache import CacheWarning, EmbeddingCache, sentence_keys
 from napari_cellama.validators import CellamaInputError, NonFiniteEmbeddingError

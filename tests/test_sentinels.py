@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
-
 from _hash_embedder import HashEmbedder
+
 from napari_cellama._constants import CELL_TYPE, TRANSFERRED_TYPE, UNASSIGNED
 from napari_cellama.core import Annotation, run_transfer
 from napari_cellama.io import write_cells_csv, write_explorer_csv, write_h5ad

@@ -25,9 +25,9 @@ import signal
 import stat
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 _LIVE: set[Path] = set()  # temporaries that exist right now
 _LIVE_LOCK = threading.Lock()
@@ -221,7 +221,7 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+def _raise_terminated(signum, frame):
     raise Terminated(signum)
 
 

@@ -51,9 +51,9 @@ import time
 import uuid
 import warnings
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -373,7 +373,7 @@ class EmbeddingCache:
     def _write_pack(self, d: Path, stem: str, keys: np.ndarray, vectors: np.ndarray) -> Path:
         """Vectors, checksum record, keys (the pack becomes visible with its keys)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        record = {"format": _PACK_FORMAT, "n": int(len(keys)), "dimension": int(vectors.shape[1]),
+        record = {"format": _PACK_FORMAT, "n": len(keys), "dimension": int(vectors.shape[1]),
                   "keys_crc32": _crc(keys), "vec_crc32": _crc(vectors)}
         save_npy(d / (stem + _VEC), vectors)
         write_text(d / (stem + _SUM), json.dumps(record))

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from .._constants import SPATIALDATA_TABLE, UNS_KEY
 from ..validators import CellamaInputError

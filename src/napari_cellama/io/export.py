@@ -48,12 +48,17 @@ from .._constants import (
     TRANSFERRED_TYPE,
     UNS_KEY,
 )
-from ..core.annotation import Annotation, palette_color, to_hex
 from ..atomic import write_dir, write_file
+from ..core.annotation import Annotation, palette_color, to_hex
 from ..validators import CellamaInputError
 from . import destinations as _dest
 from .csv_safety import safe_for_spreadsheets
-from .destinations import check_destination, is_zarr_store, write_zarr_marker, xenium_folder_containing  # noqa: F401
+from .destinations import (  # noqa: F401
+    check_destination,
+    is_zarr_store,
+    write_zarr_marker,
+    xenium_folder_containing,
+)
 
 FORMAT_VERSION = 1
 RESULT_COLUMNS = (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, CONFIDENCE, DISTANCE, RUNNER_UP, NEAREST_REFERENCE,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import anndata as ad
-import pandas as pd
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from ..validators import CellamaInputError, check_file
