@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("transfer", "demo", "niche", "finetune", "prototypes"):
         _quiet_libraries()
     # SIGTERM / SIGHUP unwind like Ctrl-C: every temporary output is removed, old outputs stay
-    previous = install_signal_handlers()
+    # (not for the GUI: inside Qt's event loop Python handlers run late, a SIGTERM must still end it)
+    previous = install_signal_handlers() if args.command != "gui" else {}
     _one_line_warnings()
     try:
         args._run(args)
