@@ -172,7 +172,8 @@ def check_model_folder(path, overwrite: bool = False, sources=()) -> Path:
             )
         if not overwrite:
             raise CellamaInputError(
-                f"output folder {p} holds an earlier fine-tuned model; choose a new folder or add --overwrite"
+                f"output folder {p} is not empty: it holds an earlier fine-tuned model; choose a new folder "
+                "or add --overwrite"
             )
     return p
 
