@@ -48,13 +48,36 @@ def _quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _one_line_warnings() -> None:
+    """napari-cellama's own warnings (damaged cache, relabelled reference) as one line on stderr."""
+    import warnings
+
+    from .core.cache import CacheWarning
+    from .io.readers import LabelWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, (CacheWarning, LabelWarning)):
+            print(f"napari-cellama: warning: {message}", file=file or sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .atomic import Terminated, cleanup_temporaries, install_signal_handlers, restore_signal_handlers
     from .validators import CellamaInputError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("transfer", "demo", "niche", "finetune", "prototypes"):
         _quiet_libraries()
+    # SIGTERM / SIGHUP unwind like Ctrl-C: every temporary output is removed, old outputs stay
+    # (not for the GUI: inside Qt's event loop Python handlers run late, a SIGTERM must still end it)
+    previous = install_signal_handlers() if args.command != "gui" else {}
+    _one_line_warnings()
     try:
         args._run(args)
     except CellamaInputError as err:
@@ -62,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"napari-cellama: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated as err:
+        print(f"napari-cellama: terminated (signal {err.signum})", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("napari-cellama: interrupted", file=sys.stderr)
         return 130
@@ -71,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"napari-cellama: failed: {type(err).__name__}: {err} (rerun with --debug for details)",
               file=sys.stderr)
         return EXIT_FAILED
+    finally:
+        cleanup_temporaries()
+        restore_signal_handlers(previous)
     return 0
 
 

@@ -81,9 +81,16 @@ def check_positive_number(value, what: str) -> float:
     return v
 
 
+MAX_TOP_K = 100_000
+"""More genes than any panel or transcriptome has (larger values are typing errors)."""
+
+
 def check_top_k(top_k: int) -> int:
-    """``top_k`` must be a positive integer."""
-    return check_int(top_k, "top-k")
+    """``top_k`` must be a positive whole number (at most :data:`MAX_TOP_K`)."""
+    top_k = check_int(top_k, "top-k")
+    if top_k > MAX_TOP_K:
+        raise CellamaInputError(f"top-k must be at most {MAX_TOP_K:,} genes per sentence, got {top_k!r}")
+    return top_k
 
 
 def check_n_neighbors(k: int, n_reference: int | None = None) -> int:
@@ -257,12 +264,50 @@ def check_cell_types(selected, available) -> list[str]:
     """Selected cell types: at least one, each present among ``available``."""
     if isinstance(selected, str):
         selected = [selected]
-    chosen = list(dict.fromkeys(str(t).strip() for t in (selected or []) if str(t).strip()))
+    avail = sorted({str(a) for a in available})
+    exact = set(avail)
+    # a name is taken verbatim when it is a label (e.g. " B cell" with its space), else stripped
+    chosen = list(dict.fromkeys(str(t) if str(t) in exact else str(t).strip()
+                                for t in (selected or []) if str(t).strip()))
     if not chosen:
         raise CellamaInputError("choose at least one cell type to cluster by niche")
-    avail = sorted({str(a) for a in available})
     unknown = [t for t in chosen if t not in avail]
     if unknown:
         shown = ", ".join(avail[:30]) + (" ..." if len(avail) > 30 else "")
         raise CellamaInputError(f"cell type(s) {', '.join(map(repr, unknown))} not in the labels; available: {shown}")
     return chosen
+
+
+# --------------------------------------------------------------------------- embeddings (issue 13)
+
+
+class NonFiniteEmbeddingError(CellamaInputError):
+    """A model produced NaN or infinite embeddings: labels from them would be meaningless."""
+
+
+def check_finite_embeddings(vectors, model: str = "the model", what: str = "embeddings") -> None:
+    """Refuse NaN / infinite embedding rows before anything (kNN, cache, export) uses them."""
+    vectors = np.asarray(vectors)
+    if vectors.size == 0:
+        return
+    bad = ~np.isfinite(vectors).all(axis=1) if vectors.ndim == 2 else ~np.isfinite(vectors)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        raise NonFiniteEmbeddingError(
+            f"{model} produced NaN or infinite {what} for {n_bad} of {len(bad)} sentences; the model "
+            "folder is broken or incompatible: check --model (or fine-tune it again)"
+        )
+
+
+def check_usable_reference(labelled, usable, label_key: str) -> None:
+    """At least one reference cell has a label *and* a detected shared gene; say which is lacking."""
+    labelled = np.asarray(labelled, dtype=bool)
+    usable = np.asarray(usable, dtype=bool)
+    if usable.any():
+        return
+    if not labelled.any():
+        raise CellamaInputError(f"the reference has no labelled cells in {label_key!r}")
+    raise CellamaInputError(
+        f"none of the {int(labelled.sum())} labelled reference cells has a detected gene of the shared panel; "
+        "check that the reference holds counts of the panel's genes (gene symbols of the same species)"
+    )

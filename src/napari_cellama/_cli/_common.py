@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -38,19 +37,21 @@ class StderrProgress:
 
 
 def output_path(path: str | os.PathLike, what: str = "output", sources=()) -> Path:
-    """An output file path checked like every export (see ``io.export.check_destination``)."""
-    from ..io.export import check_destination
+    """An output file path checked like every export (see ``io.destinations.check_destination``)."""
+    from ..io.destinations import check_destination
 
     return check_destination(path, what, sources=sources)
 
 
 def write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Call ``write(tmp_path)`` then rename the temporary file into place (see ``napari_cellama.atomic``)."""
+    from ..atomic import write_file
+
+    write_file(path, write)
+
+
+def write_csv(path: Path, table, **to_csv) -> None:
+    """Write a per-cell table as a spreadsheet-safe CSV, atomically (see ``io.csv_safety``)."""
+    from ..io.csv_safety import write_csv as _write_csv
+
+    _write_csv(path, table, **to_csv)

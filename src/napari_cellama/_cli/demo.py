@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 
 from .._constants import CELL_ID, CELL_TYPE, DEFAULT_N_NEIGHBORS, DEFAULT_TOP_K, TRANSFER_COLUMNS
-from ._common import StderrProgress, write_atomic
+from ._common import StderrProgress, write_csv
 
 NAME = "demo"
 HELP = "generate the demo Xenium run (once, cached) and transfer labels to it from its reference"
@@ -25,11 +25,12 @@ def run(args) -> None:
     from ..core import Embedder, run_transfer
     from ..datasets import make_demo
     from ..io import read_query, read_reference
+    from ..io.destinations import check_destination
 
+    if args.out:  # before the demo is built
+        check_destination(args.out, "output CSV")
     demo = make_demo()
     print(f"demo run: {demo.xenium_dir}\ndemo reference: {demo.reference_h5ad}", file=sys.stderr)
-    from ..io.export import check_destination
-
     out = check_destination(args.out or demo.root / "transfer.csv", "output CSV")
     query, reference = read_query(demo.xenium_dir), read_reference(demo.reference_h5ad)
     progress = StderrProgress()
@@ -40,7 +41,7 @@ def run(args) -> None:
         progress.close()
     table = result.table.loc[:, list(TRANSFER_COLUMNS)]
     table.index.name = CELL_ID
-    write_atomic(out, lambda tmp: table.to_csv(tmp, float_format="%.6g"))
+    write_csv(out, table, float_format="%.6g")
     truth = pd.read_csv(demo.truth_csv, index_col=CELL_ID)[CELL_TYPE].astype(str)
     acc = (table[CELL_TYPE].reindex(truth.index).astype(str) == truth).mean()
     print(result.panel.summary(), file=sys.stderr)

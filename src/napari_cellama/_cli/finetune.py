@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .._constants import (
     DEFAULT_FINETUNE_AUGMENT_KEEP,
@@ -84,7 +83,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=DEFAULT_RANDOM_STATE)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--allow-download", action="store_true", help="let --model be fetched from the Hugging Face Hub")
-    p.add_argument("--overwrite", action="store_true", help="replace MODEL_DIR if it is not empty")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace MODEL_DIR if it holds an earlier fine-tuned model (a folder holding anything "
+                        "else is never replaced)")
 
 
 class FinetuneProgress(StderrProgress):
@@ -127,14 +128,24 @@ def read_gene_list(path) -> list[str]:
         return [str(g) for g in read_query(p).var_names]
     if p.is_dir():
         raise CellamaInputError(f"panel {p} is a folder without experiment.xenium; give a Xenium folder, .h5ad or gene list")
-    if p.name.lower().endswith(".csv"):
-        table = pd.read_csv(p, dtype=str)
-        col = next((c for c in table.columns if str(c).strip().lower() in ("gene", "genes", "gene_name", "symbol")), None)
-        if col is None:
-            raise CellamaInputError(f"panel {p} has no Gene column (columns: {', '.join(map(str, table.columns[:8]))})")
-        genes = table[col].dropna().astype(str).str.strip().tolist()
-    else:
-        genes = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    try:
+        if p.name.lower().endswith(".csv"):
+            table = pd.read_csv(p, dtype=str, encoding="utf-8")
+            col = next((c for c in table.columns
+                        if str(c).strip().lower() in ("gene", "genes", "gene_name", "symbol")), None)
+            if col is None:
+                raise CellamaInputError(f"panel {p} has no Gene column (columns: {', '.join(map(str, table.columns[:8]))})")
+            genes = table[col].dropna().astype(str).str.strip().tolist()
+        else:
+            text = p.read_text(encoding="utf-8")
+            if "\x00" in text:
+                raise UnicodeDecodeError("utf-8", b"", 0, 1, "NUL byte: a binary file")
+            genes = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
+        raise CellamaInputError(
+            f"panel {p} is not a readable gene list ({type(err).__name__}); give a Xenium folder, an .h5ad, "
+            "a .csv with a Gene column or a text file with one gene per line"
+        ) from None
     if not genes:
         raise CellamaInputError(f"panel {p} lists no genes")
     return genes
@@ -159,16 +170,14 @@ def from_args(args):
 def run(args) -> None:
     from ..core import FinetuneLog, finetune
     from ..io import read_reference
+    from ..io.destinations import check_model_folder
 
     if args.prototypes is not None and args.label_key is None:
         raise CellamaInputError("--prototypes needs --label-key (the reference's cell-type column)")
     options = from_args(args)  # a bad flag fails before anything is read
     check_file(args.reference, "reference", suffixes=(".h5ad",))
-    out = Path(args.out).expanduser()
-    if not out.parent.exists():
-        raise CellamaInputError(f"folder {out.parent} for the fine-tuned model does not exist")
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise CellamaInputError(f"output folder {out} is not empty; choose a new folder or add --overwrite")
+    out = check_model_folder(args.out, args.overwrite, sources=[args.reference, args.panel,
+                                                                      None if args.prototypes == "default" else args.prototypes])
     genes = read_gene_list(args.panel) if args.panel else None
     if genes is not None:
         options = options.replace(genes=tuple(genes))

@@ -93,6 +93,10 @@ def run(args) -> None:
         raise CellamaInputError(f"{args.path} not found (give a Xenium output folder)")
     if args.reference is not None and not Path(args.reference).expanduser().is_file():
         raise CellamaInputError(f"reference {args.reference} not found")
+    if args.screenshot:  # a missing or unwritable folder fails now, not after the viewer has loaded
+        from ..io.destinations import check_destination
+
+        check_destination(args.screenshot, "screenshot", sources=[args.path, args.reference])
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise CellamaInputError(
             "no display: run napari-cellama gui on a desktop, or under xvfb-run for screenshots; "

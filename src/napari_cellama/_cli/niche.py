@@ -22,7 +22,7 @@ from ..validators import (
     check_cell_types,
     check_file,
 )
-from ._common import StderrProgress, output_path, write_atomic
+from ._common import StderrProgress, write_csv
 
 NAME = "niche"
 HELP = ("cluster chosen cell types by their spatial neighbourhood (niche sentences) and describe each "
@@ -35,8 +35,12 @@ def add_arguments(p) -> None:
                    help="per-cell labels, e.g. the transfer CSV (columns cell_id,cell_type,...)")
     p.add_argument("--label-key", default=CELL_TYPE, metavar="COLUMN",
                    help=f"column of LABELS.csv with the cell types (default {CELL_TYPE})")
-    p.add_argument("--cell-types", required=True, metavar='"A,B"',
+    p.add_argument("--cell-types", default=None, metavar='"A,B"',
                    help="comma-separated cell types to cluster (only their cells are embedded)")
+    p.add_argument("--cell-type", action="append", default=None, metavar="TYPE",
+                   help="one cell type to cluster, taken verbatim (commas and spaces kept); repeat for more")
+    p.add_argument("--cell-types-file", default=None, metavar="FILE.txt",
+                   help="cell types to cluster, one per line, taken verbatim")
     p.add_argument("--neighbors", type=int, default=None, metavar="K",
                    help=f"K nearest cells form the niche (default {DEFAULT_SPATIAL_NEIGHBORS})")
     p.add_argument("--radius", type=float, default=None, metavar="UM",
@@ -116,11 +120,11 @@ def run(args) -> None:
     from ..core import Embedder, run_niches
     from ..io import read_query
 
-    out = output_path(args.out, "output CSV")
+    out = _check_outputs(args)
     options = from_args(args)  # cheap checks first: a bad flag fails before the query is read
     labels = read_labels(args.labels, args.label_key)
     available = labels.dropna().unique()
-    cell_types = check_cell_types(split_cell_types(args.cell_types, available), available)
+    cell_types = check_cell_types(chosen_cell_types(args, available), available)
     print(f"reading query {args.query}", file=sys.stderr)
     query = read_query(args.query)
     embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download)
@@ -135,8 +139,39 @@ def run(args) -> None:
     print(result.summary(), file=sys.stderr)
     comp_path, markers_path = sidecar_paths(out)
     table = result.table[[NICHE_CLUSTER]]
-    write_atomic(out, lambda tmp: table.to_csv(tmp))
-    write_atomic(comp_path, lambda tmp: result.composition_table().to_csv(tmp, float_format="%.6g"))
-    write_atomic(markers_path, lambda tmp: result.markers.to_csv(tmp, index=False, float_format="%.6g"))
+    write_csv(out, table)
+    write_csv(comp_path, result.composition_table(), float_format="%.6g")
+    write_csv(markers_path, result.markers, index=False, float_format="%.6g")
     print(f"wrote {len(table)} cells to {out}, cluster composition to {comp_path.name}, "
           f"marker genes to {markers_path.name} (model {embedder.model_id})", file=sys.stderr)
+
+
+def _check_outputs(args):
+    """The per-cell CSV and its two sidecars, checked together before any work."""
+    from ..io.destinations import check_outputs
+
+    main = check_outputs({"output CSV": args.out}, sources=[args.query, args.labels])["output CSV"]
+    comp, markers = sidecar_paths(main)
+    check_outputs({"output CSV": main, "composition CSV": comp, "markers CSV": markers},
+                  sources=[args.query, args.labels])
+    return main
+
+
+def chosen_cell_types(args, available) -> list[str]:
+    """Cell types from ``--cell-types`` (comma-separated), repeated ``--cell-type`` and ``--cell-types-file``."""
+    chosen = []
+    if args.cell_types:
+        chosen += split_cell_types(args.cell_types, available)
+    chosen += list(args.cell_type or [])
+    if args.cell_types_file:
+        p = check_file(args.cell_types_file, "cell-types file")
+        try:
+            lines = p.read_text(encoding="utf-8").splitlines()
+        except (UnicodeDecodeError, OSError) as err:
+            raise CellamaInputError(f"cell-types file {p} could not be read as text ({err}); "
+                                    "give a UTF-8 text file with one cell type per line") from None
+        chosen += [ln for ln in lines if ln.strip()]
+    if not chosen:
+        raise CellamaInputError("choose the cell types to cluster: --cell-types \"A,B\", --cell-type A "
+                                "(repeatable) or --cell-types-file FILE")
+    return chosen

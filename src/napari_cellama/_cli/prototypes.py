@@ -16,7 +16,7 @@ from .._constants import (
     SIMILARITY_GAP,
     TRANSFER_COLUMNS,
 )
-from ._common import StderrProgress, output_path, write_atomic
+from ._common import StderrProgress, output_path, write_csv
 
 NAME = "prototypes"
 HELP = ("annotate a query without a reference: each cell gets the cell type whose marker sentence "
@@ -64,7 +64,7 @@ def run(args) -> None:
     from ..io import read_query
     from ..validators import check_file
 
-    out = output_path(args.out, "output CSV")
+    out = output_path(args.out, "output CSV", sources=[args.query])
     options = from_args(args)
     markers = read_markers(args.markers)  # a bad marker file fails before the query is read
     check_file(args.query, "query")
@@ -81,7 +81,7 @@ def run(args) -> None:
         print(result.unassigned_note(), file=sys.stderr)
     table = result.table.loc[:, list(TRANSFER_COLUMNS) + [SIMILARITY_GAP]]
     table.index.name = CELL_ID
-    write_atomic(out, lambda tmp: table.to_csv(tmp, float_format="%.6g"))
+    write_csv(out, table, float_format="%.6g")
     counts = table.iloc[:, 0].value_counts()
     print("cells per type: " + ", ".join(f"{k} {v}" for k, v in counts.items()), file=sys.stderr)
     print(f"wrote {len(table)} cells to {out} (model {embedder.model_id})", file=sys.stderr)

@@ -13,7 +13,7 @@ from .._constants import (
     EMBED_MODES,
     TRANSFER_COLUMNS,
 )
-from ._common import StderrProgress, write_atomic
+from ._common import StderrProgress, write_csv
 
 NAME = "transfer"
 HELP = "transfer cell-type labels from a labelled scRNA reference (.h5ad) to a query (.h5ad or Xenium folder)"
@@ -55,21 +55,26 @@ def add_arguments(p) -> None:
                         "for a Xenium query also its cell labels and boundaries); never inside the Xenium folder")
     p.add_argument("--h5ad", default=None, metavar="FILE.h5ad",
                    help="also write the cells table (counts, results, embeddings) as .h5ad")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --zarr replace a zarr store written by another tool (a store written by "
+                        "napari-cellama is always replaced; a folder that is not a zarr store never)")
 
 
 def run(args) -> None:
     from ..core import Embedder, run_transfer
     from ..io import read_query, read_reference
-    from ..io.export import check_destination
-    from ..validators import check_file, check_fraction
+    from ..validators import check_file, check_fraction, check_positive_int, check_top_k
 
+    check_top_k(args.top_k)
     check_fraction(args.min_confidence, "--min-confidence")
     if args.max_distance is not None:
         check_fraction(args.max_distance, "--max-distance", upper=2.0)
-    out = check_destination(args.out, "output CSV", sources=[args.query, args.reference])
+    exports = _check_exports(args)
+    out = exports.pop("out")
     check_file(args.reference, "reference", suffixes=(".h5ad",))
     check_file(args.query, "query")
-    exports = _check_exports(args)
+    if args.max_per_type is not None:
+        check_positive_int(args.max_per_type, "--max-per-type")
     if args.dask_scheduler:
         from ..core.distributed import DistributedEmbedder, parse_scheduler
 
@@ -99,24 +104,20 @@ def run(args) -> None:
     _print_embedding_stats(result.params)
     table = result.table.loc[:, list(TRANSFER_COLUMNS)]
     table.index.name = CELL_ID
-    write_atomic(out, lambda tmp: table.to_csv(tmp, float_format="%.6g"))
+    write_csv(out, table, float_format="%.6g")
     print(f"wrote {len(table)} cells to {out} (model {embedder.model_id}, {embedder.mode} mode)", file=sys.stderr)
     _write_exports(args, exports, result, query)
 
 
 def _check_exports(args) -> dict:
-    """Check every export destination before the (long) transfer starts."""
-    from ..io.export import check_destination
+    """Check every destination (and that no two collide) before the (long) transfer starts."""
+    from ..io.destinations import check_outputs
 
-    sources = [args.query, args.reference]
-    paths = {}
-    if args.explorer_csv:
-        paths["explorer_csv"] = check_destination(args.explorer_csv, "Xenium Explorer CSV", sources=sources)
-    if args.h5ad:
-        paths["h5ad"] = check_destination(args.h5ad, "h5ad file", sources=sources)
-    if args.zarr:
-        paths["zarr"] = check_destination(args.zarr, "SpatialData zarr", sources=sources, folder=True)
-    return paths
+    names = {"out": "output CSV", "explorer_csv": "Xenium Explorer CSV", "h5ad": "h5ad file",
+             "zarr": "SpatialData zarr"}
+    checked = check_outputs({names[k]: getattr(args, k) for k in names}, sources=[args.query, args.reference],
+                            folders=["SpatialData zarr"], replace_foreign=args.overwrite)
+    return {k: checked[v] for k, v in names.items() if v in checked}
 
 
 def _write_exports(args, paths: dict, result, query) -> None:
@@ -142,7 +143,7 @@ def _write_exports(args, paths: dict, result, query) -> None:
     if "zarr" in paths:
         xenium = xenium_root(args.query)
         write_spatialdata(paths["zarr"], annotation, result, query=query, xenium=xenium, inputs=inputs,
-                          overwrite=True, sources=sources)
+                          overwrite=True, sources=sources, replace_foreign=args.overwrite)
         what = "cells table, cell labels and boundaries" if xenium is not None else "cells table"
         print(f"wrote SpatialData ({what}) of {n} cells to {paths['zarr']}", file=sys.stderr)
 

@@ -138,7 +138,7 @@ class FinetuneWidget(SessionDock):
         self.prototype_fraction.setValue(DEFAULT_PROTOTYPE_FRACTION)
         self.out = QLineEdit()
         self.out.setPlaceholderText("new folder for the fine-tuned model")
-        self.overwrite = QCheckBox("replace a non-empty folder")
+        self.overwrite = QCheckBox("replace an earlier fine-tuned model")
 
         form = QFormLayout()
         form.addRow("Reference", path_row(self.reference, "Reference", "AnnData (*.h5ad)", self._reference_changed))

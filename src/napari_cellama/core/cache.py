@@ -11,11 +11,28 @@ Layout on disk (``<root>`` is :func:`default_cache_dir`)::
 
     <root>/<namespace>/meta.json                  model id, mode, dimension
     <root>/<namespace>/<pack>.vec.npy             (n, d) float32 vectors
+    <root>/<namespace>/<pack>.sum.json            CRC-32 of keys and vectors, n, d
     <root>/<namespace>/<pack>.keys.npy            (n,) sorted 16-byte digests
 
-A *pack* is written once and never modified: the vectors first, then the keys,
-each to a temporary file renamed into place (``os.replace`` is atomic), and a
-pack counts only once its keys file exists. Every writer creates packs with a
+A *pack* is written once and never modified: the vectors first, then its checksum
+record, then the keys, each to a temporary file renamed into place (see
+:mod:`napari_cellama.atomic`), and a pack counts only once its keys file exists.
+
+Integrity (``docs/reliability.md``): before a pack is used (once per process) its
+keys and vectors are checked together: readable, ``n`` keys for ``n`` vectors of the
+namespace's dimension, sorted keys, and their CRC-32 equal to the record. A pack
+that fails is dropped whole (keys and vectors) with a warning - its sentences are
+misses and are embedded again - and compaction never merges it (it deletes it).
+Vectors that are not finite are misses too. Packs written before checksums (no
+``.sum.json``) get the same checks without the CRC. A cache folder that cannot be
+written (read-only, a file in the way, disk full) degrades to "no cache" for writing
+with one warning; the run goes on.
+
+Only what the cache wrote is ever deleted: :meth:`EmbeddingCache.clear` removes
+namespaces that are recognisably cache namespaces (``meta.json`` or packs, and
+nothing but cache files), file by file, and leaves any other folder alone.
+
+Every writer creates packs with a
 unique name, so any number of processes (or Dask workers on a shared
 filesystem) can write at the same time without locks; a reader that loses a
 race with :meth:`EmbeddingCache.clear` or :meth:`EmbeddingCache.compact` sees
@@ -29,23 +46,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
+import warnings
+import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from .. import paths
+from ..atomic import save_npy, write_text
 
 _KEY_DTYPE = np.dtype("S16")
 _KEYS = ".keys.npy"
 _VEC = ".vec.npy"
+_SUM = ".sum.json"
 _META = "meta.json"
+_PACK_FORMAT = 2  # 1: no checksum record; 2: <pack>.sum.json with CRC-32s
 _COMPACT_PACKS = 32  # merge a namespace's packs once it has more than this many
 
 # files of a model folder that decide its output (weights, configs, tokenizer)
@@ -113,28 +133,41 @@ def model_fingerprint(folder: str | os.PathLike) -> str:
     return digest
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+class CacheWarning(UserWarning):
+    """The cache was damaged or could not be written; the run went on without that part of it."""
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _crc(array: np.ndarray) -> int:
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B")) & 0xFFFFFFFF
+
+
+def _stem(keys_file: Path) -> str:
+    return str(keys_file)[: -len(_KEYS)]
+
+
+def _pack_files(keys_file: Path) -> list[Path]:
+    """Files of one pack, keys first (a pack without keys is invisible)."""
+    stem = _stem(keys_file)
+    return [Path(keys_file), Path(stem + _VEC), Path(stem + _SUM)]
+
+
+def is_cache_file(name: str) -> bool:
+    """A file name the embedding cache writes (packs, meta, its hidden temporaries)."""
+    if name.startswith("."):
+        return ".tmp" in name or name.endswith(".probe")
+    return name == _META or name.endswith((_KEYS, _VEC, _SUM))
+
+
+def is_cache_namespace(folder: str | os.PathLike) -> bool:
+    """A folder the cache wrote: ``meta.json`` or packs, and nothing but cache files."""
+    d = Path(folder)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        entries = list(d.iterdir())
+    except OSError:
+        return False
+    if not any(p.name == _META or p.name.endswith((_KEYS, _VEC)) for p in entries):
+        return False
+    return all(p.is_file() and not p.is_symlink() and is_cache_file(p.name) for p in entries)
 
 
 @dataclass
@@ -192,8 +225,12 @@ class EmbeddingCache:
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
-        self._keys: dict[Path, np.ndarray] = {}  # keys file -> its sorted digests (immutable)
+        self._keys: dict[Path, np.ndarray | None] = {}  # keys file -> verified sorted digests (None: damaged)
         self._lock = threading.Lock()
+        self.writable = True
+        """False once a write failed (read-only folder, a file in the way, disk full): lookups only."""
+        self.damaged: list[Path] = []
+        """Packs dropped in this process because they failed their checks."""
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.root)!r})"
@@ -214,18 +251,56 @@ class EmbeddingCache:
 
     def _packs(self, namespace: str) -> list[Path]:
         d = self._dir(namespace)
-        if not d.is_dir():
+        try:
+            if not d.is_dir():
+                return []
+            return sorted(p for p in d.iterdir() if p.name.endswith(_KEYS) and not p.name.startswith("."))
+        except OSError:
             return []
-        return sorted(p for p in d.iterdir() if p.name.endswith(_KEYS) and not p.name.startswith("."))
 
-    def _pack_keys(self, keys_file: Path) -> np.ndarray:
+    # ------------------------------------------------------------------ integrity
+    def _verify(self, keys_file: Path, dimension: int | None) -> np.ndarray:
+        """Sorted keys of a pack whose keys and vectors pass every check, else raise ValueError."""
+        stem = _stem(keys_file)
+        keys = np.load(keys_file, allow_pickle=False)
+        vec = np.load(stem + _VEC, mmap_mode="r", allow_pickle=False)
+        if keys.dtype != _KEY_DTYPE or keys.ndim != 1:
+            raise ValueError(f"keys of dtype {keys.dtype}, shape {keys.shape}")
+        if vec.ndim != 2 or vec.dtype != np.float32 or vec.shape[0] != len(keys):
+            raise ValueError(f"{len(keys)} keys for vectors of shape {vec.shape} ({vec.dtype})")
+        if dimension is not None and vec.shape[1] != dimension:
+            raise ValueError(f"vectors of dimension {vec.shape[1]}, the namespace has {dimension}")
+        if len(keys) > 1 and not (keys[1:] > keys[:-1]).all():
+            raise ValueError("keys are not sorted")
+        try:
+            record = json.loads(Path(stem + _SUM).read_text())
+        except FileNotFoundError:
+            return keys  # a pack written before checksums: structural checks only
+        if not isinstance(record, dict) or record.get("n") != len(keys) or record.get("dimension") != vec.shape[1]:
+            raise ValueError("checksum record does not describe this pack")
+        if record.get("keys_crc32") != _crc(keys) or record.get("vec_crc32") != _crc(vec):
+            raise ValueError("checksum mismatch (the files changed after they were written)")
+        return keys
+
+    def _pack_keys(self, keys_file: Path, dimension: int | None = None) -> np.ndarray | None:
+        """Verified keys of a pack (memoised per process); None for a damaged pack."""
         with self._lock:
             if keys_file in self._keys:
                 return self._keys[keys_file]
-        k = np.load(keys_file, allow_pickle=False)
+        try:
+            keys = self._verify(keys_file, dimension)
+        except FileNotFoundError:
+            raise  # removed by clear()/compact() meanwhile: not damage
+        except (ValueError, OSError, EOFError) as err:
+            keys = None
+            with self._lock:
+                self.damaged.append(keys_file)
+            warnings.warn(f"embedding cache: ignoring the damaged pack {keys_file.name[: -len(_KEYS)]} in "
+                          f"{keys_file.parent} ({err}); its sentences are embedded again", CacheWarning,
+                          stacklevel=3)
         with self._lock:
-            self._keys[keys_file] = k
-        return k
+            self._keys[keys_file] = keys
+        return keys
 
     # ------------------------------------------------------------------ read
     def lookup(self, namespace: str, sentences: Sequence[str] | None = None, *, keys: np.ndarray | None = None,
@@ -234,125 +309,203 @@ class EmbeddingCache:
 
         Returns ``(vectors, found)``: ``vectors`` is ``(n, d)`` float32 (rows of sentences
         not found are zero), ``found`` a boolean mask. ``d`` is taken from the cache
-        (or ``dimension`` when nothing is cached).
+        (or ``dimension`` when nothing is cached). Damaged packs and vectors that are not
+        finite count as not found.
         """
         if keys is None:
             keys = sentence_keys(sentences or [])
         n = len(keys)
         found = np.zeros(n, dtype=bool)
         vectors = None
+        meta_dim = self._dimension(namespace)
         for keys_file in self._packs(namespace):
             todo = np.flatnonzero(~found)
             if len(todo) == 0:
                 break
             try:
-                pk = self._pack_keys(keys_file)
-                if len(pk) == 0:
+                pk = self._pack_keys(keys_file, meta_dim)
+                if pk is None or len(pk) == 0:
                     continue
                 pos = np.searchsorted(pk, keys[todo])
                 pos_c = np.minimum(pos, len(pk) - 1)
                 hit = pk[pos_c] == keys[todo]
                 if not hit.any():
                     continue
-                vec = np.load(str(keys_file)[: -len(_KEYS)] + _VEC, mmap_mode="r", allow_pickle=False)
+                vec = np.load(_stem(keys_file) + _VEC, mmap_mode="r", allow_pickle=False)
                 rows = pos_c[hit]
                 order = np.argsort(rows, kind="stable")  # sequential reads from the memory map
                 got = np.asarray(vec[rows[order]], dtype=np.float32)
-            except (FileNotFoundError, ValueError, OSError):
+            except (FileNotFoundError, ValueError, OSError, IndexError):
                 continue  # pack removed by clear()/compact() meanwhile, or unreadable: a miss
+            if vectors is not None and got.shape[1] != vectors.shape[1]:
+                continue
+            ok = np.isfinite(got).all(axis=1)
             if vectors is None:
                 vectors = np.zeros((n, got.shape[1]), dtype=np.float32)
             dst = todo[hit][order]
-            vectors[dst] = got
-            found[dst] = True
+            vectors[dst[ok]] = got[ok]
+            found[dst[ok]] = True
         if vectors is None:
-            d = dimension if dimension is not None else self._dimension(namespace)
+            d = dimension if dimension is not None else meta_dim
             vectors = np.zeros((n, d or 0), dtype=np.float32)
         return vectors, found
 
     def _dimension(self, namespace: str) -> int | None:
         meta = self.meta(namespace)
-        return int(meta["dimension"]) if "dimension" in meta else None
+        try:
+            return int(meta["dimension"]) if "dimension" in meta else None
+        except (TypeError, ValueError):
+            return None
 
     def meta(self, namespace: str) -> dict:
         try:
-            return json.loads((self._dir(namespace) / _META).read_text())
-        except (FileNotFoundError, ValueError):
+            meta = json.loads((self._dir(namespace) / _META).read_text())
+        except (OSError, ValueError, UnicodeDecodeError):
             return {}
+        return meta if isinstance(meta, dict) else {}
 
     # ------------------------------------------------------------------ write
+    def _write_pack(self, d: Path, stem: str, keys: np.ndarray, vectors: np.ndarray) -> Path:
+        """Vectors, checksum record, keys (the pack becomes visible with its keys)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        record = {"format": _PACK_FORMAT, "n": len(keys), "dimension": int(vectors.shape[1]),
+                  "keys_crc32": _crc(keys), "vec_crc32": _crc(vectors)}
+        save_npy(d / (stem + _VEC), vectors)
+        write_text(d / (stem + _SUM), json.dumps(record))
+        keys_file = d / (stem + _KEYS)
+        save_npy(keys_file, keys)
+        with self._lock:
+            self._keys[keys_file] = keys
+        return keys_file
+
+    @staticmethod
+    def _new_stem(tag: str = "") -> str:
+        return f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:12]}{tag}"
+
     def store(self, namespace: str, sentences: Sequence[str] | None, vectors: np.ndarray, *,
               keys: np.ndarray | None = None, meta: dict | None = None) -> Path | None:
         """Add embeddings as one new pack; returns the pack's keys file (None if nothing new).
 
         Sentences already in the pack are written once; rows already cached elsewhere
-        are skipped. Safe to call from many processes at once.
+        are skipped. Safe to call from many processes at once. Non-finite vectors are
+        refused (:class:`~napari_cellama.validators.NonFiniteEmbeddingError`). A cache
+        that cannot be written warns once and is used for lookups only (returns None).
         """
         vectors = np.asarray(vectors, dtype=np.float32)
         if keys is None:
             keys = sentence_keys(sentences or [])
         if len(keys) != len(vectors):
             raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
-        if len(keys) == 0:
+        if len(keys) == 0 or not self.writable:
             return None
-        if not np.isfinite(vectors).all():
-            raise ValueError("refusing to cache non-finite embeddings")
+        from ..validators import check_finite_embeddings
+
+        check_finite_embeddings(vectors, "the model", what="embeddings to cache")
         _, known = self.lookup(namespace, keys=keys, dimension=vectors.shape[1])
         keys, vectors = keys[~known], vectors[~known]
         if len(keys) == 0:
             return None
         uniq, first = np.unique(keys, return_index=True)  # sorted, de-duplicated
         d = self._dir(namespace)
-        d.mkdir(parents=True, exist_ok=True)
-        meta_file = d / _META
-        if not meta_file.exists():
-            info = {"dimension": int(vectors.shape[1]), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            info.update(meta or {})
-            _atomic_write_text(meta_file, json.dumps(info, indent=1, default=str))
-        stem = f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        _atomic_save(d / (stem + _VEC), np.ascontiguousarray(vectors[first]))
-        keys_file = d / (stem + _KEYS)
-        _atomic_save(keys_file, uniq)  # the pack becomes visible here
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            meta_file = d / _META
+            if not meta_file.exists():
+                info = {"dimension": int(vectors.shape[1]), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                info.update(meta or {})
+                write_text(meta_file, json.dumps(info, indent=1, default=str))
+            keys_file = self._write_pack(d, self._new_stem(), uniq, vectors[first])
+        except OSError as err:
+            self._disable(err)
+            return None
         if len(self._packs(namespace)) > _COMPACT_PACKS:
-            self.compact(namespace)
+            try:
+                self.compact(namespace)
+            except OSError as err:  # the new pack is stored; merging can wait
+                warnings.warn(f"embedding cache: could not merge the packs in {d} ({err})", CacheWarning,
+                              stacklevel=2)
         return keys_file
 
+    def _disable(self, err: OSError) -> None:
+        self.writable = False
+        warnings.warn(f"embedding cache {self.root} cannot be written ({err.strerror or err}); "
+                      "going on without storing embeddings (set NAPARI_CELLAMA_CACHE to a writable folder "
+                      "or run with --no-cache)", CacheWarning, stacklevel=3)
+
     def compact(self, namespace: str) -> int:
-        """Merge a namespace's packs into one (readers keep working meanwhile); returns packs merged."""
+        """Merge a namespace's sound packs into one and delete damaged ones; returns packs merged.
+
+        Readers keep working meanwhile. A pack that fails its checks is never merged:
+        its keys and vectors are dropped together.
+        """
         packs = self._packs(namespace)
         if len(packs) < 2:
             return 0
-        all_keys, all_vec = [], []
+        meta_dim = self._dimension(namespace)
+        good, bad, all_keys, all_vec = [], [], [], []
         for kf in packs:
             try:
-                all_keys.append(np.load(kf, allow_pickle=False))
-                all_vec.append(np.load(str(kf)[: -len(_KEYS)] + _VEC, allow_pickle=False))
-            except (FileNotFoundError, ValueError, OSError):
+                pk = self._pack_keys(kf, meta_dim)
+                if pk is None:
+                    bad.append(kf)
+                    continue
+                vec = np.load(_stem(kf) + _VEC, allow_pickle=False)
+            except FileNotFoundError:
+                continue  # removed meanwhile
+            except (ValueError, OSError, EOFError):
+                bad.append(kf)
                 continue
-        if not all_keys:
-            return 0
-        keys = np.concatenate(all_keys)
-        vec = np.concatenate(all_vec).astype(np.float32, copy=False)
-        uniq, first = np.unique(keys, return_index=True)
-        d = self._dir(namespace)
-        stem = f"{time.strftime('%Y%m%d%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:12]}-merged"
-        _atomic_save(d / (stem + _VEC), np.ascontiguousarray(vec[first]))
-        _atomic_save(d / (stem + _KEYS), uniq)
-        for kf in packs:  # keys first: a pack without keys is invisible
-            for p in (kf, Path(str(kf)[: -len(_KEYS)] + _VEC)):
-                try:
-                    p.unlink()
-                except FileNotFoundError:
-                    pass
-            with self._lock:
-                self._keys.pop(kf, None)
-        return len(packs)
+            if vec.ndim != 2 or len(vec) != len(pk) or not np.isfinite(vec).all() or (
+                    all_vec and vec.shape[1] != all_vec[0].shape[1]):
+                bad.append(kf)
+                continue
+            good.append(kf)
+            all_keys.append(pk)
+            all_vec.append(vec)
+        if len(good) >= 2:
+            keys = np.concatenate(all_keys)
+            vec = np.concatenate(all_vec).astype(np.float32, copy=False)
+            uniq, first = np.unique(keys, return_index=True)
+            self._write_pack(self._dir(namespace), self._new_stem("-merged"), uniq, vec[first])
+        else:
+            good = []
+        for kf in good + bad:
+            self._remove_pack(kf)
+        return len(good)
+
+    def _remove_pack(self, keys_file: Path) -> int:
+        freed = 0
+        for p in _pack_files(keys_file):  # keys first: a pack without keys is invisible
+            try:
+                freed += p.stat().st_size
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        with self._lock:
+            self._keys.pop(keys_file, None)
+        return freed
 
     # ------------------------------------------------------------------ manage
     def namespaces(self) -> list[str]:
-        if not self.root.is_dir():
+        """Folders of the cache root that are cache namespaces (see :func:`is_cache_namespace`)."""
+        try:
+            if not self.root.is_dir():
+                return []
+            entries = list(self.root.iterdir())
+        except OSError:
             return []
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p.name for p in entries
+                      if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and is_cache_namespace(p))
+
+    def foreign_entries(self) -> list[str]:
+        """Names in the cache root that are not cache namespaces (left alone by :meth:`clear`)."""
+        try:
+            if not self.root.is_dir():
+                return []
+            names = set(self.namespaces())
+            return sorted(p.name for p in self.root.iterdir() if p.name not in names and not p.name.startswith("."))
+        except OSError:
+            return []
 
     def info(self) -> CacheInfo:
         """Entries and bytes on disk per namespace."""
@@ -361,9 +514,11 @@ class EmbeddingCache:
             d = self._dir(ns)
             entries = 0
             packs = self._packs(ns)
+            meta_dim = self._dimension(ns)
             for kf in packs:
                 try:
-                    entries += len(self._pack_keys(kf))
+                    pk = self._pack_keys(kf, meta_dim)
+                    entries += 0 if pk is None else len(pk)
                 except (FileNotFoundError, ValueError, OSError):
                     pass
             size = sum(p.stat().st_size for p in d.iterdir() if p.is_file())
@@ -371,22 +526,31 @@ class EmbeddingCache:
         return CacheInfo(self.root, out)
 
     def clear(self, namespace: str | None = None) -> int:
-        """Delete one namespace (or everything); returns the bytes freed."""
+        """Delete one namespace (or every namespace); returns the bytes freed.
+
+        Only cache namespaces are touched, and only their cache files (packs first, then
+        ``meta.json``); the folder is removed when that leaves it empty. Any other folder
+        or file under the root is left alone.
+        """
         names = [namespace] if namespace else self.namespaces()
         freed = 0
         for ns in names:
             d = self._dir(ns)
-            if not d.is_dir():
+            if not d.is_dir() or not is_cache_namespace(d):
                 continue
-            packs = self._packs(ns)
-            for kf in packs:  # make packs invisible first, then remove the rest
-                try:
-                    freed += kf.stat().st_size
-                    kf.unlink()
-                except FileNotFoundError:
-                    pass
-            freed += sum(p.stat().st_size for p in d.iterdir() if p.is_file())
-            shutil.rmtree(d, ignore_errors=True)
+            for kf in self._packs(ns):
+                freed += self._remove_pack(kf)
+            for p in list(d.iterdir()):
+                if p.is_file() and not p.is_symlink() and is_cache_file(p.name):
+                    try:
+                        freed += p.stat().st_size
+                        p.unlink()
+                    except FileNotFoundError:
+                        pass
+            try:
+                d.rmdir()
+            except OSError:
+                pass  # a writer added a pack meanwhile, or something else is there: keep it
         with self._lock:
             self._keys.clear()
         return freed
@@ -407,11 +571,14 @@ def as_cache(cache) -> EmbeddingCache | None:
 
 __all__ = [
     "CacheInfo",
+    "CacheWarning",
     "EmbeddingCache",
     "NamespaceInfo",
     "as_cache",
     "cache_root",
     "default_cache_dir",
+    "is_cache_file",
+    "is_cache_namespace",
     "model_fingerprint",
     "sentence_keys",
 ]

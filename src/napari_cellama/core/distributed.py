@@ -100,7 +100,7 @@ def parse_scheduler(scheduler) -> tuple[str, int | str]:
     if scheduler is None:
         raise CellamaInputError("no Dask scheduler given; use an address such as tcp://host:8786 or local:N")
     text = str(scheduler).strip()
-    if text.lower().startswith("local"):
+    if text.lower() == "local" or text.lower().startswith("local:"):
         rest = text[5:].lstrip(":")
         try:
             n = int(rest) if rest else (os.cpu_count() or 1)
@@ -109,6 +109,16 @@ def parse_scheduler(scheduler) -> tuple[str, int | str]:
         if n < 1:
             raise CellamaInputError(f"bad Dask scheduler {text!r}: local:N needs N >= 1 workers")
         return "local", n
+    try:  # a malformed address fails here, in one line, not when the client connects
+        from distributed.comm.addressing import parse_address, parse_host_port
+
+        scheme, location = parse_address(text)
+        if scheme in ("tcp", "tls", "ws", "wss", "ucx"):
+            parse_host_port(location)
+    except (ImportError, ValueError, TypeError) as err:
+        if isinstance(err, ImportError):
+            return "address", text
+        raise CellamaInputError(f"bad Dask scheduler address {text!r} ({err}); use tcp://host:8786 or local:N") from None
     return "address", text
 
 

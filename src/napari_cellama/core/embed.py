@@ -60,7 +60,7 @@ from .._constants import (
     STAGE_EMBED,
     STAGE_LOAD_MODEL,
 )
-from ..validators import CellamaInputError
+from ..validators import CellamaInputError, check_finite_embeddings
 from ._progress import run
 from .cache import EmbeddingCache, as_cache, model_fingerprint, sentence_keys
 
@@ -427,6 +427,7 @@ class Embedder:
         if len(missing):
             new = yield from self._iter_embed([uniques[i] for i in missing],
                                               None if keys is None else keys[missing], stage, done, total)
+            check_finite_embeddings(new, f"model {self.model_id}")  # never NaN into the kNN
             if vectors is None or vectors.shape[1] != new.shape[1]:
                 vectors = np.zeros((total, new.shape[1]), dtype=np.float32)
             vectors[missing] = new

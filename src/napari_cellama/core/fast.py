@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..atomic import write_dir
 from .cache import model_fingerprint
 
 EXPORT_VARIANT = "onnx-opset17-v1"
@@ -174,23 +174,19 @@ def prepare_fast_model(folder: str | os.PathLike, cache_dir: str | os.PathLike |
         if (target / "export.json").exists():
             return target
         base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=base))
-        try:
+
+        def build(tmp: Path) -> None:
             info = export_onnx(folder, tmp / "model.fp32.onnx")
             quantize_onnx(tmp / GRAPHS["onnx"], tmp / GRAPHS["fast"])
             info.update({"fingerprint": fingerprint, "variant": EXPORT_VARIANT, "source": str(folder)})
             (tmp / "export.json").write_text(json.dumps(info))
-            try:
-                os.replace(tmp, target)
-            except OSError:  # another process finished first: keep its copy
-                if not (target / "export.json").exists():
-                    raise
-            prune_onnx_cache(base, keep=KEEP_EXPORTS, protect=target)
-        finally:
-            if tmp.exists():
-                import shutil
 
-                shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            write_dir(target, build, replace=False, create=True)
+        except FileExistsError:  # another process finished first: keep its copy
+            if not (target / "export.json").exists():
+                raise
+        prune_onnx_cache(base, keep=KEEP_EXPORTS, protect=target)
     return target
 
 

@@ -21,11 +21,11 @@ from .._constants import (
     STAGE_PANEL,
 )
 from ..validators import (
-    check_label_key,
     check_metadata,
     check_n_neighbors,
     check_top_k,
     check_unique_ids,
+    check_usable_reference,
 )
 from ._progress import run
 from .embed import Embedder
@@ -68,7 +68,9 @@ def iter_transfer(
     """Generator of :func:`run_transfer`: yields ``(stage, done, total)``, returns a :class:`TransferResult`."""
     top_k = check_top_k(top_k)
     check_n_neighbors(k)
-    check_label_key(reference, label_key)
+    from ..io.readers import clean_reference_labels  # '' / 'nan' = missing; sentinel names kept apart
+
+    reference = clean_reference_labels(reference, label_key)
     metadata = check_metadata(query, metadata, "query")
     check_metadata(reference, metadata, "reference")
     check_unique_ids(query.obs_names, "query")
@@ -76,6 +78,7 @@ def iter_transfer(
     q, r, report = shared_panel(query, reference, top_k)
     # reference cells vote only with a label and at least one detected shared gene
     usable = r.obs[label_key].notna().to_numpy() & (np.asarray((r.X > 0).sum(axis=1)).ravel() > 0)
+    check_usable_reference(r.obs[label_key].notna().to_numpy(), usable, label_key)
     if not usable.all():
         r = r[usable].copy()
     if max_per_type:

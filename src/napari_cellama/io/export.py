@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,10 +48,18 @@ from .._constants import (
     TRANSFERRED_TYPE,
     UNS_KEY,
 )
+from ..atomic import write_dir, write_file
 from ..core.annotation import Annotation
 from ..core.palette import niche_color, palette_color, to_hex
 from ..validators import CellamaInputError
-from .xenium import EXPERIMENT_FILE
+from . import destinations as _dest
+from .csv_safety import safe_for_spreadsheets
+from .destinations import (  # noqa: F401
+    check_destination,
+    is_zarr_store,
+    write_zarr_marker,
+    xenium_folder_containing,
+)
 
 FORMAT_VERSION = 1
 RESULT_COLUMNS = (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, CONFIDENCE, DISTANCE, RUNNER_UP, NEAREST_REFERENCE,
@@ -66,96 +71,21 @@ XENIUM_INSTANCE_KEY = "cell_labels"
 
 
 # --------------------------------------------------------------------------- destinations
-def _resolved(path) -> Path:
-    p = Path(path).expanduser()
-    return p.parent.resolve() / p.name
-
-
-def xenium_folder_containing(path) -> Path | None:
-    """The Xenium output folder (has ``experiment.xenium``) that ``path`` is in or is, else None."""
-    p = _resolved(path)
-    for folder in (p, *p.parents):
-        if (folder / EXPERIMENT_FILE).is_file():
-            return folder
-    return None
-
-
-def check_destination(path, what: str = "output", *, sources=(), folder: bool = False,
-                      overwrite: bool = True) -> Path:
-    """Check an export destination before anything is computed; return it resolved.
-
-    Refuses a destination inside a Xenium output folder or inside / around any of
-    ``sources`` (the input paths), a missing parent folder, and, for folder outputs
-    (``folder=True``, a zarr), an existing path that is not a zarr store, or any
-    existing path when ``overwrite`` is False.
-    """
-    p = _resolved(path)
-    run = xenium_folder_containing(p)
-    if run is not None:
-        raise CellamaInputError(
-            f"{what} {p} is inside the Xenium input folder {run}; choose a location outside it"
-        )
-    for src in sources or ():
-        if src is None:
-            continue
-        s = _resolved(src)
-        if p == s or s in p.parents:
-            raise CellamaInputError(f"{what} {p} is inside the input {s}; choose another location")
-        if p in s.parents:
-            raise CellamaInputError(f"{what} {p} contains the input {s}; choose another location")
-    if not p.parent.is_dir():
-        raise CellamaInputError(f"folder {p.parent} for the {what} does not exist; create it first")
-    if folder:
-        if p.exists():
-            if not p.is_dir() or not _is_zarr_store(p):
-                raise CellamaInputError(
-                    f"{what} {p} already exists and is not a zarr store; choose a new name"
-                )
-            if not overwrite:
-                raise CellamaInputError(f"{what} {p} already exists; choose a new name or allow overwriting")
-    elif p.is_dir():
-        raise CellamaInputError(f"{what} {p} is a folder; give a file name")
-    return p
-
-
-def _is_zarr_store(p: Path) -> bool:
-    return any((p / f).exists() for f in ("zarr.json", ".zgroup", ".zattrs"))
-
-
-def _tmp_sibling(p: Path, suffix: str = "") -> Path:
-    return p.parent / f".{p.name}.tmp-{uuid.uuid4().hex[:8]}{suffix}"
+# the checks live in .destinations, the atomic writes in ..atomic (one place each)
+_resolved = _dest._resolved
+_is_zarr_store = is_zarr_store
 
 
 def _write_file_atomic(p: Path, write, suffix: str = "") -> None:
-    tmp = _tmp_sibling(p, suffix)
-    try:
-        write(tmp)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_file(p, write, suffix=suffix)
 
 
 def _write_dir_atomic(p: Path, write) -> None:
-    tmp = _tmp_sibling(p, ".zarr")
-    old = None
-    try:
+    def write_marked(tmp):
         write(tmp)
-        if p.exists():
-            old = _tmp_sibling(p, ".old")
-            os.rename(p, old)
-        try:
-            os.rename(tmp, p)
-        except OSError:
-            if old is not None:
-                os.rename(old, p)
-                old = None
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+        write_zarr_marker(tmp, kind="session", format_version=FORMAT_VERSION)
+
+    write_dir(p, write_marked, suffix=".zarr")
 
 
 # --------------------------------------------------------------------------- tables
@@ -343,17 +273,22 @@ def write_explorer_csv(path, annotation, *, column: str = CELL_TYPE, colors: boo
     import reads it): UTF-8, comma separated, a header line ``cell_id,group,color``,
     one line per cell, ``color`` as ``#rrggbb`` (optional for Xenium Explorer; left out
     with ``colors=False``), no index column, fields quoted only when they contain a
-    comma, quote or line break.
+    comma, quote or line break. Cell ids are written verbatim (Explorer matches them);
+    a group name starting like a spreadsheet formula gets a leading ``'`` (see
+    :mod:`napari_cellama.io.csv_safety`).
     """
     p = check_destination(path, "Xenium Explorer CSV", sources=sources)
-    df = explorer_groups(annotation, column, colors)
+    df = safe_for_spreadsheets(explorer_groups(annotation, column, colors), columns=[EXPLORER_GROUP],
+                               index=False)
     _write_file_atomic(p, lambda tmp: df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL,
                                                 lineterminator="\n", encoding="utf-8"))
     return p
 
 
 def write_cells_csv(path, annotation, *, columns=None, sources=()) -> Path:
-    """Write every per-cell result (or ``columns``) as a CSV with a ``cell_id`` first column."""
+    """Write every per-cell result (or ``columns``) as a CSV with a ``cell_id`` first column.
+
+    Text starting like a spreadsheet formula (``= + - @``, tab, CR) gets a leading ``'``."""
     p = check_destination(path, "cells CSV", sources=sources)
     t = results_frame(annotation)
     if columns is not None:
@@ -362,6 +297,7 @@ def write_cells_csv(path, annotation, *, columns=None, sources=()) -> Path:
             raise CellamaInputError(f"no per-cell column(s) {', '.join(map(repr, missing))} to export")
         t = t[list(columns)]
     t.index.name = CELL_ID
+    t = safe_for_spreadsheets(t)
     _write_file_atomic(p, lambda tmp: t.to_csv(tmp, float_format="%.6g", lineterminator="\n",
                                                encoding="utf-8"))
     return p
@@ -424,16 +360,19 @@ def build_spatialdata(annotation, result=None, *, query=None, xenium=None, sdata
 
 def write_spatialdata(path, annotation, result=None, *, query=None, xenium=None, sdata=None,
                       include_image: bool = False, include_reference: bool = True, params=None,
-                      inputs=None, overwrite: bool = False, sources=()) -> Path:
+                      inputs=None, overwrite: bool = False, sources=(), replace_foreign: bool = False) -> Path:
     """Write the session as a SpatialData zarr at ``path``; returns the path.
 
     See :func:`build_spatialdata` for the content. The zarr is written to a temporary
-    sibling and renamed into place; an existing zarr at ``path`` is replaced only with
-    ``overwrite=True`` (never a folder that is not a zarr store). Any destination inside
-    a Xenium output folder (or inside ``xenium`` / ``sources``) is refused.
+    sibling and renamed into place, with napari-cellama's marker file at its root. An
+    existing zarr at ``path`` is replaced only with ``overwrite=True`` and only if
+    napari-cellama wrote it (a zarr store of another tool also needs
+    ``replace_foreign=True``; a folder that is not a zarr store never). Any destination
+    inside a Xenium output folder (or inside ``xenium`` / ``sources``) is refused.
     """
     srcs = [xenium, *sources]
-    p = check_destination(path, "SpatialData zarr", sources=srcs, folder=True, overwrite=overwrite)
+    p = check_destination(path, "SpatialData zarr", sources=srcs, folder=True, overwrite=overwrite,
+                          replace_foreign=replace_foreign)
     if inputs is None and xenium is not None:
         inputs = {"query": str(_resolved(xenium))}
     sd = build_spatialdata(annotation, result, query=query, xenium=xenium,
@@ -492,6 +431,10 @@ class Session:
                               panel, dict(self.params))
 
 
+_UNS_TYPES = {"params": dict, "panel": dict, "colors": dict, "history": list, "session": dict, "inputs": dict}
+_TYPE_WORDS = {dict: "a JSON object", list: "a JSON list"}
+
+
 def _loads(uns: dict, key: str, default):
     raw = uns.get(key)
     if raw is None:
@@ -502,7 +445,26 @@ def _loads(uns: dict, key: str, default):
         value = json.loads(str(raw))
     except ValueError:
         raise CellamaInputError(f"uns['{UNS_KEY}']['{key}'] is not valid JSON; the export is damaged") from None
-    return default if value is None else value
+    if value is None:
+        return default
+    kind = _UNS_TYPES.get(key)
+    if kind is not None and not isinstance(value, kind):
+        raise CellamaInputError(
+            f"uns['{UNS_KEY}']['{key}'] should be {_TYPE_WORDS[kind]}, found {type(value).__name__}; "
+            "the export is damaged"
+        )
+    return value
+
+
+def _numeric_column(obs: pd.DataFrame, col: str) -> np.ndarray:
+    values = pd.to_numeric(obs[col], errors="coerce")
+    bad = values.isna().to_numpy() & obs[col].notna().to_numpy()
+    if bad.any():
+        example = obs[col][bad].iloc[0]
+        raise CellamaInputError(
+            f"column '{col}' of the saved table holds non-numeric values (e.g. {example!r}); the export is damaged"
+        )
+    return values.to_numpy(dtype=float)
 
 
 def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
@@ -519,6 +481,12 @@ def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
     history = _loads(uns, "history", [])
     state = _loads(uns, "session", {})
     inputs = _loads(uns, "inputs", {})
+    for key in ("min_confidence", "max_distance", "max_history"):
+        value = state.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise CellamaInputError(
+                f"uns['{UNS_KEY}']['session']['{key}'] should be a number, found {value!r}; the export is damaged"
+            )
     state = dict(state, colors=colors, history=history)
     obs = adata.obs
     missing = [c for c in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, CONFIDENCE, DISTANCE) if c not in obs]
@@ -530,7 +498,17 @@ def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
     for col in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, RUNNER_UP, NEAREST_REFERENCE, SENTENCE):
         if col in table:
             table[col] = table[col].astype(str).to_numpy(dtype=object)
-    ann = Annotation.from_state(table, state)
+    for col in (CONFIDENCE, DISTANCE):
+        table[col] = _numeric_column(obs, col)
+    try:
+        ann = Annotation.from_state(table, state)
+    except CellamaInputError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as err:
+        raise CellamaInputError(
+            f"the saved session state in uns['{UNS_KEY}'] (session, colors or history) is damaged "
+            f"({type(err).__name__}: {err})"
+        ) from None
     emb = adata.obsm.get(OBSM_EMBEDDING)
     ref_emb = ref_labels = None
     if sdata is not None and SPATIALDATA_REFERENCE_TABLE in sdata.tables:

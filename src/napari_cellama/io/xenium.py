@@ -73,6 +73,23 @@ def _check_parquet(path: Path) -> None:
         raise XeniumReadError(f"{path} is broken or truncated ({type(err).__name__}: {err})") from None
 
 
+def _damaged_parquet(root: Path, transcripts: bool = False) -> str | None:
+    """After a failed read: the message naming the first parquet file that cannot be read in full."""
+    import pyarrow.parquet as pq
+
+    names = [CELLS_PARQUET, CELL_BOUNDARIES, NUCLEUS_BOUNDARIES] + ([TRANSCRIPTS] if transcripts else [])
+    for name in names:
+        path = root / name
+        if not path.exists():
+            continue
+        try:
+            pq.read_table(path)
+        except Exception as err:  # noqa: BLE001
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            return f"{path} is damaged ({type(err).__name__}: {first}); copy it again from the instrument output"
+    return None
+
+
 def check_xenium_folder(root: Path, *, need_image: bool = False, need_boundaries: bool = False,
                         need_labels: bool = False) -> dict:
     """Check the files a read will touch; return the parsed ``experiment.xenium``."""
@@ -143,7 +160,11 @@ def read_xenium(path: str | Path, *, table_only: bool = False, labels: bool = Tr
     except CellamaInputError:
         raise
     except Exception as err:  # noqa: BLE001 - report which run failed and why, in one line
-        raise XeniumReadError(f"spatialdata-io could not read {root}: {type(err).__name__}: {err}") from None
+        damaged = _damaged_parquet(root, transcripts=transcripts)
+        if damaged is not None:
+            raise XeniumReadError(damaged) from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise XeniumReadError(f"spatialdata-io could not read {root}: {type(err).__name__}: {first}") from None
 
 
 def read_xenium_table(path: str | Path):

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -21,6 +19,7 @@ from ..._constants import (
     STAGE_PAIRS,
     STAGE_SAVE_MODEL,
 )
+from ...atomic import write_dir
 from ...validators import (
     CellamaInputError,
     check_label_key,
@@ -52,14 +51,9 @@ MAX_TRANSFER_EVAL_CELLS = 2000
 
 
 def _prepare_out(out: str | os.PathLike, overwrite: bool) -> Path:
-    p = Path(out).expanduser()
-    if p.exists() and not p.is_dir():
-        raise CellamaInputError(f"output {p} is a file; give a folder for the fine-tuned model")
-    if p.is_dir() and any(p.iterdir()) and not overwrite:
-        raise CellamaInputError(f"output folder {p} is not empty; choose a new folder or allow overwriting")
-    if not p.parent.exists():
-        raise CellamaInputError(f"folder {p.parent} for the fine-tuned model does not exist")
-    return p
+    from ...io.destinations import check_model_folder  # replaces only an earlier fine-tuned model
+
+    return check_model_folder(out, overwrite)
 
 
 # --------------------------------------------------------------------------- main
@@ -298,16 +292,12 @@ def iter_finetune(
                              "marker_set": marker_set.to_dict() if marker_set else None},
               "losses": log.losses}
     yield (STAGE_SAVE_MODEL, 0, 1)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_path.name}.", dir=out_path.parent))
-    try:
+    def save(tmp):
         st.save(str(tmp), create_model_card=False)
         (tmp / FINETUNE_RECORD).write_text(json.dumps(record, indent=2, default=_json_default) + "\n")
-        if out_path.exists():
-            shutil.rmtree(out_path)
-        os.replace(tmp, out_path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    _prepare_out(out_path, overwrite)  # still ours to replace after training?
+    write_dir(out_path, save, create=True)
     yield (STAGE_SAVE_MODEL, 1, 1)
     return FinetuneResult(out_path, validation, list(log.losses), params, pair_counts, marker_set, proto_map,
                           list(unmatched), time.perf_counter() - t_start, options)
