@@ -110,10 +110,10 @@ MARKER_TABLE_COLUMNS = (
 def niche_job(query, labels, cell_types, k, radius, mode, resolution, n_clusters, model, device, cache,
               embed_mode=None):
     """The engine generator run by the widget (a plain function, testable without Qt)."""
-    from ..core import Embedder
+    from ..core.embedding_options import make_embedder
     from ..core.niche import iter_niches
 
-    embedder = Embedder(model or None, device=device, mode=embed_mode, cache=cache or None)
+    embedder = make_embedder(model=model or None, device=device, mode=embed_mode, cache=cache or None)
     result = yield from iter_niches(query, labels, cell_types, k=k, radius=radius, mode=mode,
                                     resolution=resolution, n_clusters=n_clusters, embedder=embedder)
     return result

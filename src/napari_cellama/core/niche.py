@@ -125,6 +125,7 @@ from ..validators import (
 )
 from ._progress import run
 from .embed import Embedder
+from .embedding_options import make_embedder
 from .sentences import iter_cell_sentences
 
 _RS = "\x1e"  # record separator ending each sentence in the joined text
@@ -643,7 +644,7 @@ def iter_niches(
         sentences = format_niche_sentences(categories, neighbors.indptr, type_codes[neighbors.indices], gene_sentences)
     yield (STAGE_NICHE_SENTENCES, 1, 1)
 
-    embedder = embedder or Embedder(model, device=device)
+    embedder = embedder or make_embedder(model=model, device=device)
     emb = yield from embedder.iter_encode(sentences, STAGE_EMBED_NICHES)
     n_truncated, max_seq_length = count_truncated(embedder, sentences)
 
