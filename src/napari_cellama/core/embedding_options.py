@@ -49,6 +49,9 @@ class EmbeddingOptions:
         for ``mode="surrogate"``: distinct sentences per run embedded exactly to fit / to check.
     target_agreement
         for ``mode="surrogate"``: label agreement with the exact model the check must reach.
+    max_exact_share
+        for ``mode="surrogate"``: at most this share of the predicted sentences is re-embedded
+        exactly by the check (below 1, a run may not reach the target: it then warns and records it).
     """
 
     model: Any = None
@@ -62,6 +65,7 @@ class EmbeddingOptions:
     surrogate_fit: int | None = None
     surrogate_check: int | None = None
     target_agreement: float = 0.99
+    max_exact_share: float = 1.0
 
     def __post_init__(self):
         mode = None if self.mode is None or str(self.mode).strip() == "" else str(self.mode).strip().lower()
@@ -72,6 +76,8 @@ class EmbeddingOptions:
             raise CellamaInputError("exact_mode must be an exact mode (exact, onnx or fast)")
         if not 0.0 < float(self.target_agreement) <= 1.0:
             raise CellamaInputError(f"target agreement must be in (0, 1], got {self.target_agreement}")
+        if not 0.0 <= float(self.max_exact_share) <= 1.0:
+            raise CellamaInputError(f"max exact share must be in [0, 1], got {self.max_exact_share}")
 
     @property
     def surrogate(self) -> bool:
@@ -122,7 +128,8 @@ def make_embedder(options: EmbeddingOptions | None = None, **changes):
 
     fit = DEFAULT_SURROGATE_FIT if options.surrogate_fit is None else options.surrogate_fit
     check = DEFAULT_SURROGATE_CHECK if options.surrogate_check is None else options.surrogate_check
-    return SurrogateEmbedder(base, n_fit=fit, n_check=check, target=options.target_agreement)
+    return SurrogateEmbedder(base, n_fit=fit, n_check=check, target=options.target_agreement,
+                             max_exact_share=options.max_exact_share)
 
 
 __all__ = ["EmbeddingOptions", "make_embedder"]

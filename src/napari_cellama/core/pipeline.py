@@ -88,7 +88,9 @@ def iter_transfer(
     ref_sentences = yield from iter_cell_sentences(r.X, genes, top_k, r.obs, metadata)
     query_sentences = yield from iter_cell_sentences(q.X, genes, top_k, q.obs, metadata)
     embedder = embedder or make_embedder(model=model, device=device, mode=mode, cache=cache)
-    ref_emb = yield from embedder.iter_encode(ref_sentences, STAGE_EMBED_REFERENCE)
+    # the reference is always embedded exactly (a surrogate embedder learns from it)
+    ref_emb = yield from getattr(embedder, "iter_encode_exact", embedder.iter_encode)(ref_sentences,
+                                                                                      STAGE_EMBED_REFERENCE)
     ref_stats = dict(getattr(embedder, "last_stats", {}))
     query_emb = yield from embedder.iter_encode(query_sentences, STAGE_EMBED_QUERY)
     query_stats = dict(getattr(embedder, "last_stats", {}))

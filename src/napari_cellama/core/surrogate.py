@@ -183,6 +183,8 @@ class SurrogateEmbedder:
         seed of the random samples.
     target
         label agreement with the exact model that :meth:`iter_refine` must reach.
+    max_exact_share
+        at most this share of the predicted sentences is re-embedded exactly by :meth:`iter_refine`.
 
     Other attributes (``model_id``, ``device``, ``cache``, ``fingerprint``, ...) are the base's.
     After :meth:`iter_encode`, :attr:`last_stats` also holds ``predicted`` (sentences the
@@ -192,7 +194,8 @@ class SurrogateEmbedder:
     mode = EMBED_MODE_SURROGATE
 
     def __init__(self, base, n_fit: int = DEFAULT_SURROGATE_FIT, n_check: int = DEFAULT_SURROGATE_CHECK,
-                 exact_below: int = DEFAULT_EXACT_BELOW, seed: int = 0, target: float = 0.99):
+                 exact_below: int = DEFAULT_EXACT_BELOW, seed: int = 0, target: float = 0.99,
+                 max_exact_share: float = 1.0):
         if getattr(base, "mode", None) == EMBED_MODE_SURROGATE:
             raise CellamaInputError("the base of a surrogate embedder must be an exact embedder")
         self.base = base
@@ -201,6 +204,7 @@ class SurrogateEmbedder:
         self.exact_below = max(int(exact_below), self.n_fit + self.n_check)
         self.seed = int(seed)
         self.target = float(target)
+        self.max_exact_share = float(max_exact_share)
         self.model_surrogate: SurrogateModel | None = None
         self._pool_sentences: list[str] = []
         self._pool_vectors: list[np.ndarray] = []
@@ -320,6 +324,16 @@ class SurrogateEmbedder:
             "cosine_min": round(float(cos.min()), 5),
             "_vectors": pred,
         }
+
+    def iter_encode_exact(self, sentences: Sequence[str], stage: str = STAGE_EMBED) -> Iterator:
+        """Generator: embed with the exact embedder (the reference of a transfer); the vectors
+        join the fit set of later :meth:`iter_encode` calls."""
+        sentences = list(sentences)
+        vectors = yield from self.base.iter_encode(sentences, stage)
+        uniques, first = np.unique(np.asarray(sentences, dtype=object), return_index=True) if sentences else ([], [])
+        self._remember([str(s) for s in uniques], vectors[first])
+        self.last_stats = dict(getattr(self.base, "last_stats", {}), predicted=0)
+        return vectors
 
     def encode(self, sentences: Sequence[str], callback=None) -> np.ndarray:
         """Embed sentences; ``callback(stage, done, total)`` receives progress."""

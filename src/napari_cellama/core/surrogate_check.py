@@ -109,7 +109,7 @@ def choose_threshold(heldout_margin: np.ndarray, heldout_disagree: np.ndarray, p
 
 
 def iter_refine(embedder, embeddings: np.ndarray, score_fn, *, target: float | None = None,
-                max_share: float = 1.0) -> Iterator:
+                max_share: float | None = None) -> Iterator:
     """Generator: re-embed exactly the predicted cells whose label is not robust (module docstring).
 
     ``embedder`` is the :class:`~napari_cellama.core.surrogate.SurrogateEmbedder` whose last
@@ -120,6 +120,7 @@ def iter_refine(embedder, embeddings: np.ndarray, score_fn, *, target: float | N
     t0 = time.perf_counter()
     last = embedder._last
     target = embedder.target if target is None else float(target)
+    max_share = getattr(embedder, "max_exact_share", 1.0) if max_share is None else float(max_share)
     check = dict(embedder.last_check or {})
     check.update(target=target, label_function=getattr(score_fn, "__qualname__", str(score_fn)))
     if last is None or not last["predicted"].any():
