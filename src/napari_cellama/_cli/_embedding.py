@@ -28,3 +28,21 @@ def embedder_from_args(args):
     from ..core.embedding_options import EmbeddingOptions, make_embedder
 
     return make_embedder(EmbeddingOptions.from_args(args))
+
+
+def print_surrogate_check(params: dict) -> None:
+    """One line with the surrogate check's numbers (surrogate mode only)."""
+    import sys
+
+    check = params.get("surrogate_check")
+    if not check:
+        return
+    if not check.get("predicted"):
+        print("surrogate check: every sentence embedded exactly (small run or all cached)", file=sys.stderr)
+        return
+    met = "met" if check.get("meets_target") else "NOT met: use --mode onnx for reliable labels"
+    print(f"surrogate check: {check['predicted']} sentences predicted (held-out cosine to exact "
+          f"{check.get('cosine_mean')}, held-out label agreement {check.get('heldout_label_agreement')}); "
+          f"{check['reembedded']} re-embedded exactly ({check['share_reembedded']:.1%} of distinct sentences); "
+          f"estimated label agreement with exact {check['estimated_agreement']:.2%} "
+          f"(target {check['target']:.0%}: {met})", file=sys.stderr)

@@ -11,7 +11,7 @@ from .._constants import (
     TRANSFER_COLUMNS,
 )
 from ._common import StderrProgress, write_atomic
-from ._embedding import add_cache_argument, add_mode_argument, embedder_from_args
+from ._embedding import add_cache_argument, add_mode_argument, embedder_from_args, print_surrogate_check
 
 NAME = "transfer"
 HELP = "transfer cell-type labels from a labelled scRNA reference (.h5ad) to a query (.h5ad or Xenium folder)"
@@ -82,6 +82,7 @@ def run(args) -> None:
             embedder.close()
     print(result.panel.summary(), file=sys.stderr)
     _print_embedding_stats(result.params)
+    print_surrogate_check(result.params)
     table = result.table.loc[:, list(TRANSFER_COLUMNS)]
     table.index.name = CELL_ID
     write_atomic(out, lambda tmp: table.to_csv(tmp, float_format="%.6g"))

@@ -8,6 +8,9 @@ from ._progress import Progress, run
 from .annotation import Annotation, Edit, palette_color, to_hex, to_rgba
 from .cache import EmbeddingCache
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
+from .embedding_options import EmbeddingOptions, make_embedder
+from .surrogate import SurrogateEmbedder
+from .surrogate_check import SurrogateAgreementWarning
 from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record
 from .niche import (
     NicheResult,
@@ -59,6 +62,10 @@ __all__ = [
     "Edit",
     "Embedder",
     "EmbeddingCache",
+    "EmbeddingOptions",
+    "SurrogateAgreementWarning",
+    "SurrogateEmbedder",
+    "make_embedder",
     "FinetuneLog",
     "FinetuneResult",
     "MarkerSet",

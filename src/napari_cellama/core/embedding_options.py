@@ -23,7 +23,7 @@ from .._constants import DEFAULT_BATCH_SIZE, EMBED_MODE_SURROGATE, EMBEDDING_MOD
 from ..validators import CellamaInputError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EmbeddingOptions:
     """Everything that decides how sentences are embedded.
 

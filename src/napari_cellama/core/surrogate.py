@@ -193,7 +193,7 @@ class SurrogateEmbedder:
 
     mode = EMBED_MODE_SURROGATE
 
-    def __init__(self, base, n_fit: int = DEFAULT_SURROGATE_FIT, n_check: int = DEFAULT_SURROGATE_CHECK,
+    def __init__(self, base, *, n_fit: int = DEFAULT_SURROGATE_FIT, n_check: int = DEFAULT_SURROGATE_CHECK,
                  exact_below: int = DEFAULT_EXACT_BELOW, seed: int = 0, target: float = 0.99,
                  max_exact_share: float = 1.0):
         if getattr(base, "mode", None) == EMBED_MODE_SURROGATE:
