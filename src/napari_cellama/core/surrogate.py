@@ -90,7 +90,7 @@ class SurrogateModel:
     def __init__(self, ridge: float = _RIDGE):
         self.ridge = float(ridge)
         self.vocab: dict[str, int] = {}
-        self._train: sp.csr_matrix | None = None
+        self._train: np.ndarray | None = None
         self._alpha: np.ndarray | None = None
 
     @property
@@ -126,8 +126,12 @@ class SurrogateModel:
         norm = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
         return sp.diags(1.0 / np.maximum(norm, 1e-12)) @ x, unknown
 
-    def _kernel(self, a: sp.csr_matrix, b: sp.csr_matrix) -> np.ndarray:
-        k = (a @ b.T).toarray()
+    def _kernel(self, a: sp.csr_matrix, b) -> np.ndarray:
+        """``(a.b' + c)^2``; ``b`` sparse (rows) or the dense transposed training features."""
+        # every sentence shares words ("Top genes are"): the product is dense, so a sparse x dense
+        # product is much cheaper than a sparse x sparse one
+        k = a @ b if isinstance(b, np.ndarray) else (a @ b.T).toarray()
+        k = np.asarray(k)
         k += _POLY_C
         return np.square(k, out=k)
 
@@ -147,7 +151,7 @@ class SurrogateModel:
 
         self._alpha = sl.cho_solve(sl.cho_factor(k, overwrite_a=True), np.asarray(vectors, dtype=np.float64))
         self._alpha = self._alpha.astype(np.float32)
-        self._train = x
+        self._train = np.ascontiguousarray(x.T.toarray(), dtype=np.float32)  # (features, n) dense
         return self
 
     def predict(self, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +163,7 @@ class SurrogateModel:
         for start in range(0, len(sentences), _PREDICT_CHUNK):
             part = sentences[start : start + _PREDICT_CHUNK]
             x, unk = self.features(part)
-            z = self._kernel(x, self._train).astype(np.float32) @ self._alpha
+            z = self._kernel(x.astype(np.float32), self._train) @ self._alpha
             z /= np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
             out[start : start + len(part)] = z
             unknown[start : start + len(part)] = unk
