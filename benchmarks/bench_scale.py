@@ -147,7 +147,7 @@ def child(args) -> int:
         t1 = time.perf_counter()
         truth, stats = exact_labels(result, cells, args.truth_cache, args.k)
         got = result.table.loc[cells, "cell_type"].astype(str).to_numpy()
-        out["agreement"] = {"cells": int(len(cells)), "with": "exact float32 (onnx) kNN, same reference vectors",
+        out["agreement"] = {"cells": len(cells), "with": "exact float32 (onnx) kNN, same reference vectors",
                             "share": round(float((got == truth.astype(str).to_numpy()).mean()), 5),
                             "exact_vectors": stats, "seconds": round(time.perf_counter() - t1, 1)}
     print("RESULT " + json.dumps(out))
@@ -185,7 +185,7 @@ def main(argv=None) -> int:
             argv_child = [sys.executable, __file__, "--child", *(argv if argv is not None else sys.argv[1:])]
             load_before = load()
             t = time.perf_counter()
-            proc = subprocess.run(argv_child, env=env, capture_output=True, text=True)
+            proc = subprocess.run(argv_child, env=env, capture_output=True, text=True, check=False)
             wall = time.perf_counter() - t
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode or not line:
@@ -205,8 +205,8 @@ def main(argv=None) -> int:
 
 
 def table(results: dict) -> str:
-    rows = ["| run | cells | distinct sentences | mode | annotation s | end to end s | re-embedded (share of distinct) "
-            "| held-out cos mean | agreement with exact | peak RSS GB | load (1/5/15 min) |",
+    rows = [("| run | cells | distinct sentences | mode | annotation s | end to end s | re-embedded (share of distinct) "
+             "| held-out cos mean | agreement with exact | peak RSS GB | load (1/5/15 min) |"),
             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for tag, res in results.items():
         for r in res["runs"]:

@@ -130,7 +130,7 @@ def test_small_runs_are_embedded_exactly(pbmc):
 
 
 def test_knn_score_function_matches_transfer(pbmc, exact_vectors):
-    sent, vec = exact_vectors
+    _, vec = exact_vectors
     ref, _ = pbmc
     labels = ref.obs[LABEL].astype(str).to_numpy()
     from napari_cellama.core.transfer import knn_transfer
