@@ -69,7 +69,7 @@ def test_surrogate_mode_on_workers(client, tmp_path):
     """mode="surrogate" with a Dask base: exact vectors come from the workers, the map is fitted here."""
     from napari_cellama.core import EmbeddingOptions, SurrogateEmbedder, make_embedder
 
-    sentences, labels, ref_idx, query_idx = pbmc()
+    sentences, _, _, query_idx = pbmc()
     exact = exact_embeddings()
     emb = make_embedder(EmbeddingOptions(mode="surrogate", scheduler=client, exact_mode="exact", cache=tmp_path,
                                          surrogate_fit=120, surrogate_check=60, device="auto"))
