@@ -853,6 +853,7 @@ def main(argv=None) -> int:
     p.add_argument("--mode", default=None, help="embedding mode of the full / warm / scaling stages (default: the package default)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--exact-runs", type=int, default=1)
+    p.add_argument("--recolour-cells", type=int, default=None, help="cells of the recolour stage (default 100,000)")
     p.add_argument("--quick", action="store_true", help="smoke run: the 4,595-cell crop, 1 run, small sizes")
     p.add_argument("--work", type=Path, default=None, help="folder for caches and labels (default: a temporary one)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "bench_pipeline.json")
@@ -893,6 +894,8 @@ def main(argv=None) -> int:
         ctx.recolour_cells = 10_000
         ctx.scaling_sizes = (1_000, 4_595, 10_000)
         ctx.caps = (10, None)
+    if args.recolour_cells:
+        ctx.recolour_cells = args.recolour_cells
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     bad = [s for s in stages if s not in ALL_STAGES]
     if bad:

@@ -65,6 +65,26 @@ def test_distributed_equals_single_process(client, tmp_path):
     assert EmbeddingCache(tmp_path).lookup(emb.cache_namespace, ["Top gene is HBB."])[1].all()
 
 
+def test_surrogate_mode_on_workers(client, tmp_path):
+    """mode="surrogate" with a Dask base: exact vectors come from the workers, the map is fitted here."""
+    from napari_cellama.core import EmbeddingOptions, SurrogateEmbedder, make_embedder
+
+    sentences, _, _, query_idx = pbmc()
+    exact = exact_embeddings()
+    emb = make_embedder(EmbeddingOptions(mode="surrogate", scheduler=client, exact_mode="exact", cache=tmp_path,
+                                         surrogate_fit=120, surrogate_check=60, device="auto"))
+    assert isinstance(emb, SurrogateEmbedder) and isinstance(emb.base, DistributedEmbedder)
+    emb.exact_below = 0
+    query = [sentences[i] for i in query_idx]
+    got = emb.encode(query)
+    assert got.shape == (len(query), exact.shape[1]) and emb.last_stats["predicted"] > 0
+    exact_rows = [i for i, s in enumerate(query) if EmbeddingCache(tmp_path).lookup(emb.cache_namespace, [s])[1].all()]
+    assert len(exact_rows) >= 180  # fit + check sentences, embedded on the workers and cached
+    assert np.abs(got[exact_rows] - exact[query_idx][exact_rows]).max() < 1e-5
+    cos = np.sum(got * exact[query_idx], axis=1)
+    assert cos.mean() > 0.9 and emb.last_check["n_check"] == 60
+
+
 def test_client_writes_cache_when_workers_do_not(client, tmp_path):
     sentences = pbmc()[0][:40]
     emb = DistributedEmbedder(client, mode="exact", cache=tmp_path, worker_cache=False)

@@ -41,6 +41,15 @@ EMBED_MODES = (EMBED_MODE_EXACT, EMBED_MODE_ONNX, EMBED_MODE_FAST)
 float32 graph run by ONNX Runtime on the CPU; ``fast``: ONNX Runtime with dynamic int8 MatMul
 weights, per channel (approximate; see docs/performance.md)."""
 
+EMBED_MODE_SURROGATE = "surrogate"
+"""A learned map from sentence to embedding, fitted per run on exact vectors of a sample and
+checked against them; the transfer re-embeds exactly the cells whose label is not robust
+(:mod:`napari_cellama.core.surrogate`). Not a mode of ``Embedder`` itself: ``make_embedder``
+wraps an exact embedder."""
+
+EMBEDDING_MODES = EMBED_MODES + (EMBED_MODE_SURROGATE,)
+"""Every mode a front end offers (``EmbeddingOptions.mode``)."""
+
 DEFAULT_EMBED_MODE = EMBED_MODE_ONNX
 """Embedding mode of ``Embedder(mode=None)`` - the CLI, the pipeline and the widgets - on a
 CPU: float32 like ``exact``, with the same labels (100% agreement measured on pbmc68k and on
@@ -294,6 +303,8 @@ STAGE_SENTENCES = "sentences"
 STAGE_EMBED_REFERENCE = "embedding reference"
 STAGE_EMBED_QUERY = "embedding query"
 STAGE_EMBED = "embedding"
+STAGE_SURROGATE_FIT = "fitting surrogate"
+STAGE_SURROGATE_CHECK = "checking surrogate labels"
 STAGE_KNN = "kNN"
 STAGE_LOAD_MODEL = "loading model"
 STAGE_READ_XENIUM = "reading Xenium run"

@@ -8,6 +8,7 @@ import pandas as pd
 
 from .._constants import CELL_ID, CELL_TYPE, DEFAULT_N_NEIGHBORS, DEFAULT_TOP_K, TRANSFER_COLUMNS
 from ._common import StderrProgress, write_csv
+from ._embedding import embedder_from_args
 
 NAME = "demo"
 HELP = "generate the demo Xenium run (once, cached) and transfer labels to it from its reference"
@@ -22,7 +23,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from ..core import Embedder, run_transfer
+    from ..core import run_transfer
     from ..datasets import make_demo
     from ..io import read_query, read_reference
     from ..io.destinations import check_destination
@@ -36,7 +37,7 @@ def run(args) -> None:
     progress = StderrProgress()
     try:
         result = run_transfer(query, reference, "cell_type", top_k=args.top_k, k=args.neighbors,
-                              embedder=Embedder(args.model, cache=True), callback=progress)
+                              embedder=embedder_from_args(args), callback=progress)
     finally:
         progress.close()
     table = result.table.loc[:, list(TRANSFER_COLUMNS)]

@@ -23,6 +23,7 @@ from ..validators import (
     check_file,
 )
 from ._common import StderrProgress, write_csv
+from ._embedding import add_cache_argument, add_mode_argument, embedder_from_args
 
 NAME = "niche"
 HELP = ("cluster chosen cell types by their spatial neighbourhood (niche sentences) and describe each "
@@ -65,6 +66,8 @@ def add_arguments(p) -> None:
                    help="sentence-transformers model name or folder (default: offline all-MiniLM-L6-v2)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--allow-download", action="store_true", help="let --model be fetched from the Hugging Face Hub")
+    add_mode_argument(p)
+    add_cache_argument(p)
     p.add_argument("--out", required=True, metavar="OUT.csv",
                    help=f"per-cell CSV {CELL_ID},{NICHE_CLUSTER} (the selected cells); OUT.composition.csv and "
                         "OUT.markers.csv are written next to it")
@@ -117,7 +120,7 @@ def from_args(args):
 
 
 def run(args) -> None:
-    from ..core import Embedder, run_niches
+    from ..core import run_niches
     from ..io import read_query
 
     out = _check_outputs(args)
@@ -127,7 +130,7 @@ def run(args) -> None:
     cell_types = check_cell_types(chosen_cell_types(args, available), available)
     print(f"reading query {args.query}", file=sys.stderr)
     query = read_query(args.query)
-    embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download)
+    embedder = embedder_from_args(args)
     progress = StderrProgress()
     try:
         result = run_niches(query, labels, cell_types, options=options, embedder=embedder, callback=progress)

@@ -17,6 +17,7 @@ from .._constants import (
     TRANSFER_COLUMNS,
 )
 from ._common import StderrProgress, output_path, write_csv
+from ._embedding import add_cache_argument, add_mode_argument, embedder_from_args
 
 NAME = "prototypes"
 HELP = ("annotate a query without a reference: each cell gets the cell type whose marker sentence "
@@ -46,6 +47,8 @@ def add_arguments(p) -> None:
                    help="sentence-transformers model name or folder, e.g. a fine-tuned model (default: offline all-MiniLM-L6-v2)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--allow-download", action="store_true", help="let --model be fetched from the Hugging Face Hub")
+    add_mode_argument(p)
+    add_cache_argument(p)
     p.add_argument("--out", required=True, metavar="OUT.csv",
                    help="per-cell CSV: " + ",".join((CELL_ID,) + TRANSFER_COLUMNS + (SIMILARITY_GAP,)))
 
@@ -60,7 +63,7 @@ def from_args(args):
 
 
 def run(args) -> None:
-    from ..core import Embedder, annotate_by_prototypes, read_markers
+    from ..core import annotate_by_prototypes, read_markers
     from ..io import read_query
     from ..validators import check_file
 
@@ -70,7 +73,7 @@ def run(args) -> None:
     check_file(args.query, "query")
     print(f"reading query {args.query}", file=sys.stderr)
     query = read_query(args.query)
-    embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download)
+    embedder = embedder_from_args(args)
     progress = StderrProgress()
     try:
         result = annotate_by_prototypes(query, markers, options, embedder=embedder, callback=progress)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from .._constants import (
     CELL_ID,
-    DEFAULT_EMBED_MODE,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
-    EMBED_MODES,
     TRANSFER_COLUMNS,
 )
 from ._common import StderrProgress, write_csv
+from ._embedding import add_cache_argument, add_mode_argument, embedder_from_args, print_surrogate_check
 
 NAME = "transfer"
 HELP = "transfer cell-type labels from a labelled scRNA reference (.h5ad) to a query (.h5ad or Xenium folder)"
@@ -35,13 +33,8 @@ def add_arguments(p) -> None:
                    help="cells farther than this cosine distance from every reference cell become Unassigned")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--allow-download", action="store_true", help="let --model be fetched from the Hugging Face Hub")
-    p.add_argument("--mode", default=None, choices=list(EMBED_MODES),
-                   help=f"embedding mode: exact (PyTorch float32), onnx (ONNX Runtime float32, CPU) or "
-                        f"fast (ONNX Runtime int8, CPU, approximate); default {DEFAULT_EMBED_MODE} on a CPU, "
-                        f"exact on a GPU (see docs/performance.md)")
-    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
-                   help="reuse and store embeddings in the persistent cache ($NAPARI_CELLAMA_CACHE or the "
-                        "user cache folder; default on)")
+    add_mode_argument(p)
+    add_cache_argument(p)
     p.add_argument("--max-per-type", type=int, default=None, metavar="N",
                    help="use at most N reference cells of each label (random, seed 0; for large references)")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS|local:N",
@@ -61,7 +54,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> None:
-    from ..core import Embedder, run_transfer
+    from ..core import run_transfer
     from ..io import read_query, read_reference
     from ..validators import check_file, check_fraction, check_positive_int, check_top_k
 
@@ -75,15 +68,7 @@ def run(args) -> None:
     check_file(args.query, "query")
     if args.max_per_type is not None:
         check_positive_int(args.max_per_type, "--max-per-type")
-    if args.dask_scheduler:
-        from ..core.distributed import DistributedEmbedder, parse_scheduler
-
-        parse_scheduler(args.dask_scheduler)  # a bad value fails before reading
-        embedder = DistributedEmbedder(args.dask_scheduler, args.model, device=args.device,
-                                       allow_download=args.allow_download, mode=args.mode, cache=args.cache)
-    else:
-        embedder = Embedder(args.model, device=args.device, allow_download=args.allow_download,
-                            mode=args.mode, cache=args.cache)
+    embedder = embedder_from_args(args)  # a bad --dask-scheduler fails before reading
     print(f"reading query {args.query}", file=sys.stderr)
     query = read_query(args.query)
     reference = read_reference(args.reference)
@@ -102,6 +87,7 @@ def run(args) -> None:
             embedder.close()
     print(result.panel.summary(), file=sys.stderr)
     _print_embedding_stats(result.params)
+    print_surrogate_check(result.params)
     table = result.table.loc[:, list(TRANSFER_COLUMNS)]
     table.index.name = CELL_ID
     write_csv(out, table, float_format="%.6g")

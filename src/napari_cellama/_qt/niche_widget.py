@@ -69,11 +69,11 @@ from .selection_view import SelectionView, cells_layer
 def niche_job(query, labels, cell_types, k, radius, mode, resolution, n_clusters, model, device, cache,
               embed_mode=None):
     """The engine generator run by the widget (a plain function, testable without Qt)."""
-    from ..core import Embedder
+    from ..core.embedding_options import make_embedder
     from ..core.niche import iter_niches
     from ..core.options import NicheOptions
 
-    embedder = Embedder(model or None, device=device, mode=embed_mode, cache=cache or None)
+    embedder = make_embedder(model=model or None, device=device, mode=embed_mode, cache=cache or None)
     options = NicheOptions.from_flags(k=k, radius=radius, mode=mode, resolution=resolution, n_clusters=n_clusters)
     result = yield from iter_niches(query, labels, cell_types, options=options, embedder=embedder)
     return result

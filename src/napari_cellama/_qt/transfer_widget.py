@@ -76,9 +76,10 @@ HOVER_COLUMNS = (CELL_TYPE, CONFIDENCE, RUNNER_UP, SOURCE, SENTENCE)
 
 def transfer_job(query, reference, label_key, top_k, model, k, metadata, device, mode, cache):
     """The engine generator run by the widget (a plain function, testable without Qt)."""
-    from ..core import Embedder, iter_transfer
+    from ..core import iter_transfer
+    from ..core.embedding_options import make_embedder
 
-    embedder = Embedder(model or None, device=device, mode=mode, cache=cache or None)
+    embedder = make_embedder(model=model or None, device=device, mode=mode, cache=cache or None)
     result = yield from iter_transfer(query, reference, label_key, top_k=top_k, k=k,
                                       metadata=metadata, embedder=embedder)
     return result

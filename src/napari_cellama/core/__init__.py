@@ -10,6 +10,7 @@ from .cache import EmbeddingCache
 from .clustering import cluster_embeddings
 from .counts import is_raw_counts
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
+from .embedding_options import EmbeddingOptions, make_embedder
 from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record
 from .markers import niche_markers
 from .niche import NicheResult, format_niche_sentences, iter_niches, iter_recluster, recluster, run_niches
@@ -38,6 +39,8 @@ from .sentences import (
 )
 from .spatial import SpatialNeighbors, neighbor_composition, spatial_neighbors
 from .subsample import subsample_reference
+from .surrogate import SurrogateEmbedder
+from .surrogate_check import SurrogateAgreementWarning
 from .transfer import (
     apply_threshold,
     cosine_knn,
@@ -52,6 +55,10 @@ __all__ = [
     "Edit",
     "Embedder",
     "EmbeddingCache",
+    "EmbeddingOptions",
+    "SurrogateAgreementWarning",
+    "SurrogateEmbedder",
+    "make_embedder",
     "FinetuneLog",
     "FinetuneOptions",
     "FinetuneResult",

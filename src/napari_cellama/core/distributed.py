@@ -38,6 +38,7 @@ import numpy as np
 from .._constants import DEFAULT_BATCH_SIZE
 from ..validators import CellamaInputError
 from .embed import Embedder
+from .embedding_options import make_embedder
 
 DEFAULT_TASK_SENTENCES = 1024
 """Sentences per Dask task (whole batches; the task count bounds the progress granularity)."""
@@ -59,9 +60,9 @@ def worker_embedder(config: dict) -> Embedder:
     with _WORKER_LOCK:
         emb = _WORKER_EMBEDDERS.get(key)
         if emb is None:
-            emb = Embedder(config["model"], device=config["device"], batch_size=config["batch_size"],
-                           allow_download=config["allow_download"], mode=config["mode"],
-                           cache=config["cache"])
+            emb = make_embedder(model=config["model"], device=config["device"], batch_size=config["batch_size"],
+                                allow_download=config["allow_download"], mode=config["mode"],
+                                cache=config["cache"])
             emb.load()
             _LOADS += 1
             _WORKER_EMBEDDERS[key] = emb

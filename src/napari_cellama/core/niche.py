@@ -82,6 +82,7 @@ from ..validators import (
 from ._progress import run
 from .clustering import cluster_composition, cluster_embeddings
 from .embed import Embedder
+from .embedding_options import make_embedder
 from .markers import niche_markers
 from .options import Clustering, KMeans, NicheOptions, clustering_from, merge_options
 from .sentences import iter_cell_sentences
@@ -298,7 +299,7 @@ def iter_niches(
         sentences = format_niche_sentences(categories, neighbors.indptr, type_codes[neighbors.indices], gene_sentences=gene_sentences)
     yield (STAGE_NICHE_SENTENCES, 1, 1)
 
-    embedder = embedder or Embedder(model, device=device)
+    embedder = embedder or make_embedder(model=model, device=device)
     emb = yield from embedder.iter_encode(sentences, STAGE_EMBED_NICHES)
     n_truncated, max_seq_length = count_truncated(embedder, sentences)
 

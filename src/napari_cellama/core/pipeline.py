@@ -29,6 +29,7 @@ from ..validators import (
 )
 from ._progress import run
 from .embed import Embedder
+from .embedding_options import make_embedder
 from .panel import PanelReport, shared_panel
 from .sentences import iter_cell_sentences
 from .transfer import iter_knn_transfer, unassign_cells
@@ -89,12 +90,18 @@ def iter_transfer(
     genes = list(q.var_names)
     ref_sentences = yield from iter_cell_sentences(r.X, genes, top_k, obs=r.obs, metadata=metadata)
     query_sentences = yield from iter_cell_sentences(q.X, genes, top_k, obs=q.obs, metadata=metadata)
-    embedder = embedder or Embedder(model, device=device, mode=mode, cache=cache)
-    ref_emb = yield from embedder.iter_encode(ref_sentences, STAGE_EMBED_REFERENCE)
+    embedder = embedder or make_embedder(model=model, device=device, mode=mode, cache=cache)
+    # the reference is always embedded exactly (a surrogate embedder learns from it)
+    ref_emb = yield from getattr(embedder, "iter_encode_exact", embedder.iter_encode)(ref_sentences,
+                                                                                      STAGE_EMBED_REFERENCE)
     ref_stats = dict(getattr(embedder, "last_stats", {}))
     query_emb = yield from embedder.iter_encode(query_sentences, STAGE_EMBED_QUERY)
     query_stats = dict(getattr(embedder, "last_stats", {}))
     labels = r.obs[label_key].astype(str)
+    if hasattr(embedder, "iter_refine"):  # surrogate mode: exact re-embedding where a label is not robust
+        from .surrogate_check import knn_score_function
+
+        query_emb = yield from embedder.iter_refine(query_emb, knn_score_function(ref_emb, labels.to_numpy(), k))
     # identical sentences have identical embeddings: search once per distinct sentence
     codes, _ = pd.factorize(pd.Series(query_sentences, dtype=object))
     first = np.unique(codes, return_index=True)[1] if len(codes) else np.zeros(0, dtype=np.int64)
@@ -132,6 +139,8 @@ def iter_transfer(
         "min_confidence": float(min_confidence),
         "max_distance": None if max_distance is None else float(max_distance),
     }
+    if hasattr(embedder, "iter_refine"):
+        params["surrogate_check"] = embedder.last_check
     return TransferResult(table, query_emb, ref_emb, labels, report, params)
 
 

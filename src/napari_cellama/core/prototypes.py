@@ -79,6 +79,7 @@ from .._constants import (
 from ..validators import CellamaInputError, check_choice, check_file, check_positive_number, check_unique_ids
 from ._progress import run
 from .embed import Embedder
+from .embedding_options import make_embedder
 from .options import PrototypeOptions, merge_options
 from .panel import normalise_symbol
 from .sentences import format_sentences, iter_cell_sentences, scaled_expression
@@ -386,7 +387,7 @@ def iter_prototype_annotation(
     types = list(sentences_by_type)
     x, x_genes = prototype_cell_matrix(query.X, genes, used, cell_genes, rank)
     cell_text = yield from iter_cell_sentences(x, x_genes, top_k)
-    embedder = embedder or Embedder(model, device=device)
+    embedder = embedder or make_embedder(model=model, device=device)
     proto = yield from embedder.iter_encode(list(sentences_by_type.values()), STAGE_EMBED_PROTOTYPES)
     emb = yield from embedder.iter_encode(cell_text, STAGE_EMBED_QUERY)
     yield (STAGE_PROTOTYPES, 0, 1)

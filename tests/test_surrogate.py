@@ -1,0 +1,201 @@
+"""Surrogate embedding mode, its label check, EmbeddingOptions / make_embedder, and the CLI cache."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+
+from napari_cellama._constants import EMBED_MODE, EMBED_MODE_SURROGATE
+from napari_cellama.core import run_transfer
+from napari_cellama.core.cache import EmbeddingCache
+from napari_cellama.core.embed import Embedder
+from napari_cellama.core.embedding_options import EmbeddingOptions, make_embedder
+from napari_cellama.core.sentences import adata_sentences
+from napari_cellama.core.surrogate import SurrogateEmbedder, SurrogateModel, sentence_words
+from napari_cellama.core.surrogate_check import (
+    SurrogateAgreementWarning,
+    choose_threshold,
+    knn_score_function,
+    margins,
+)
+from napari_cellama.io import expression_for_sentences
+from napari_cellama.validators import CellamaInputError
+
+LABEL = "bulk_labels"
+
+
+@pytest.fixture(scope="module")
+def pbmc():
+    adata = expression_for_sentences(sc.datasets.pbmc68k_reduced())
+    rng = np.random.default_rng(1)
+    idx = rng.permutation(adata.n_obs)
+    return adata[idx[:300]].copy(), adata[idx[300:]].copy()
+
+
+@pytest.fixture(scope="module")
+def exact_vectors(pbmc):
+    """Exact (onnx float32) vectors of every pbmc68k sentence, embedded once."""
+    ref, query = pbmc
+    sentences = adata_sentences(ref) + adata_sentences(query)
+    emb = Embedder(mode="onnx")
+    return sentences, emb.encode(sentences)
+
+
+def test_sentence_words():
+    assert sentence_words("Top genes are CD3E, IL7R, and HLA-DR.") == ["Top", "genes", "are", "CD3E", "IL7R",
+                                                                         "and", "HLA-DR"]
+    assert sentence_words("Top gene is MS4A1.") == ["Top", "gene", "is", "MS4A1"]
+
+
+def test_surrogate_model_learns_the_real_model(exact_vectors):
+    sentences, vectors = exact_vectors
+    model = SurrogateModel().fit(sentences[:600], vectors[:600])
+    pred, unknown = model.predict(sentences[600:])
+    cos = np.sum(pred[~unknown] * vectors[600:][~unknown], axis=1)
+    np.testing.assert_allclose(np.linalg.norm(pred, axis=1), 1.0, atol=1e-4)
+    assert cos.mean() > 0.95, cos.mean()  # 600 sentences of 765 genes: a hard, small fit
+    # the training sentences themselves are reproduced closely (ridge 0.1)
+    again, _ = model.predict(sentences[:50])
+    assert np.sum(again * vectors[:50], axis=1).mean() > 0.99
+    # a word never seen in fitting is flagged
+    _, unk = model.predict(["Top genes are NOTAGENE1, CD3E, and IL7R."])
+    assert unk.all()
+
+
+def test_choose_threshold_and_margins():
+    s = np.array([[0.6, 0.3, 0.1], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(margins(s), [0.3, 0.0, 1.0])
+    # held-out: disagreements only at small margins
+    m = np.linspace(0, 1, 1000)
+    d = m < 0.2
+    t, est = choose_threshold(m, d, 1.0, 0.99)
+    assert 0.19 <= t < 0.2 and est >= 0.99  # a few disagreements fit under the 95% bound
+    # no held-out disagreement at all: everything above the smallest margin is kept
+    t0, est0 = choose_threshold(m, np.zeros(1000, bool), 0.5, 0.99)
+    assert t0 == m[0] and est0 >= 0.99
+    # a target that the held-out check cannot show: re-embed everything
+    t1, _ = choose_threshold(m[:50], np.zeros(50, bool), 1.0, 0.999)
+    assert t1 == np.inf
+
+
+def _surrogate(n_fit=150, n_check=100, **kwargs):
+    return make_embedder(EmbeddingOptions(mode="surrogate", exact_mode="onnx", surrogate_fit=n_fit,
+                                          surrogate_check=n_check, **kwargs))
+
+
+def test_surrogate_transfer_checks_labels_and_records(pbmc, exact_vectors):
+    ref, query = pbmc
+    exact = run_transfer(query, ref, LABEL, mode="onnx")
+    emb = _surrogate()
+    emb.exact_below = 0  # tiny test data: use the surrogate anyway
+    emb.n_fit, emb.n_check = 150, 100
+    result = run_transfer(query, ref, LABEL, embedder=emb)
+    check = result.params["surrogate_check"]
+    assert result.params[EMBED_MODE] == EMBED_MODE_SURROGATE
+    n_rest = len(set(result.table["sentence"])) - 250  # neither fitted (150) nor held out (100)
+    assert check["n_check"] == 100 and check["predicted"] + check["unknown_words_exact"] == n_rest
+    assert 0.0 <= check["share_reembedded"] <= 1.0 and check["reembedded"] <= check["predicted"]
+    assert check["meets_target"] is True and check["estimated_agreement"] >= 0.99
+    agree = (result.table["cell_type"] == exact.table["cell_type"]).mean()
+    assert agree >= 0.99, (agree, check)
+    # the exact vectors of the reference, fit and check sentences are the exact model's
+    sent, vec = exact_vectors
+    lookup = dict(zip(sent, vec))
+    np.testing.assert_allclose(result.reference_embeddings[:5], np.stack([lookup[s] for s in
+                                                                         adata_sentences(ref)[:5]]), atol=1e-5)
+
+
+def test_surrogate_that_cannot_meet_the_target_warns_and_records(pbmc):
+    ref, query = pbmc
+    emb = _surrogate(max_exact_share=0.0)
+    emb.exact_below = 0
+    with pytest.warns(SurrogateAgreementWarning, match="below the target"):
+        result = run_transfer(query, ref, LABEL, embedder=emb)
+    check = result.params["surrogate_check"]
+    assert check["meets_target"] is False and check["reembedded"] == 0
+    assert check["estimated_agreement"] < 0.99
+
+
+def test_small_runs_are_embedded_exactly(pbmc):
+    ref, query = pbmc
+    emb = _surrogate()  # 400 query sentences <= exact_below
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SurrogateAgreementWarning)
+        result = run_transfer(query, ref, LABEL, embedder=emb)
+    check = result.params["surrogate_check"]
+    assert check["predicted"] == 0 and check["meets_target"] is True
+    assert emb.last_stats["predicted"] == 0
+
+
+def test_knn_score_function_matches_transfer(pbmc, exact_vectors):
+    _, vec = exact_vectors
+    ref, _ = pbmc
+    labels = ref.obs[LABEL].astype(str).to_numpy()
+    from napari_cellama.core.transfer import knn_transfer
+
+    table = knn_transfer(vec[300:], vec[:300], labels, k=10)
+    scores = knn_score_function(vec[:300], labels, 10)(vec[300:])
+    cats = np.unique(labels)
+    assert (cats[scores.argmax(axis=1)] == table["transferred_type"].to_numpy()).all()
+    np.testing.assert_allclose(scores.max(axis=1), table["confidence"], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- options and factory
+
+
+def test_embedding_options_and_factory(tmp_path):
+    opts = EmbeddingOptions(mode="ONNX", cache=tmp_path)
+    assert opts.mode == "onnx"
+    emb = make_embedder(opts)
+    assert isinstance(emb, Embedder) and emb.mode == "onnx" and emb.cache.root == tmp_path
+    sur = make_embedder(opts, mode="surrogate")
+    assert isinstance(sur, SurrogateEmbedder) and sur.exact_mode == "onnx" and sur.cache.root == tmp_path
+    assert sur.describe()["mode"] == "surrogate" and sur.describe()["exact_mode"] == "onnx"
+    with pytest.raises(CellamaInputError, match="unknown embedding mode"):
+        EmbeddingOptions(mode="turbo")
+    with pytest.raises(CellamaInputError, match="target agreement"):
+        EmbeddingOptions(target_agreement=1.5)
+
+    class Args:
+        model, mode, device, allow_download, dask_scheduler = None, "surrogate", "cpu", False, None
+
+    assert EmbeddingOptions.from_args(Args()) == EmbeddingOptions(mode="surrogate", device="cpu", cache=True)
+
+
+def _packs(root):
+    cache = EmbeddingCache(root)
+    return {ns: len(cache._packs(ns)) for ns in cache.namespaces()}
+
+
+def test_prototype_and_niche_cli_reuse_the_cache(demo_data, pbmc, tmp_path, monkeypatch):
+    """Issue 12: the niche and prototype commands never passed the cache; a re-run now reads it."""
+    import json
+
+    from napari_cellama.cli import main
+
+    monkeypatch.setenv("NAPARI_CELLAMA_CACHE", str(tmp_path))
+    _, query = pbmc
+    query[:40].copy().write_h5ad(tmp_path / "q.h5ad")
+    markers = tmp_path / "m.json"
+    markers.write_text(json.dumps({"B": ["MS4A1", "CD79A"], "NK": ["GNLY", "NKG7"], "Mono": ["LYZ", "S100A8"]}))
+    d = demo_data
+    labels = pd.read_csv(d.truth_csv, dtype=str)
+    cell_type = labels["cell_type"].value_counts().index[0]
+    commands = [
+        ["prototypes", str(tmp_path / "q.h5ad"), "--markers", str(markers), "--out", str(tmp_path / "p.csv")],
+        ["niche", str(d.xenium_dir), "--labels", str(d.truth_csv), "--cell-types", cell_type,
+         "--neighbors", "10", "--n-clusters", "2", "--max-cells", "60", "--out", str(tmp_path / "n.csv")],
+    ]
+    for args in commands:
+        assert main(args) == 0
+    first = _packs(tmp_path / "embeddings")
+    assert first and sum(first.values()) >= 2, first
+    # a re-run embeds nothing: it never loads a model and writes no new pack
+    monkeypatch.setattr(Embedder, "load", lambda self: (_ for _ in ()).throw(AssertionError("model loaded")))
+    for args in commands:
+        assert main([*args, "--mode", "onnx"]) == 0
+    assert _packs(tmp_path / "embeddings") == first
+    # --no-cache embeds again: the model must load (the patched load fails the command)
+    assert main([*commands[0], "--no-cache"]) == 1
