@@ -1,0 +1,177 @@
+"""Unknown scores: does a query cell look like the reference cells of the type it was given?
+
+A classifier always names one of the reference's types, with a high probability even for a
+cell of a type the reference lacks (NK cells become CD8 T when NK is left out), and the
+distance to the single nearest reference cell is ordinary for such cells (a bone-marrow
+erythroblast's sentence lies as close to a B cell's as B cells lie to each other). What
+separates them is the distance to the *predicted type* measured against that type's own
+spread, type by type:
+
+1. space: the reference's log-normalised, standardised expression projected on its first
+   ``n_pcs`` principal components (the query is standardised with its own gene means and
+   deviations, see :func:`~.classify.expression_features`, then projected on the same axes),
+   cosine distance;
+2. per reference type ``t``, every reference cell of ``t`` is held out in turn and its mean
+   distance to its ``k`` nearest other cells of ``t`` is recorded (the calibration set);
+3. a query cell predicted ``t`` gets the mean distance to its ``k`` nearest reference cells
+   of ``t`` and the score ``#(held-out distances < its distance) / (n_t + 1)`` - one minus a
+   conformal p-value: ~uniform on 0..1 for cells of ``t``, near 1 for cells unlike ``t``.
+
+A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default alpha 0.01: about 1% of
+the cells of a type the reference has, in the same technology, are flagged). The threshold is
+applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
+Measured by benchmark 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .._constants import (
+    CELL_TYPE,
+    CONFIDENCE,
+    DEFAULT_UNKNOWN_ALPHA,
+    DEFAULT_UNKNOWN_NEIGHBORS,
+    DISTANCE,
+    REASON_FAR,
+    REASON_LOW_CONFIDENCE,
+    REASON_NO_GENES,
+    REASON_UNKNOWN,
+    TRANSFERRED_TYPE,
+    UNASSIGNED,
+    UNASSIGNED_REASON,
+    UNKNOWN,
+    UNKNOWN_SCORE,
+)
+
+DEFAULT_UNKNOWN_PCS = 30
+"""Principal components of the reference's expression in which the unknown score is measured."""
+
+_BLOCK = 4096
+
+
+@dataclass
+class UnknownCalibration:
+    """Per reference type: its cells in the scoring space and their held-out distances (sorted)."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    cells: dict
+    held_out: dict
+    k: int
+
+    def project(self, features: np.ndarray) -> np.ndarray:
+        """Standardised expression -> unit vectors in the reference's PC space."""
+        from .transfer import l2_normalise
+
+        return l2_normalise((np.asarray(features, dtype=np.float32) - self.mean) @ self.components.T)
+
+    def scores(self, features: np.ndarray, predicted) -> np.ndarray:
+        """Score of each query cell for its ``predicted`` type (NaN where the type is not calibrated)."""
+        z = self.project(features)
+        predicted = np.asarray(predicted, dtype=object)
+        out = np.full(len(z), np.nan, dtype=np.float32)
+        for t, ref in self.cells.items():
+            rows = np.flatnonzero(predicted == t)
+            if not len(rows):
+                continue
+            cal = self.held_out[t]
+            for start in range(0, len(rows), _BLOCK):
+                r = rows[start:start + _BLOCK]
+                d = _mean_knn_distance(z[r], ref, self.k)
+                out[r] = np.searchsorted(cal, d, side="left") / (len(cal) + 1.0)
+        return out
+
+
+def _mean_knn_distance(q: np.ndarray, ref: np.ndarray, k: int, skip_self: bool = False) -> np.ndarray:
+    """Mean cosine distance of each row of ``q`` to its ``k`` nearest rows of ``ref``."""
+    sim = q @ ref.T
+    kk = min(k + int(skip_self), sim.shape[1])
+    top = -np.partition(-sim, kk - 1, axis=1)[:, :kk] if kk < sim.shape[1] else sim
+    top = np.sort(top, axis=1)[:, ::-1]
+    if skip_self:
+        top = top[:, 1:]
+    if top.shape[1] == 0:
+        return np.zeros(len(q), dtype=np.float32)
+    return (1.0 - top.mean(axis=1)).astype(np.float32)
+
+
+def fit_unknown(features: np.ndarray, labels, k: int = DEFAULT_UNKNOWN_NEIGHBORS,
+                n_pcs: int = DEFAULT_UNKNOWN_PCS) -> UnknownCalibration:
+    """Calibrate the unknown score on reference cells (``features``: standardised expression)."""
+    from sklearn.decomposition import PCA
+
+    x = np.asarray(features, dtype=np.float32)
+    y = np.asarray(labels).astype(str)
+    n_pcs = max(1, min(n_pcs, x.shape[1], x.shape[0] - 1))
+    pca = PCA(n_components=n_pcs, svd_solver="full", random_state=0).fit(x)
+    cal = UnknownCalibration(pca.mean_.astype(np.float32), pca.components_.astype(np.float32), {}, {}, int(k))
+    z = cal.project(x)
+    for t in np.unique(y):
+        ref = z[y == t]
+        cal.cells[t] = ref
+        if len(ref) < 2:  # one cell: nothing to hold out; any other cell is unlike it
+            cal.held_out[t] = np.zeros(1, dtype=np.float32)
+            continue
+        held = np.concatenate([_mean_knn_distance(ref[s:s + _BLOCK], ref, k, skip_self=True)
+                               for s in range(0, len(ref), _BLOCK)])
+        cal.held_out[t] = np.sort(held)
+    return cal
+
+
+def apply_unknown(table: pd.DataFrame, alpha: float | None = DEFAULT_UNKNOWN_ALPHA,
+                  min_confidence: float = 0.0, max_distance: float | None = None) -> pd.DataFrame:
+    """Set ``cell_type`` and ``unassigned_reason`` of a transfer table from its scores, in place.
+
+    ``alpha``: cells whose ``unknown_score`` exceeds ``1 - alpha`` become ``Unknown`` (None: no
+    Unknown call); cells below ``min_confidence`` or beyond ``max_distance`` become
+    ``Unassigned``; cells without any shared gene stay ``Unassigned`` whatever the thresholds.
+    Returns the table. Moving a threshold afterwards is one call, nothing is re-computed.
+    """
+    reason = table[UNASSIGNED_REASON].astype(object).to_numpy() if UNASSIGNED_REASON in table else \
+        np.full(len(table), "", dtype=object)
+    no_genes = reason == REASON_NO_GENES
+    label = table[TRANSFERRED_TYPE].astype(object).to_numpy().copy()
+    new_reason = np.full(len(table), "", dtype=object)
+    conf = table[CONFIDENCE].to_numpy()
+    low = conf < min_confidence
+    far = table[DISTANCE].to_numpy() > max_distance if max_distance is not None else np.zeros(len(table), bool)
+    unknown = np.zeros(len(table), dtype=bool)
+    if alpha is not None and UNKNOWN_SCORE in table:
+        score = table[UNKNOWN_SCORE].to_numpy(dtype=np.float64)
+        unknown = np.nan_to_num(score, nan=0.0) > 1.0 - float(alpha)
+    new_reason[far] = REASON_FAR
+    new_reason[low] = REASON_LOW_CONFIDENCE
+    label[low | far] = UNASSIGNED
+    new_reason[unknown] = REASON_UNKNOWN
+    label[unknown] = UNKNOWN
+    label[no_genes] = UNASSIGNED
+    new_reason[no_genes] = REASON_NO_GENES
+    table[CELL_TYPE] = label
+    table[UNASSIGNED_REASON] = new_reason
+    return table
+
+
+def unknown_scores(query_counts, reference_counts, reference_labels, predicted,
+                   k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> np.ndarray:
+    """Unknown score of each query cell for its ``predicted`` type (counts of the shared panel)."""
+    from .classify import expression_features
+
+    cal = fit_unknown(expression_features(reference_counts), reference_labels, k)
+    return cal.scores(expression_features(query_counts), predicted)
+
+
+def add_unknown_score(table: pd.DataFrame, query_counts, reference_counts, reference_labels, options=None) -> None:
+    """Add ``unknown_score`` and ``unassigned_reason`` to a kNN table, in place, without
+    changing a label (the ``knn`` method keeps the paper's labels; :func:`apply_unknown` can
+    turn the score into Unknown calls afterwards)."""
+    k = DEFAULT_UNKNOWN_NEIGHBORS if options is None else options.unknown_neighbors
+    table[UNKNOWN_SCORE] = unknown_scores(query_counts, reference_counts, reference_labels,
+                                          table[TRANSFERRED_TYPE].to_numpy(), k)
+    if options is None:
+        apply_unknown(table, None)
+    else:
+        apply_unknown(table, None, options.min_confidence, options.max_distance)
