@@ -328,9 +328,10 @@ a rare type (dendritic cells, platelets) is not ignored."""
 DEFAULT_EXPRESSION_WEIGHT = 0.6
 """Weight of the expression model in the ensemble's averaged probabilities."""
 
-DEFAULT_UNKNOWN_ALPHA = 0.01
-"""Per-type conformal level of the Unknown call: a cell is ``Unknown`` when fewer than this share
-of the reference cells of its predicted type (held out) lie as far from their type as it does."""
+DEFAULT_UNKNOWN_ALPHA = 0.05
+"""Level of the Unknown call: a cell is ``Unknown`` when its ``unknown_score`` (the mean of two
+per-type conformal scores, core/unknown.py) exceeds ``1 - alpha``. Chosen on benchmark 4 of
+benchmarks/quality_transfer.py (docs/quality.md)."""
 
 DEFAULT_UNKNOWN_NEIGHBORS = 10
 """Reference cells of the predicted type whose mean distance makes the unknown score."""

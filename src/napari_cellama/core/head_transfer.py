@@ -47,6 +47,9 @@ class CellSet:
     def per_cell(self, values: np.ndarray) -> np.ndarray:
         return values if self.sentence_codes is None else values[self.sentence_codes]
 
+    def per_cell_embeddings(self) -> np.ndarray:
+        return self.per_cell(self.embeddings)
+
 
 def _nearest(query: np.ndarray, reference: np.ndarray):
     from .transfer import cosine_knn
@@ -57,8 +60,8 @@ def _nearest(query: np.ndarray, reference: np.ndarray):
 
 def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOptions | None = None) -> Iterator:
     """Generator: yields ``(stage, done, total)``, returns the per-cell table (see module doc)."""
-    from .classify import expression_features, fit_heads, log_normalise
-    from .unknown import apply_unknown, fit_unknown
+    from .classify import fit_heads, log_normalise
+    from .unknown import apply_unknown, unknown_scores
 
     options = options or TransferOptions()
     yield (STAGE_CLASSIFY, 0, 4)
@@ -79,9 +82,9 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     near, dist = _nearest(query.embeddings, reference.embeddings)
     ref_ids = np.asarray(reference.index)
     yield (STAGE_CLASSIFY, 3, 4)
-    ref_std = expression_features(ref_expr)
-    cal = fit_unknown(ref_std, reference.labels, options.unknown_neighbors)
-    score = cal.scores(expression_features(query_expr), cats[best])
+    score = unknown_scores(CellSet(query.embeddings, query_expr, query.index, sentence_codes=query.sentence_codes),
+                           CellSet(reference.embeddings, ref_expr, reference.index, reference.labels),
+                           cats[best], options.unknown_neighbors)
     table = pd.DataFrame(
         {
             TRANSFERRED_TYPE: cats[best],

@@ -1,26 +1,27 @@
 """Unknown scores: does a query cell look like the reference cells of the type it was given?
 
-A classifier always names one of the reference's types, with a high probability even for a
-cell of a type the reference lacks (NK cells become CD8 T when NK is left out), and the
-distance to the single nearest reference cell is ordinary for such cells (a bone-marrow
-erythroblast's sentence lies as close to a B cell's as B cells lie to each other). What
-separates them is the distance to the *predicted type* measured against that type's own
-spread, type by type:
+A classifier always names one of the reference's types, often with a high probability even
+for a cell of a type the reference lacks (NK cells become CD8 T when NK is left out: the
+probability ranks "type missing" with an AUROC of 0.2-0.3 there), and the distance to the single
+nearest reference cell is ordinary for such cells. The score here measures the distance to the
+*predicted type* against that type's own spread, type by type, in two spaces:
 
-1. space: the reference's log-normalised, standardised expression projected on its first
-   ``n_pcs`` principal components (the query is standardised with its own gene means and
-   deviations, see :func:`~.classify.expression_features`, then projected on the same axes),
-   cosine distance;
-2. per reference type ``t``, every reference cell of ``t`` is held out in turn and its mean
-   distance to its ``k`` nearest other cells of ``t`` is recorded (the calibration set);
-3. a query cell predicted ``t`` gets the mean distance to its ``k`` nearest reference cells
-   of ``t`` and the score ``#(held-out distances < its distance) / (n_t + 1)`` - one minus a
-   conformal p-value: ~uniform on 0..1 for cells of ``t``, near 1 for cells unlike ``t``.
+* expression: the reference's log-normalised, standardised expression on its first 30
+  principal components (the query is standardised with its own gene means and deviations, see
+  :func:`~.classify.expression_features`, and projected on the same axes), cosine distance;
+* sentence embeddings, cosine distance.
 
-A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default alpha 0.01: about 1% of
-the cells of a type the reference has, in the same technology, are flagged). The threshold is
+In each space, every reference cell of type ``t`` is held out in turn and its mean distance to
+its ``k`` nearest other cells of ``t`` is recorded (the calibration set); a query cell predicted
+``t`` gets its mean distance to its ``k`` nearest reference cells of ``t`` and the conformal
+score ``#(held-out distances < its distance) / (n_t + 1)`` (about uniform on 0..1 for cells of
+``t``, near 1 for cells unlike ``t``). ``unknown_score`` is the mean of the two spaces' scores.
+
+A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
-Measured by benchmark 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md).
+Measured by benchmark 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): it ranks a
+missing B or monocyte population well, a missing NK or CD8 T population (whose nearest type is
+a close relative) poorly.
 """
 
 from __future__ import annotations
@@ -54,14 +55,51 @@ _BLOCK = 4096
 
 
 @dataclass
-class UnknownCalibration:
-    """Per reference type: its cells in the scoring space and their held-out distances (sorted)."""
+class TypeDistances:
+    """Per reference type: its cells (unit rows) and their held-out distances (sorted)."""
 
-    mean: np.ndarray
-    components: np.ndarray
     cells: dict
     held_out: dict
     k: int
+
+    def scores(self, z: np.ndarray, predicted) -> np.ndarray:
+        """Conformal score of each row of ``z`` (unit rows) for its ``predicted`` type (NaN: not a type)."""
+        predicted = np.asarray(predicted, dtype=object)
+        out = np.full(len(z), np.nan, dtype=np.float32)
+        for t, ref in self.cells.items():
+            rows = np.flatnonzero(predicted == t)
+            cal = self.held_out[t]
+            for start in range(0, len(rows), _BLOCK):
+                r = rows[start:start + _BLOCK]
+                d = _mean_knn_distance(z[r], ref, self.k)
+                out[r] = np.searchsorted(cal, d, side="left") / (len(cal) + 1.0)
+        return out
+
+
+def fit_type_distances(z: np.ndarray, labels, k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> TypeDistances:
+    """Calibrate on reference rows ``z`` (unit length): each cell held out from its own type."""
+    y = np.asarray(labels).astype(str)
+    out = TypeDistances({}, {}, int(k))
+    for t in np.unique(y):
+        ref = np.ascontiguousarray(z[y == t], dtype=np.float32)
+        out.cells[t] = ref
+        if len(ref) < 2:  # one cell: nothing to hold out; any other cell is unlike it
+            out.held_out[t] = np.zeros(1, dtype=np.float32)
+            continue
+        held = np.concatenate([_mean_knn_distance(ref[s:s + _BLOCK], ref, k, skip_self=True)
+                               for s in range(0, len(ref), _BLOCK)])
+        out.held_out[t] = np.sort(held)
+    return out
+
+
+@dataclass
+class UnknownCalibration:
+    """The two calibrated spaces of the unknown score: expression PCs and sentence embeddings."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    expression: TypeDistances
+    embedding: TypeDistances
 
     def project(self, features: np.ndarray) -> np.ndarray:
         """Standardised expression -> unit vectors in the reference's PC space."""
@@ -69,21 +107,13 @@ class UnknownCalibration:
 
         return l2_normalise((np.asarray(features, dtype=np.float32) - self.mean) @ self.components.T)
 
-    def scores(self, features: np.ndarray, predicted) -> np.ndarray:
-        """Score of each query cell for its ``predicted`` type (NaN where the type is not calibrated)."""
-        z = self.project(features)
-        predicted = np.asarray(predicted, dtype=object)
-        out = np.full(len(z), np.nan, dtype=np.float32)
-        for t, ref in self.cells.items():
-            rows = np.flatnonzero(predicted == t)
-            if not len(rows):
-                continue
-            cal = self.held_out[t]
-            for start in range(0, len(rows), _BLOCK):
-                r = rows[start:start + _BLOCK]
-                d = _mean_knn_distance(z[r], ref, self.k)
-                out[r] = np.searchsorted(cal, d, side="left") / (len(cal) + 1.0)
-        return out
+    def scores(self, features: np.ndarray, embeddings: np.ndarray, predicted) -> np.ndarray:
+        """Mean of the expression and the embedding conformal scores of each query cell."""
+        from .transfer import l2_normalise
+
+        a = self.expression.scores(self.project(features), predicted)
+        b = self.embedding.scores(l2_normalise(embeddings), predicted)
+        return ((a + b) / 2).astype(np.float32)
 
 
 def _mean_knn_distance(q: np.ndarray, ref: np.ndarray, k: int, skip_self: bool = False) -> np.ndarray:
@@ -99,26 +129,21 @@ def _mean_knn_distance(q: np.ndarray, ref: np.ndarray, k: int, skip_self: bool =
     return (1.0 - top.mean(axis=1)).astype(np.float32)
 
 
-def fit_unknown(features: np.ndarray, labels, k: int = DEFAULT_UNKNOWN_NEIGHBORS,
-                n_pcs: int = DEFAULT_UNKNOWN_PCS) -> UnknownCalibration:
-    """Calibrate the unknown score on reference cells (``features``: standardised expression)."""
+def fit_unknown(features: np.ndarray, embeddings: np.ndarray, labels,
+                k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> UnknownCalibration:
+    """Calibrate the unknown score on reference cells (``features``: standardised expression,
+    ``embeddings``: their sentence embeddings)."""
     from sklearn.decomposition import PCA
 
+    from .transfer import l2_normalise
+
     x = np.asarray(features, dtype=np.float32)
-    y = np.asarray(labels).astype(str)
-    n_pcs = max(1, min(n_pcs, x.shape[1], x.shape[0] - 1))
+    n_pcs = max(1, min(DEFAULT_UNKNOWN_PCS, x.shape[1], x.shape[0] - 1))
     pca = PCA(n_components=n_pcs, svd_solver="full", random_state=0).fit(x)
-    cal = UnknownCalibration(pca.mean_.astype(np.float32), pca.components_.astype(np.float32), {}, {}, int(k))
-    z = cal.project(x)
-    for t in np.unique(y):
-        ref = z[y == t]
-        cal.cells[t] = ref
-        if len(ref) < 2:  # one cell: nothing to hold out; any other cell is unlike it
-            cal.held_out[t] = np.zeros(1, dtype=np.float32)
-            continue
-        held = np.concatenate([_mean_knn_distance(ref[s:s + _BLOCK], ref, k, skip_self=True)
-                               for s in range(0, len(ref), _BLOCK)])
-        cal.held_out[t] = np.sort(held)
+    mean, comp = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+    cal = UnknownCalibration(mean, comp, None, None)
+    cal.expression = fit_type_distances(cal.project(x), labels, k)
+    cal.embedding = fit_type_distances(l2_normalise(embeddings), labels, k)
     return cal
 
 
@@ -155,22 +180,21 @@ def apply_unknown(table: pd.DataFrame, alpha: float | None = DEFAULT_UNKNOWN_ALP
     return table
 
 
-def unknown_scores(query_counts, reference_counts, reference_labels, predicted,
-                   k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> np.ndarray:
-    """Unknown score of each query cell for its ``predicted`` type (counts of the shared panel)."""
+def unknown_scores(query, reference, predicted, k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> np.ndarray:
+    """Unknown score of each query cell for its ``predicted`` type; ``query`` and ``reference``
+    are :class:`~.head_transfer.CellSet` s (shared-panel counts, embeddings; reference labels)."""
     from .classify import expression_features
 
-    cal = fit_unknown(expression_features(reference_counts), reference_labels, k)
-    return cal.scores(expression_features(query_counts), predicted)
+    cal = fit_unknown(expression_features(reference.counts), reference.embeddings, reference.labels, k)
+    return cal.scores(expression_features(query.counts), query.per_cell_embeddings(), predicted)
 
 
-def add_unknown_score(table: pd.DataFrame, query_counts, reference_counts, reference_labels, options=None) -> None:
+def add_unknown_score(table: pd.DataFrame, query, reference, options=None) -> None:
     """Add ``unknown_score`` and ``unassigned_reason`` to a kNN table, in place, without
     changing a label (the ``knn`` method keeps the paper's labels; :func:`apply_unknown` can
     turn the score into Unknown calls afterwards)."""
     k = DEFAULT_UNKNOWN_NEIGHBORS if options is None else options.unknown_neighbors
-    table[UNKNOWN_SCORE] = unknown_scores(query_counts, reference_counts, reference_labels,
-                                          table[TRANSFERRED_TYPE].to_numpy(), k)
+    table[UNKNOWN_SCORE] = unknown_scores(query, reference, table[TRANSFERRED_TYPE].to_numpy(), k)
     if options is None:
         apply_unknown(table, None)
     else:
