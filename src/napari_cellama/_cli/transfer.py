@@ -10,8 +10,13 @@ from .._constants import (
     DEFAULT_EMBED_MODE,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
+    DEFAULT_TRANSFER_METHOD,
+    DEFAULT_UNKNOWN_ALPHA,
     EMBED_MODES,
     TRANSFER_COLUMNS,
+    TRANSFER_METHODS,
+    UNASSIGNED_REASON,
+    UNKNOWN_SCORE,
 )
 from ._common import StderrProgress, write_atomic
 
@@ -26,8 +31,19 @@ def add_arguments(p) -> None:
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"genes per sentence (default {DEFAULT_TOP_K})")
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
                    help="sentence-transformers model name or folder (default: offline all-MiniLM-L6-v2)")
+    p.add_argument("--method", default=DEFAULT_TRANSFER_METHOD, choices=list(TRANSFER_METHODS),
+                   help=f"how labels are chosen: ensemble (embedding head + expression model, default), head "
+                        f"(embedding head only) or knn (the paper's cosine kNN vote; no Unknown call) "
+                        f"(default {DEFAULT_TRANSFER_METHOD}; see docs/quality.md)")
     p.add_argument("--neighbors", type=int, default=DEFAULT_N_NEIGHBORS, metavar="K",
-                   help=f"reference neighbours that vote (default {DEFAULT_N_NEIGHBORS}; 1 = the paper)")
+                   help=f"reference neighbours that vote with --method knn (default {DEFAULT_N_NEIGHBORS}; 1 = the paper)")
+    p.add_argument("--unknown-alpha", type=float, default=DEFAULT_UNKNOWN_ALPHA, metavar="A",
+                   help=f"cells whose unknown_score exceeds 1 - A become Unknown (type missing from the "
+                        f"reference; default {DEFAULT_UNKNOWN_ALPHA}; 0 turns the Unknown call off)")
+    p.add_argument("--fit-report", default=None, metavar="FIT.csv",
+                   help="also write the reference fit report per query cluster (the Xenium run's graph "
+                        "clusters, else Leiden on expression): size, Unknown and low-confidence shares, "
+                        "dominant label, top markers, possibly missing types")
     p.add_argument("--metadata", nargs="+", default=None, metavar="COL", help="obs columns appended to sentences")
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="cells below this vote share become Unassigned (default 0)")
@@ -65,10 +81,17 @@ def run(args) -> None:
 
     from ..io.export import check_destination
 
+    from ..core.transfer_options import TransferOptions
+
     check_fraction(args.min_confidence, "--min-confidence")
     if args.max_distance is not None:
         check_fraction(args.max_distance, "--max-distance", upper=2.0)
+    check_fraction(args.unknown_alpha, "--unknown-alpha")
+    options = TransferOptions.from_args(args)
     out = check_destination(args.out, "output CSV", sources=[args.query, args.reference])
+    fit_out = None
+    if args.fit_report:
+        fit_out = check_destination(args.fit_report, "fit report CSV", sources=[args.query, args.reference])
     check_file(args.reference, "reference", suffixes=(".h5ad",))
     check_file(args.query, "query")
     exports = _check_exports(args)
@@ -87,23 +110,56 @@ def run(args) -> None:
     print(f"query: {query.n_obs} cells x {query.n_vars} genes; reference: {reference.n_obs} cells", file=sys.stderr)
     progress = StderrProgress()
     try:
-        result = run_transfer(
-            query, reference, args.label_key, top_k=args.top_k, k=args.neighbors, metadata=args.metadata,
-            embedder=embedder, min_confidence=args.min_confidence, max_distance=args.max_distance,
-            callback=progress,
-            max_per_type=args.max_per_type,
-        )
+        result = run_transfer(query, reference, args.label_key, embedder=embedder, options=options,
+                              callback=progress)
     finally:
         progress.close()
         if args.dask_scheduler:
             embedder.close()
     print(result.panel.summary(), file=sys.stderr)
     _print_embedding_stats(result.params)
-    table = result.table.loc[:, list(TRANSFER_COLUMNS)]
+    columns = list(TRANSFER_COLUMNS) + [c for c in (UNKNOWN_SCORE, UNASSIGNED_REASON) if c in result.table]
+    table = result.table.loc[:, columns]
     table.index.name = CELL_ID
     write_atomic(out, lambda tmp: table.to_csv(tmp, float_format="%.6g"))
-    print(f"wrote {len(table)} cells to {out} (model {embedder.model_id}, {embedder.mode} mode)", file=sys.stderr)
+    print(f"wrote {len(table)} cells to {out} (method {options.method}; model {embedder.model_id}, "
+          f"{embedder.mode} mode)", file=sys.stderr)
+    _print_label_summary(result.table)
+    if fit_out is not None:
+        report = _fit_report(args, result, query)
+        print(report.summary(), file=sys.stderr)
+        write_atomic(fit_out, lambda tmp: report.table.to_csv(tmp, index=False, float_format="%.4g"))
+        print(f"wrote the fit report of {len(report.table)} query clusters to {fit_out}", file=sys.stderr)
     _write_exports(args, exports, result, query)
+
+
+def _print_label_summary(table) -> None:
+    """How many cells got a reference label, how many are Unknown / Unassigned and why."""
+    from .._constants import CELL_TYPE, UNASSIGNED, UNKNOWN
+
+    n = len(table)
+    unknown = int((table[CELL_TYPE] == UNKNOWN).sum())
+    unassigned = int((table[CELL_TYPE] == UNASSIGNED).sum())
+    parts = [f"{n - unknown - unassigned} of {n} cells with a reference label",
+             f"{unknown} Unknown ({unknown / max(n, 1):.1%}; type possibly missing from the reference)"]
+    if UNASSIGNED_REASON in table:
+        for reason, count in table.loc[table[CELL_TYPE] == UNASSIGNED, UNASSIGNED_REASON].value_counts().items():
+            parts.append(f"{count} Unassigned ({reason or 'threshold'})")
+    print("labels: " + "; ".join(parts), file=sys.stderr)
+
+
+def _fit_report(args, result, query):
+    """The reference fit report over the Xenium run's graph clusters, else Leiden on expression."""
+    from ..core.fit_report import reference_fit_report
+    from ..io import xenium_root
+    from ..io.xenium import read_xenium_clusters
+
+    root = xenium_root(args.query)
+    clusters = read_xenium_clusters(root) if root is not None else None
+    source = None
+    if clusters is not None:
+        source = "the Xenium run's graph clusters (analysis/clustering/gene_expression_graphclust)"
+    return reference_fit_report(result.table, query, clusters, cluster_source=source)
 
 
 def _check_exports(args) -> dict:

@@ -8,6 +8,7 @@ from ._progress import Progress, run
 from .annotation import Annotation, Edit, palette_color, to_hex, to_rgba
 from .cache import EmbeddingCache
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
+from .fit_report import FitReport, reference_fit_report
 from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record
 from .niche import (
     NicheResult,
@@ -45,6 +46,8 @@ from .sentences import (
     top_genes,
 )
 from .subsample import subsample_reference
+from .transfer_options import TransferOptions
+from .unknown import apply_unknown
 from .transfer import (
     apply_threshold,
     cosine_knn,
@@ -60,6 +63,7 @@ __all__ = [
     "Embedder",
     "EmbeddingCache",
     "FinetuneLog",
+    "FitReport",
     "FinetuneResult",
     "MarkerSet",
     "ModelNotFoundError",
@@ -68,10 +72,12 @@ __all__ = [
     "Progress",
     "PrototypeResult",
     "SpatialNeighbors",
+    "TransferOptions",
     "TransferResult",
     "adata_sentences",
     "annotate_by_prototypes",
     "apply_threshold",
+    "apply_unknown",
     "cell_sentences",
     "cluster_embeddings",
     "cosine_knn",
@@ -100,6 +106,7 @@ __all__ = [
     "read_finetune_record",
     "read_markers",
     "recluster",
+    "reference_fit_report",
     "resolve_device",
     "restrict_markers",
     "run",

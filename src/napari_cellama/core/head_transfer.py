@@ -51,10 +51,10 @@ class CellSet:
         return self.per_cell(self.embeddings)
 
 
-def _nearest(query: np.ndarray, reference: np.ndarray):
-    from .transfer import cosine_knn
+def _iter_nearest(query: np.ndarray, reference: np.ndarray):
+    from .transfer import iter_cosine_knn
 
-    idx, sim = cosine_knn(query, reference, 1)
+    idx, sim = yield from iter_cosine_knn(query, reference, 1)
     return idx[:, 0], np.clip(1.0 - sim[:, 0], 0.0, 2.0).astype(np.float32)
 
 
@@ -79,7 +79,7 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     best = order[:, 0]
     conf = proba[np.arange(len(proba)), best].astype(np.float32)
     runner = cats[order[:, 1]] if proba.shape[1] > 1 else np.full(len(proba), "", dtype=object)
-    near, dist = _nearest(query.embeddings, reference.embeddings)
+    near, dist = yield from _iter_nearest(query.embeddings, reference.embeddings)
     ref_ids = np.asarray(reference.index)
     yield (STAGE_CLASSIFY, 3, 4)
     score = unknown_scores(CellSet(query.embeddings, query_expr, query.index, sentence_codes=query.sentence_codes),
