@@ -87,7 +87,7 @@ def leiden_clusters(counts, resolution: float = 1.0, seed: int = DEFAULT_RANDOM_
     return pd.Categorical(a.obs["leiden"].astype(str))
 
 
-def cluster_markers(counts, genes, clusters, n_markers: int = DEFAULT_FIT_REPORT_MARKERS) -> dict:
+def cluster_markers(counts, genes, clusters, *, n_markers: int = DEFAULT_FIT_REPORT_MARKERS) -> dict:
     """Top ``n_markers`` genes per cluster (mean log-normalised expression in minus out)."""
     from .classify import log_normalise
 
@@ -132,7 +132,7 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
     keep = labels.notna().to_numpy()
     cells, labels = cells[keep], labels[keep]
     rows = query.obs_names.get_indexer(cells)
-    markers = cluster_markers(query.X[rows], query.var_names, labels.to_numpy(), n_markers)
+    markers = cluster_markers(query.X[rows], query.var_names, labels.to_numpy(), n_markers=n_markers)
     t = table.loc[cells]
     df = pd.DataFrame({
         FIT_CLUSTER: labels.to_numpy(),

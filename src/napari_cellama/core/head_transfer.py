@@ -84,7 +84,7 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     yield (STAGE_CLASSIFY, 3, 4)
     score = unknown_scores(CellSet(query.embeddings, query_expr, query.index, sentence_codes=query.sentence_codes),
                            CellSet(reference.embeddings, ref_expr, reference.index, reference.labels),
-                           cats[best], options.unknown_neighbors)
+                           cats[best], k=options.unknown_neighbors)
     table = pd.DataFrame(
         {
             TRANSFERRED_TYPE: cats[best],
@@ -98,6 +98,6 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
         index=pd.Index(query.index),
     )
     apply_unknown(table, options.unknown_alpha if options.calls_unknown else None,
-                  options.min_confidence, options.max_distance)
+                  min_confidence=options.min_confidence, max_distance=options.max_distance)
     yield (STAGE_CLASSIFY, 4, 4)
     return table

@@ -123,7 +123,7 @@ def iter_transfer(
             table = table.iloc[codes]
         table.index = pd.Index(q.obs_names)
         add_unknown_score(table, CellSet(query_emb, q.X, q.obs_names),
-                          CellSet(ref_emb, r.X, r.obs_names, labels=labels.to_numpy()), options)
+                          CellSet(ref_emb, r.X, r.obs_names, labels=labels.to_numpy()), options=options)
     else:
         table = yield from iter_head_transfer(
             CellSet(query_emb[first], q.X, q.obs_names, sentence_codes=codes),

@@ -129,7 +129,7 @@ def _mean_knn_distance(q: np.ndarray, ref: np.ndarray, k: int, skip_self: bool =
     return (1.0 - top.mean(axis=1)).astype(np.float32)
 
 
-def fit_unknown(features: np.ndarray, embeddings: np.ndarray, labels,
+def fit_unknown(features: np.ndarray, embeddings: np.ndarray, labels, *,
                 k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> UnknownCalibration:
     """Calibrate the unknown score on reference cells (``features``: standardised expression,
     ``embeddings``: their sentence embeddings)."""
@@ -147,7 +147,7 @@ def fit_unknown(features: np.ndarray, embeddings: np.ndarray, labels,
     return cal
 
 
-def apply_unknown(table: pd.DataFrame, alpha: float | None = DEFAULT_UNKNOWN_ALPHA,
+def apply_unknown(table: pd.DataFrame, alpha: float | None = DEFAULT_UNKNOWN_ALPHA, *,
                   min_confidence: float = 0.0, max_distance: float | None = None) -> pd.DataFrame:
     """Set ``cell_type`` and ``unassigned_reason`` of a transfer table from its scores, in place.
 
@@ -180,22 +180,22 @@ def apply_unknown(table: pd.DataFrame, alpha: float | None = DEFAULT_UNKNOWN_ALP
     return table
 
 
-def unknown_scores(query, reference, predicted, k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> np.ndarray:
+def unknown_scores(query, reference, predicted, *, k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> np.ndarray:
     """Unknown score of each query cell for its ``predicted`` type; ``query`` and ``reference``
     are :class:`~.head_transfer.CellSet` s (shared-panel counts, embeddings; reference labels)."""
     from .classify import expression_features
 
-    cal = fit_unknown(expression_features(reference.counts), reference.embeddings, reference.labels, k)
+    cal = fit_unknown(expression_features(reference.counts), reference.embeddings, reference.labels, k=k)
     return cal.scores(expression_features(query.counts), query.per_cell_embeddings(), predicted)
 
 
-def add_unknown_score(table: pd.DataFrame, query, reference, options=None) -> None:
+def add_unknown_score(table: pd.DataFrame, query, reference, *, options=None) -> None:
     """Add ``unknown_score`` and ``unassigned_reason`` to a kNN table, in place, without
     changing a label (the ``knn`` method keeps the paper's labels; :func:`apply_unknown` can
     turn the score into Unknown calls afterwards)."""
     k = DEFAULT_UNKNOWN_NEIGHBORS if options is None else options.unknown_neighbors
-    table[UNKNOWN_SCORE] = unknown_scores(query, reference, table[TRANSFERRED_TYPE].to_numpy(), k)
+    table[UNKNOWN_SCORE] = unknown_scores(query, reference, table[TRANSFERRED_TYPE].to_numpy(), k=k)
     if options is None:
         apply_unknown(table, None)
     else:
-        apply_unknown(table, None, options.min_confidence, options.max_distance)
+        apply_unknown(table, None, min_confidence=options.min_confidence, max_distance=options.max_distance)
