@@ -73,7 +73,7 @@ def main() -> int:
     Q.embed(settings, Embedder(cache=True))
     scores: dict = {}
     for s in settings:
-        for seed, (cats, y, P) in candidate_probabilities(s).items():
+        for cats, y, P in candidate_probabilities(s).values():
             for name, fn in combos().items():
                 pred = cats[fn(P).argmax(1)]
                 scores.setdefault(name, {}).setdefault(s.name, []).append(

@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 QUERY = Path("/work/shared/data/xenium_bone_marrow")
 REFERENCE = Path("/work/shared/data/references/pbmc3k/pbmc3k.h5ad")

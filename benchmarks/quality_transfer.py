@@ -134,7 +134,8 @@ def print_tables(results: dict) -> None:
         print("|---" * (5 + len(ALPHAS)) + "|")
         for drop in DROPS + ("mean",):
             sel = rows if drop == "mean" else [r for r in rows if r["dropped"] == drop]
-            f = lambda k: np.mean([r[k] for r in sel])  # noqa: E731
+            def f(k, sel=sel):
+                return np.mean([r[k] for r in sel])
             print(f"| {drop} | {f('auroc_unknown_score'):.3f} | {f('auroc_1_minus_confidence'):.3f} | "
                   f"{f('missing_unknown_default'):.2f} | {f('present_unknown_default'):.3f} | "
                   + " | ".join(f"{f(f'missing_unknown@{a}'):.2f} / {f(f'present_unknown@{a}'):.3f}" for a in ALPHAS) + " |")

@@ -162,3 +162,15 @@ def test_transfer_options_are_checked():
     assert o.metadata == ("phase",) and o.to_dict()["metadata"] == ["phase"]
     assert not TransferOptions(method="knn").calls_unknown
     assert pd.Series(o.to_dict()).index.is_unique
+
+
+def test_annotation_and_exports_show_unknown_cells():
+    from napari_cellama.core import Annotation
+
+    t = pd.DataFrame({"transferred_type": ["B", "NK", "B"], "confidence": [0.9, 0.8, 0.3],
+                      "distance": [0.1, 0.1, 0.1], "runner_up": ["", "", ""], UNKNOWN_SCORE: [0.2, 0.99, 0.5],
+                      UNASSIGNED_REASON: ["", REASON_UNKNOWN, ""]}, index=pd.Index(["a", "b", "c"], name="cell_id"))
+    a = Annotation(t)
+    assert a.cell_type.tolist() == ["B", UNKNOWN, "B"]
+    a.set_threshold(0.5)
+    assert a.cell_type.tolist() == ["B", UNKNOWN, UNASSIGNED]

@@ -75,13 +75,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> None:
     from ..core import Embedder, run_transfer
-    from ..io import read_query, read_reference
-
-    from ..validators import check_file, check_fraction
-
-    from ..io.export import check_destination
-
     from ..core.transfer_options import TransferOptions
+    from ..io import read_query, read_reference
+    from ..io.export import check_destination
+    from ..validators import check_file, check_fraction
 
     check_fraction(args.min_confidence, "--min-confidence")
     if args.max_distance is not None:

@@ -56,7 +56,7 @@ class FitReport:
         lines = [f"reference fit per query cluster ({self.cluster_source}; low confidence < {self.low_confidence:g}):",
                  f"{'cluster':>8} {'cells':>7} {'Unknown':>8} {'low conf':>8}  dominant label (share)  top markers"]
         for _, r in t.head(max_rows).iterrows():
-            lines.append(f"{str(r['cluster']):>8} {int(r['n_cells']):>7} {r['share_unknown']:>8.1%} "
+            lines.append(f"{r['cluster']!s:>8} {int(r['n_cells']):>7} {r['share_unknown']:>8.1%} "
                          f"{r['share_low_confidence']:>8.1%}  {r['dominant_label']} ({r['dominant_share']:.0%})  "
                          f"{r['top_markers']}")
         if len(t) > max_rows:

@@ -14,8 +14,8 @@ from .._constants import (
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
     EMBED_CACHE,
-    METHOD_KNN,
     EMBED_MODE,
+    METHOD_KNN,
     SENTENCE,
     STAGE_EMBED_QUERY,
     STAGE_EMBED_REFERENCE,
@@ -30,9 +30,9 @@ from ..validators import (
 )
 from ._progress import run
 from .embed import Embedder
+from .head_transfer import CellSet, iter_head_transfer
 from .panel import PanelReport, shared_panel
 from .sentences import iter_cell_sentences
-from .head_transfer import CellSet, iter_head_transfer
 from .transfer import iter_knn_transfer, unassign_cells
 from .transfer_options import TransferOptions
 from .unknown import add_unknown_score
