@@ -17,7 +17,9 @@ and ``log1p``-transformed (:func:`log_normalise`; input that is not integer-valu
 as log-normalised already). :func:`expression_features` additionally standardises each gene
 within its dataset; the unknown score (:mod:`.unknown`) works in that space.
 
-Everything is deterministic: ``lbfgs`` logistic regression with a fixed ``random_state``.
+Everything is deterministic: ``lbfgs`` logistic regression with a fixed ``random_state``, fitted
+with one BLAS thread (with several, the summation order - and for the weakly penalised
+embedding head a few labels - depend on the thread count).
 """
 
 from __future__ import annotations
@@ -140,10 +142,12 @@ def fit_heads(
             f"the reference has a single label ({cats[0] if len(cats) else 'none'}); a classifier needs "
             "at least two - use --method knn or a reference with several cell types"
         )
-    emb_head = _logreg(c, seed, balanced).fit(_unit(embeddings), y)
-    expr_head = None
-    if method == METHOD_ENSEMBLE:
-        expr_head = _logreg(expression_c, seed, False).fit(expression, y)
-    elif method != METHOD_HEAD:
+    if method not in (METHOD_ENSEMBLE, METHOD_HEAD):
         raise ValueError(f"unknown classifier method {method!r}")
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: the weakly penalised fit then gives the same labels whatever the core count
+    with threadpool_limits(1):
+        emb_head = _logreg(c, seed, balanced).fit(_unit(embeddings), y)
+        expr_head = _logreg(expression_c, seed, False).fit(expression, y) if method == METHOD_ENSEMBLE else None
     return HeadModel(cats, emb_head, expr_head, float(expression_weight))
