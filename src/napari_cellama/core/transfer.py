@@ -219,17 +219,17 @@ def apply_threshold(table: pd.DataFrame, min_confidence: float = 0.0, max_distan
     """``transferred_type``, with ``Unassigned`` where confidence or distance fails the threshold.
 
     Cells a transfer called ``Unknown`` (``unassigned_reason`` ``unknown type``; move that call
-    with :func:`napari_cellama.core.apply_unknown`) stay ``Unknown``; cells without any shared
-    gene (reason ``no shared gene``) stay ``Unassigned``."""
+    with :func:`napari_cellama.core.apply_unknown`) stay ``Unknown`` unless they fail these
+    thresholds; cells without any shared gene (reason ``no shared gene``) stay ``Unassigned``."""
     label = table[TRANSFERRED_TYPE].astype(object).copy()
     bad = table[CONFIDENCE].to_numpy() < min_confidence
     if max_distance is not None:
         bad |= table[DISTANCE].to_numpy() > max_distance
-    label[bad] = UNASSIGNED
     if UNASSIGNED_REASON in table:
         reason = table[UNASSIGNED_REASON].astype(object).to_numpy()
-        label[reason == REASON_UNKNOWN] = UNKNOWN
-        label[reason == REASON_NO_GENES] = UNASSIGNED
+        label[(reason == REASON_UNKNOWN) & ~bad] = UNKNOWN
+        bad |= reason == REASON_NO_GENES
+    label[bad] = UNASSIGNED
     return label
 
 

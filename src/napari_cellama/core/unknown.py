@@ -153,7 +153,8 @@ def apply_unknown(table: pd.DataFrame, alpha: float | None = DEFAULT_UNKNOWN_ALP
 
     ``alpha``: cells whose ``unknown_score`` exceeds ``1 - alpha`` become ``Unknown`` (None: no
     Unknown call); cells below ``min_confidence`` or beyond ``max_distance`` become
-    ``Unassigned``; cells without any shared gene stay ``Unassigned`` whatever the thresholds.
+    ``Unassigned`` (before the Unknown call: a threshold always wins); cells without any shared
+    gene stay ``Unassigned`` whatever the thresholds.
     Returns the table. Moving a threshold afterwards is one call, nothing is re-computed.
     """
     reason = table[UNASSIGNED_REASON].astype(object).to_numpy() if UNASSIGNED_REASON in table else \
@@ -168,6 +169,7 @@ def apply_unknown(table: pd.DataFrame, alpha: float | None = DEFAULT_UNKNOWN_ALP
     if alpha is not None and UNKNOWN_SCORE in table:
         score = table[UNKNOWN_SCORE].to_numpy(dtype=np.float64)
         unknown = np.nan_to_num(score, nan=0.0) > 1.0 - float(alpha)
+    unknown &= ~(low | far)  # a cell below the thresholds is Unassigned, whatever its score
     new_reason[far] = REASON_FAR
     new_reason[low] = REASON_LOW_CONFIDENCE
     label[low | far] = UNASSIGNED
