@@ -15,7 +15,7 @@ from napari_cellama.cli import main
 from napari_cellama.io import expression_for_sentences
 
 CROP = Path(__file__).resolve().parents[2] / "shared" / "data" / "xenium_bone_marrow_crop"
-COLUMNS = ["cell_id", "cell_type", "confidence", "distance", "runner_up"]
+COLUMNS = ["cell_id", "cell_type", "confidence", "distance", "runner_up", "unknown_score", "unassigned_reason"]
 
 
 def _cli(*args):

@@ -355,3 +355,65 @@ STAGE_VALIDATE = "validation"
 STAGE_SAVE_MODEL = "saving model"
 STAGE_EMBED_PROTOTYPES = "embedding prototypes"
 STAGE_PROTOTYPES = "nearest prototype"
+
+# --------------------------------------------------------------------------- transfer methods, unknowns (issue 14)
+METHOD_KNN = "knn"
+METHOD_HEAD = "head"
+METHOD_ENSEMBLE = "ensemble"
+TRANSFER_METHODS = (METHOD_ENSEMBLE, METHOD_HEAD, METHOD_KNN)
+"""``ensemble``: average of a logistic-regression head on the sentence embeddings and a logistic
+regression on the shared panel's expression; ``head``: the embedding head alone; ``knn``: the
+paper's cosine kNN vote (labels exactly as before issue 14)."""
+
+DEFAULT_TRANSFER_METHOD = METHOD_ENSEMBLE
+"""Chosen by ``benchmarks/quality_transfer.py`` (docs/quality.md)."""
+
+DEFAULT_HEAD_C = 100.0
+"""Inverse L2 penalty of the logistic-regression head on the (unit-length) sentence embeddings:
+sentence embeddings of different cells differ little, so the head needs a weak penalty."""
+
+DEFAULT_EXPRESSION_C = 1.0
+"""Inverse L2 penalty of the logistic regression on log-normalised expression."""
+
+DEFAULT_BALANCED_CLASSES = True
+"""Weigh reference cells inversely to their type's size when fitting the embedding head, so that
+a rare type (dendritic cells, platelets) is not ignored."""
+
+DEFAULT_EXPRESSION_WEIGHT = 0.6
+"""Weight of the expression model in the ensemble's averaged probabilities."""
+
+DEFAULT_UNKNOWN_ALPHA = 0.05
+"""Level of the Unknown call: a cell is ``Unknown`` when its ``unknown_score`` (the mean of two
+per-type conformal scores, core/unknown.py) exceeds ``1 - alpha``. Chosen on benchmark 4 of
+benchmarks/quality_transfer.py (docs/quality.md)."""
+
+DEFAULT_UNKNOWN_NEIGHBORS = 10
+"""Reference cells of the predicted type whose mean distance makes the unknown score."""
+
+UNKNOWN = "Unknown"
+"""Label of cells that look like no reference type (a type the reference lacks)."""
+
+UNKNOWN_SCORE = "unknown_score"
+"""Column: 0..1, how unlike the reference cells of its predicted type a cell is (1 - conformal p)."""
+
+UNASSIGNED_REASON = "unassigned_reason"
+"""Column: why a cell has no reference label: ``no shared gene``, ``unknown type``,
+``low confidence``, ``far from reference`` or empty."""
+
+REASON_NO_GENES = "no shared gene"
+REASON_UNKNOWN = "unknown type"
+REASON_LOW_CONFIDENCE = "low confidence"
+REASON_FAR = "far from reference"
+
+DEFAULT_LOW_CONFIDENCE = 0.5
+"""Fit report: a cell counts as low-confidence below this confidence."""
+
+DEFAULT_FIT_REPORT_MARKERS = 5
+"""Fit report: marker genes listed per query cluster."""
+
+DEFAULT_MISSING_TYPE_SHARE = 0.5
+"""Fit report: a query cluster with at least this share of Unknown cells is listed as a type
+possibly missing from the reference."""
+
+STAGE_CLASSIFY = "classifier"
+STAGE_FIT_REPORT = "fit report"

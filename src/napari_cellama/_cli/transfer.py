@@ -8,7 +8,12 @@ from .._constants import (
     CELL_ID,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
+    DEFAULT_TRANSFER_METHOD,
+    DEFAULT_UNKNOWN_ALPHA,
     TRANSFER_COLUMNS,
+    TRANSFER_METHODS,
+    UNASSIGNED_REASON,
+    UNKNOWN_SCORE,
 )
 from ._common import StderrProgress, write_csv
 from ._embedding import add_cache_argument, add_mode_argument, embedder_from_args, print_surrogate_check
@@ -24,8 +29,19 @@ def add_arguments(p) -> None:
     p.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, help=f"genes per sentence (default {DEFAULT_TOP_K})")
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
                    help="sentence-transformers model name or folder (default: offline all-MiniLM-L6-v2)")
+    p.add_argument("--method", default=DEFAULT_TRANSFER_METHOD, choices=list(TRANSFER_METHODS),
+                   help=f"how labels are chosen: ensemble (embedding head + expression model, default), head "
+                        f"(embedding head only) or knn (the paper's cosine kNN vote; no Unknown call) "
+                        f"(default {DEFAULT_TRANSFER_METHOD}; see docs/quality.md)")
     p.add_argument("--neighbors", type=int, default=DEFAULT_N_NEIGHBORS, metavar="K",
-                   help=f"reference neighbours that vote (default {DEFAULT_N_NEIGHBORS}; 1 = the paper)")
+                   help=f"reference neighbours that vote with --method knn (default {DEFAULT_N_NEIGHBORS}; 1 = the paper)")
+    p.add_argument("--unknown-alpha", type=float, default=DEFAULT_UNKNOWN_ALPHA, metavar="A",
+                   help=f"cells whose unknown_score exceeds 1 - A become Unknown (type missing from the "
+                        f"reference; default {DEFAULT_UNKNOWN_ALPHA}; 0 turns the Unknown call off)")
+    p.add_argument("--fit-report", default=None, metavar="FIT.csv",
+                   help="also write the reference fit report per query cluster (the Xenium run's graph "
+                        "clusters, else Leiden on expression): size, Unknown and low-confidence shares, "
+                        "dominant label, top markers, possibly missing types")
     p.add_argument("--metadata", nargs="+", default=None, metavar="COL", help="obs columns appended to sentences")
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="cells below this vote share become Unassigned (default 0)")
@@ -55,6 +71,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> None:
     from ..core import run_transfer
+    from ..core.transfer_options import TransferOptions
     from ..io import read_query, read_reference
     from ..validators import check_file, check_fraction, check_positive_int, check_top_k
 
@@ -62,8 +79,11 @@ def run(args) -> None:
     check_fraction(args.min_confidence, "--min-confidence")
     if args.max_distance is not None:
         check_fraction(args.max_distance, "--max-distance", upper=2.0)
+    check_fraction(args.unknown_alpha, "--unknown-alpha")
+    options = TransferOptions.from_args(args)
     exports = _check_exports(args)
     out = exports.pop("out")
+    fit_out = exports.pop("fit_report", None)
     check_file(args.reference, "reference", suffixes=(".h5ad",))
     check_file(args.query, "query")
     if args.max_per_type is not None:
@@ -75,12 +95,8 @@ def run(args) -> None:
     print(f"query: {query.n_obs} cells x {query.n_vars} genes; reference: {reference.n_obs} cells", file=sys.stderr)
     progress = StderrProgress()
     try:
-        result = run_transfer(
-            query, reference, args.label_key, top_k=args.top_k, k=args.neighbors, metadata=args.metadata,
-            embedder=embedder, min_confidence=args.min_confidence, max_distance=args.max_distance,
-            callback=progress,
-            max_per_type=args.max_per_type,
-        )
+        result = run_transfer(query, reference, args.label_key, embedder=embedder, options=options,
+                              callback=progress)
     finally:
         progress.close()
         if args.dask_scheduler:
@@ -88,19 +104,56 @@ def run(args) -> None:
     print(result.panel.summary(), file=sys.stderr)
     _print_embedding_stats(result.params)
     print_surrogate_check(result.params)
-    table = result.table.loc[:, list(TRANSFER_COLUMNS)]
+    columns = list(TRANSFER_COLUMNS) + [c for c in (UNKNOWN_SCORE, UNASSIGNED_REASON) if c in result.table]
+    table = result.table.loc[:, columns]
     table.index.name = CELL_ID
     write_csv(out, table, float_format="%.6g")
-    print(f"wrote {len(table)} cells to {out} (model {embedder.model_id}, {embedder.mode} mode)", file=sys.stderr)
+    print(f"wrote {len(table)} cells to {out} (method {options.method}; model {embedder.model_id}, "
+          f"{embedder.mode} mode)", file=sys.stderr)
+    _print_label_summary(result.table)
+    if fit_out is not None:
+        report = _fit_report(args, result, query)
+        print(report.summary(), file=sys.stderr)
+        write_csv(fit_out, report.table, index=False, float_format="%.4g")
+        print(f"wrote the fit report of {len(report.table)} query clusters to {fit_out}", file=sys.stderr)
     _write_exports(args, exports, result, query)
+
+
+def _print_label_summary(table) -> None:
+    """How many cells got a reference label, how many are Unknown / Unassigned and why."""
+    from .._constants import CELL_TYPE, UNASSIGNED, UNKNOWN
+
+    n = len(table)
+    unknown = int((table[CELL_TYPE] == UNKNOWN).sum())
+    unassigned = int((table[CELL_TYPE] == UNASSIGNED).sum())
+    parts = [f"{n - unknown - unassigned} of {n} cells with a reference label",
+             f"{unknown} Unknown ({unknown / max(n, 1):.1%}; type possibly missing from the reference)"]
+    if UNASSIGNED_REASON in table:
+        for reason, count in table.loc[table[CELL_TYPE] == UNASSIGNED, UNASSIGNED_REASON].value_counts().items():
+            parts.append(f"{count} Unassigned ({reason or 'threshold'})")
+    print("labels: " + "; ".join(parts), file=sys.stderr)
+
+
+def _fit_report(args, result, query):
+    """The reference fit report over the Xenium run's graph clusters, else Leiden on expression."""
+    from ..core.fit_report import reference_fit_report
+    from ..io import xenium_root
+    from ..io.xenium import read_xenium_clusters
+
+    root = xenium_root(args.query)
+    clusters = read_xenium_clusters(root) if root is not None else None
+    source = None
+    if clusters is not None:
+        source = "the Xenium run's graph clusters (analysis/clustering/gene_expression_graphclust)"
+    return reference_fit_report(result.table, query, clusters, cluster_source=source)
 
 
 def _check_exports(args) -> dict:
     """Check every destination (and that no two collide) before the (long) transfer starts."""
     from ..io.destinations import check_outputs
 
-    names = {"out": "output CSV", "explorer_csv": "Xenium Explorer CSV", "h5ad": "h5ad file",
-             "zarr": "SpatialData zarr"}
+    names = {"out": "output CSV", "fit_report": "fit report CSV", "explorer_csv": "Xenium Explorer CSV",
+             "h5ad": "h5ad file", "zarr": "SpatialData zarr"}
     checked = check_outputs({names[k]: getattr(args, k) for k in names}, sources=[args.query, args.reference],
                             folders=["SpatialData zarr"], replace_foreign=args.overwrite)
     return {k: checked[v] for k, v in names.items() if v in checked}

@@ -12,6 +12,7 @@ from .counts import is_raw_counts
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
 from .embedding_options import EmbeddingOptions, make_embedder
 from .finetune import FinetuneLog, FinetuneResult, finetune, iter_finetune, read_finetune_record
+from .fit_report import FitReport, reference_fit_report
 from .markers import niche_markers
 from .niche import NicheResult, format_niche_sentences, iter_niches, iter_recluster, recluster, run_niches
 from .options import FinetuneOptions, KMeans, KNearest, Leiden, NicheOptions, PrototypeOptions, Radius
@@ -49,6 +50,8 @@ from .transfer import (
     knn_transfer,
     vote,
 )
+from .transfer_options import TransferOptions
+from .unknown import apply_unknown
 
 __all__ = [
     "Annotation",
@@ -61,6 +64,7 @@ __all__ = [
     "make_embedder",
     "FinetuneLog",
     "FinetuneOptions",
+    "FitReport",
     "FinetuneResult",
     "KMeans",
     "KNearest",
@@ -75,10 +79,12 @@ __all__ = [
     "PrototypeResult",
     "Radius",
     "SpatialNeighbors",
+    "TransferOptions",
     "TransferResult",
     "adata_sentences",
     "annotate_by_prototypes",
     "apply_threshold",
+    "apply_unknown",
     "cell_sentences",
     "cluster_embeddings",
     "cosine_knn",
@@ -107,6 +113,7 @@ __all__ = [
     "read_finetune_record",
     "read_markers",
     "recluster",
+    "reference_fit_report",
     "resolve_device",
     "restrict_markers",
     "run",

@@ -45,6 +45,7 @@ from .._constants import (
     TRANSFERRED_TYPE,
     UNASSIGNED,
     UNASSIGNED_COLOR,
+    UNKNOWN,
 )
 from ..validators import CellamaInputError
 from .annotation_display import TRANSPARENT, DisplayMixin  # noqa: F401 (TRANSPARENT: public name)
@@ -306,6 +307,9 @@ class Annotation(EditsMixin, DisplayMixin):
         labels = apply_threshold(self._base, mc, md).to_numpy()
         unassigned = labels == UNASSIGNED
         self._thr_codes = np.where(unassigned, 0, self._tcodes).astype(np.int32)
+        unknown = labels == UNKNOWN  # issue 14: cells the transfer called Unknown (a category of their own)
+        if unknown.any():
+            self._thr_codes[unknown] = self._register(UNKNOWN)
         self._min_confidence, self._max_distance = mc, md
         self._update_codes()
 

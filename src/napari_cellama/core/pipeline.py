@@ -15,6 +15,7 @@ from .._constants import (
     DEFAULT_TOP_K,
     EMBED_CACHE,
     EMBED_MODE,
+    METHOD_KNN,
     SENTENCE,
     STAGE_EMBED_QUERY,
     STAGE_EMBED_REFERENCE,
@@ -30,9 +31,12 @@ from ..validators import (
 from ._progress import run
 from .embed import Embedder
 from .embedding_options import make_embedder
+from .head_transfer import CellSet, iter_head_transfer
 from .panel import PanelReport, shared_panel
 from .sentences import iter_cell_sentences
 from .transfer import iter_knn_transfer, unassign_cells
+from .transfer_options import TransferOptions
+from .unknown import add_unknown_score
 
 
 @dataclass
@@ -65,10 +69,19 @@ def iter_transfer(
     max_per_type: int | None = None,
     min_confidence: float = 0.0,
     max_distance: float | None = None,
+    options: TransferOptions | None = None,
 ) -> Iterator:
-    """Generator of :func:`run_transfer`: yields ``(stage, done, total)``, returns a :class:`TransferResult`."""
-    top_k = check_top_k(top_k)
-    check_n_neighbors(k)
+    """Generator of :func:`run_transfer`: yields ``(stage, done, total)``, returns a :class:`TransferResult`.
+
+    ``options`` (:class:`TransferOptions`) holds the method and every threshold; when given,
+    it replaces ``top_k``, ``k``, ``metadata``, ``max_per_type``, ``min_confidence`` and
+    ``max_distance``. Without it those keywords make the options, with the default method."""
+    if options is None:
+        options = TransferOptions(top_k=check_top_k(top_k), k=check_n_neighbors(k), metadata=tuple(metadata or ()),
+                                  max_per_type=max_per_type or None, min_confidence=min_confidence,
+                                  max_distance=max_distance)
+    top_k, k, metadata, max_per_type = options.top_k, options.k, list(options.metadata), options.max_per_type
+    min_confidence, max_distance = options.min_confidence, options.max_distance
     from ..io.readers import clean_reference_labels  # '' / 'nan' = missing; sentinel names kept apart
 
     reference = clean_reference_labels(reference, label_key)
@@ -105,23 +118,35 @@ def iter_transfer(
     # identical sentences have identical embeddings: search once per distinct sentence
     codes, _ = pd.factorize(pd.Series(query_sentences, dtype=object))
     first = np.unique(codes, return_index=True)[1] if len(codes) else np.zeros(0, dtype=np.int64)
-    table = yield from iter_knn_transfer(
-        query_emb[first] if len(first) < len(codes) else query_emb,
-        ref_emb,
-        labels.to_numpy(),
-        k=k,
-        reference_index=r.obs_names,
-        min_confidence=min_confidence,
-        max_distance=max_distance,
-    )
-    if len(first) < len(codes):
-        table = table.iloc[codes]
-    table.index = pd.Index(q.obs_names)
+    no_genes = np.asarray((q.X > 0).sum(axis=1)).ravel() == 0
+    if options.method == METHOD_KNN:
+        table = yield from iter_knn_transfer(
+            query_emb[first] if len(first) < len(codes) else query_emb,
+            ref_emb,
+            labels.to_numpy(),
+            k=k,
+            reference_index=r.obs_names,
+            min_confidence=min_confidence,
+            max_distance=max_distance,
+        )
+        if len(first) < len(codes):
+            table = table.iloc[codes]
+        table.index = pd.Index(q.obs_names)
+        add_unknown_score(table, CellSet(query_emb, q.X, q.obs_names),
+                          CellSet(ref_emb, r.X, r.obs_names, labels=labels.to_numpy()), options=options)
+    else:
+        table = yield from iter_head_transfer(
+            CellSet(query_emb[first], q.X, q.obs_names, sentence_codes=codes),
+            CellSet(ref_emb, r.X, r.obs_names, labels=labels.to_numpy()),
+            options,
+        )
     table.index.name = CELL_ID
     table[SENTENCE] = query_sentences
     # a cell without any detected shared gene has no sentence to compare: it stays Unassigned
-    unassign_cells(table, np.asarray((q.X > 0).sum(axis=1)).ravel() == 0)
+    unassign_cells(table, no_genes)
     params = {
+        "method": options.method,
+        "options": options.to_dict(),
         "label_key": label_key,
         "top_k": top_k,
         "k": int(k),

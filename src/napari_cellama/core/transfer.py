@@ -28,10 +28,15 @@ from .._constants import (
     DEFAULT_N_NEIGHBORS,
     DISTANCE,
     NEAREST_REFERENCE,
+    REASON_NO_GENES,
+    REASON_UNKNOWN,
     RUNNER_UP,
     STAGE_KNN,
     TRANSFERRED_TYPE,
     UNASSIGNED,
+    UNASSIGNED_REASON,
+    UNKNOWN,
+    UNKNOWN_SCORE,
 )
 from ..validators import CellamaInputError, check_n_neighbors
 from ._progress import run
@@ -212,23 +217,36 @@ def iter_knn_transfer(
 
 
 def apply_threshold(table: pd.DataFrame, min_confidence: float = 0.0, max_distance: float | None = None) -> pd.Series:
-    """``transferred_type``, with ``Unassigned`` where confidence or distance fails the threshold."""
+    """``transferred_type``, with ``Unassigned`` where confidence or distance fails the threshold.
+
+    Cells a transfer called ``Unknown`` (``unassigned_reason`` ``unknown type``; move that call
+    with :func:`napari_cellama.core.apply_unknown`) stay ``Unknown`` unless they fail these
+    thresholds; cells without any shared gene (reason ``no shared gene``) stay ``Unassigned``."""
     label = table[TRANSFERRED_TYPE].astype(object).copy()
     bad = table[CONFIDENCE].to_numpy() < min_confidence
     if max_distance is not None:
         bad |= table[DISTANCE].to_numpy() > max_distance
+    if UNASSIGNED_REASON in table:
+        reason = table[UNASSIGNED_REASON].astype(object).to_numpy()
+        label[(reason == REASON_UNKNOWN) & ~bad] = UNKNOWN
+        bad |= reason == REASON_NO_GENES
     label[bad] = UNASSIGNED
     return label
 
 
 def unassign_cells(table: pd.DataFrame, mask) -> None:
     """Mark the rows in ``mask`` (cells with nothing to compare) ``Unassigned``, in place:
-    ``cell_type`` and ``transferred_type`` Unassigned, confidence 0, no runner-up."""
+    ``cell_type`` and ``transferred_type`` Unassigned, confidence 0, no runner-up; where the
+    table has an ``unassigned_reason`` column, reason ``no shared gene`` and no unknown score."""
     mask = np.asarray(mask, dtype=bool)
     if mask.any():
         table.loc[mask, [CELL_TYPE, TRANSFERRED_TYPE]] = UNASSIGNED
         table.loc[mask, CONFIDENCE] = 0.0
         table.loc[mask, RUNNER_UP] = ""
+        if UNASSIGNED_REASON in table:
+            table.loc[mask, UNASSIGNED_REASON] = REASON_NO_GENES
+        if UNKNOWN_SCORE in table:
+            table.loc[mask, UNKNOWN_SCORE] = np.nan
 
 
 def knn_transfer(query_embeddings, reference_embeddings, reference_labels, *, k=DEFAULT_N_NEIGHBORS,

@@ -1,0 +1,186 @@
+"""Quality of label transfer (issue 14): benchmarks 1-4, printed as tables.
+
+1. pbmc68k_reduced 50/50 stratified splits (all 765 genes; the 47 genes of the hMulti panel).
+2. pbmc3k 50/50 stratified splits on the bone-marrow Xenium panel (458 shared genes) and on
+   seeded samples of 150 and 30 of its genes (``_quality_data.panel_subset``; ``--panel-seed``).
+3. pbmc3k as reference -> pbmc68k as query on their shared genes, coarse types
+   (``_quality_data.COARSE``).
+4. Leave-one-type-out on 2 (B, NK, CD14+ Mono, CD8 T removed from the reference in turn):
+   AUROC of ``unknown_score`` (and of 1 - confidence) for "type missing", and the share of
+   missing-type / present-type cells called Unknown at the default and other levels.
+
+Methods: the package's ``knn`` (k=10 default, k=1 the paper's), ``head`` and ``ensemble``
+(the default), each through :func:`napari_cellama.core.head_transfer.iter_head_transfer` /
+:func:`knn_transfer` on cached sentence embeddings; the baseline is scikit-learn's
+``LogisticRegression(max_iter=10000)`` on log-normalised expression of the same genes.
+Macro-F1 is over the true types of the query (a cell called Unknown counts as a miss; Unknown is
+not a class). ``transferred`` = before the Unknown call, ``cell_type`` = after it. Seeds 0, 1, 2
+(splits); benchmark 3 has one fixed query.
+
+Run from the repository root (embeddings come from $NAPARI_CELLAMA_CACHE when present)::
+
+    python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0]
+
+Writes ``benchmarks/results/quality_transfer[_panelseedN].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+SEEDS = (0, 1, 2)
+DROPS = ("B", "NK", "CD14+ Mono", "CD8 T")
+ALPHAS = (0.01, 0.02, 0.05, 0.1)
+
+
+def macro_f1(y, pred) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(y, pred, labels=sorted(set(y)), average="macro", zero_division=0))
+
+
+def head_table(rx, re_, ry, qx, qe, options):
+    import pandas as pd
+
+    from napari_cellama.core._progress import run
+    from napari_cellama.core.head_transfer import CellSet, iter_head_transfer
+
+    q = CellSet(qe, qx, pd.RangeIndex(len(qe)))
+    r = CellSet(re_, rx, pd.RangeIndex(len(re_)), labels=np.asarray(ry))
+    return run(iter_head_transfer(q, r, options))
+
+
+def evaluate_setting(s, seeds) -> dict:
+    from sklearn.linear_model import LogisticRegression
+
+    from napari_cellama.core import knn_transfer
+    from napari_cellama.core.classify import log_normalise
+    from napari_cellama.core.transfer_options import TransferOptions
+
+    rows = []
+    for seed, (rx, re_, ry, qx, qe, qy) in s.splits(seeds):
+        out = {"seed": seed}
+        for k in (1, 10):
+            out[f"knn k={k}"] = macro_f1(qy, knn_transfer(qe, re_, ry, k=k)["cell_type"])
+        lr = LogisticRegression(max_iter=10000).fit(log_normalise(rx), ry)
+        out["logistic regression (expression)"] = macro_f1(qy, lr.predict(log_normalise(qx)))
+        for method in ("head", "ensemble"):
+            t = head_table(rx, re_, ry, qx, qe, TransferOptions(method=method))
+            out[f"{method} (transferred)"] = macro_f1(qy, t["transferred_type"])
+            out[f"{method} (cell_type)"] = macro_f1(qy, t["cell_type"])
+            out[f"{method} Unknown share"] = float((t["cell_type"] == "Unknown").mean())
+        rows.append(out)
+        print(f"  {s.name} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items() if k != "seed"), flush=True)
+    keys = [k for k in rows[0] if k != "seed"]
+    return {"n_genes": len(s.genes), "per_seed": rows,
+            "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys}}
+
+
+def leave_one_out(s, seeds) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from napari_cellama.core.transfer_options import TransferOptions
+
+    out = []
+    for seed, (rx, re_, ry, qx, qe, qy) in s.splits(seeds):
+        for drop in DROPS:
+            keep = ry != drop
+            t = head_table(rx[keep], re_[keep], ry[keep], qx, qe, TransferOptions())
+            miss = qy == drop
+            score = t["unknown_score"].to_numpy()
+            row = {"seed": seed, "dropped": drop, "n_missing": int(miss.sum()),
+                   "auroc_unknown_score": float(roc_auc_score(miss, score)),
+                   "auroc_1_minus_confidence": float(roc_auc_score(miss, 1 - t["confidence"].to_numpy())),
+                   "missing_unknown_default": float((t["cell_type"][miss] == "Unknown").mean()),
+                   "present_unknown_default": float((t["cell_type"][~miss] == "Unknown").mean()),
+                   "missing_called_as": t["transferred_type"][miss].value_counts().head(3).to_dict()}
+            for a in ALPHAS:
+                row[f"missing_unknown@{a}"] = float((score[miss] > 1 - a).mean())
+                row[f"present_unknown@{a}"] = float((score[~miss] > 1 - a).mean())
+            out.append(row)
+            print(f"  LOTO {s.name} seed {seed} -{drop}: AUROC {row['auroc_unknown_score']:.3f} "
+                  f"(1-conf {row['auroc_1_minus_confidence']:.3f}); Unknown: missing {row['missing_unknown_default']:.2f}, "
+                  f"present {row['present_unknown_default']:.3f}; called {row['missing_called_as']}", flush=True)
+    return {"rows": out}
+
+
+def print_tables(results: dict) -> None:
+    acc = results.get("accuracy", {})
+    if acc:
+        cols = ["knn k=1", "knn k=10", "logistic regression (expression)", "head (transferred)",
+                "ensemble (transferred)", "ensemble (cell_type)", "ensemble Unknown share"]
+        print("\nmacro-F1, mean over seeds (benchmark 3: one query)\n")
+        print("| setting | genes | " + " | ".join(cols) + " | ensemble - LR |")
+        print("|---" * (len(cols) + 3) + "|")
+        for name, e in acc.items():
+            m = e["mean"]
+            diff = m["ensemble (cell_type)"] - m["logistic regression (expression)"]
+            print(f"| {name} | {e['n_genes']} | " + " | ".join(f"{m[c]:.3f}" for c in cols) + f" | {diff:+.3f} |")
+    for name, e in results.get("loto", {}).items():
+        rows = e["rows"]
+        print(f"\nleave-one-type-out on {name} (mean over seeds), default alpha {results['default_alpha']}\n")
+        print("| removed | AUROC unknown_score | AUROC 1-confidence | missing -> Unknown | present -> Unknown | "
+              + " | ".join(f"missing/present @{a}" for a in ALPHAS) + " |")
+        print("|---" * (5 + len(ALPHAS)) + "|")
+        for drop in DROPS + ("mean",):
+            sel = rows if drop == "mean" else [r for r in rows if r["dropped"] == drop]
+            def f(k, sel=sel):
+                return np.mean([r[k] for r in sel])
+            print(f"| {drop} | {f('auroc_unknown_score'):.3f} | {f('auroc_1_minus_confidence'):.3f} | "
+                  f"{f('missing_unknown_default'):.2f} | {f('present_unknown_default'):.3f} | "
+                  + " | ".join(f"{f(f'missing_unknown@{a}'):.2f} / {f(f'present_unknown@{a}'):.3f}" for a in ALPHAS) + " |")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default="b1,b2,b3,b4")
+    p.add_argument("--panel-seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    import _quality_data as Q
+
+    from napari_cellama._constants import DEFAULT_UNKNOWN_ALPHA
+    from napari_cellama.core import Embedder
+    from napari_cellama.core.transfer_options import TransferOptions
+
+    which = tuple(args.only.split(","))
+    t0 = time.perf_counter()
+    settings = Q.build(which, panel_seed=args.panel_seed)
+    embedder = Embedder(cache=True)
+    Q.embed(settings, embedder)
+    print(f"embedded {len(settings)} settings in {time.perf_counter() - t0:.0f} s "
+          f"(load {os.getloadavg()[0]:.1f})", flush=True)
+    results = {"model": embedder.model_id, "mode": embedder.mode, "default_options": TransferOptions().to_dict(),
+               "default_alpha": DEFAULT_UNKNOWN_ALPHA, "seeds": list(SEEDS), "panel_seed": args.panel_seed,
+               "coarse_mapping": Q.COARSE, "accuracy": {}, "loto": {}}
+    for s in settings:
+        if ("b4" in which and s.name == "pbmc3k/panel477") or ("b4" in which and "b2" not in which):
+            results["loto"][s.name] = leave_one_out(s, SEEDS)
+        if s.name.startswith("pbmc68k") and "b1" not in which:
+            continue
+        if s.name.startswith("pbmc3k/") and "b2" not in which:
+            continue
+        results["accuracy"][s.name] = evaluate_setting(s, SEEDS)
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["loadavg_end"] = os.getloadavg()
+    print_tables(results)
+    sfx = f"_panelseed{args.panel_seed}" if args.panel_seed else ""
+    out = args.out or HERE / "results" / f"quality_transfer{sfx}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"\nwrote {out} ({results['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

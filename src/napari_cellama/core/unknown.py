@@ -1,0 +1,203 @@
+"""Unknown scores: does a query cell look like the reference cells of the type it was given?
+
+A classifier always names one of the reference's types, often with a high probability even
+for a cell of a type the reference lacks (NK cells become CD8 T when NK is left out: the
+probability ranks "type missing" with an AUROC of 0.2-0.3 there), and the distance to the single
+nearest reference cell is ordinary for such cells. The score here measures the distance to the
+*predicted type* against that type's own spread, type by type, in two spaces:
+
+* expression: the reference's log-normalised, standardised expression on its first 30
+  principal components (the query is standardised with its own gene means and deviations, see
+  :func:`~.classify.expression_features`, and projected on the same axes), cosine distance;
+* sentence embeddings, cosine distance.
+
+In each space, every reference cell of type ``t`` is held out in turn and its mean distance to
+its ``k`` nearest other cells of ``t`` is recorded (the calibration set); a query cell predicted
+``t`` gets its mean distance to its ``k`` nearest reference cells of ``t`` and the conformal
+score ``#(held-out distances < its distance) / (n_t + 1)`` (about uniform on 0..1 for cells of
+``t``, near 1 for cells unlike ``t``). ``unknown_score`` is the mean of the two spaces' scores.
+
+A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
+applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
+Measured by benchmark 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): it ranks a
+missing B or monocyte population well, a missing NK or CD8 T population (whose nearest type is
+a close relative) poorly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .._constants import (
+    CELL_TYPE,
+    CONFIDENCE,
+    DEFAULT_UNKNOWN_ALPHA,
+    DEFAULT_UNKNOWN_NEIGHBORS,
+    DISTANCE,
+    REASON_FAR,
+    REASON_LOW_CONFIDENCE,
+    REASON_NO_GENES,
+    REASON_UNKNOWN,
+    TRANSFERRED_TYPE,
+    UNASSIGNED,
+    UNASSIGNED_REASON,
+    UNKNOWN,
+    UNKNOWN_SCORE,
+)
+
+DEFAULT_UNKNOWN_PCS = 30
+"""Principal components of the reference's expression in which the unknown score is measured."""
+
+_BLOCK = 4096
+
+
+@dataclass
+class TypeDistances:
+    """Per reference type: its cells (unit rows) and their held-out distances (sorted)."""
+
+    cells: dict
+    held_out: dict
+    k: int
+
+    def scores(self, z: np.ndarray, predicted) -> np.ndarray:
+        """Conformal score of each row of ``z`` (unit rows) for its ``predicted`` type (NaN: not a type)."""
+        predicted = np.asarray(predicted, dtype=object)
+        out = np.full(len(z), np.nan, dtype=np.float32)
+        for t, ref in self.cells.items():
+            rows = np.flatnonzero(predicted == t)
+            cal = self.held_out[t]
+            for start in range(0, len(rows), _BLOCK):
+                r = rows[start:start + _BLOCK]
+                d = _mean_knn_distance(z[r], ref, self.k)
+                out[r] = np.searchsorted(cal, d, side="left") / (len(cal) + 1.0)
+        return out
+
+
+def fit_type_distances(z: np.ndarray, labels, k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> TypeDistances:
+    """Calibrate on reference rows ``z`` (unit length): each cell held out from its own type."""
+    y = np.asarray(labels).astype(str)
+    out = TypeDistances({}, {}, int(k))
+    for t in np.unique(y):
+        ref = np.ascontiguousarray(z[y == t], dtype=np.float32)
+        out.cells[t] = ref
+        if len(ref) < 2:  # one cell: nothing to hold out; any other cell is unlike it
+            out.held_out[t] = np.zeros(1, dtype=np.float32)
+            continue
+        held = np.concatenate([_mean_knn_distance(ref[s:s + _BLOCK], ref, k, skip_self=True)
+                               for s in range(0, len(ref), _BLOCK)])
+        out.held_out[t] = np.sort(held)
+    return out
+
+
+@dataclass
+class UnknownCalibration:
+    """The two calibrated spaces of the unknown score: expression PCs and sentence embeddings."""
+
+    mean: np.ndarray
+    components: np.ndarray
+    expression: TypeDistances
+    embedding: TypeDistances
+
+    def project(self, features: np.ndarray) -> np.ndarray:
+        """Standardised expression -> unit vectors in the reference's PC space."""
+        from .transfer import l2_normalise
+
+        return l2_normalise((np.asarray(features, dtype=np.float32) - self.mean) @ self.components.T)
+
+    def scores(self, features: np.ndarray, embeddings: np.ndarray, predicted) -> np.ndarray:
+        """Mean of the expression and the embedding conformal scores of each query cell."""
+        from .transfer import l2_normalise
+
+        a = self.expression.scores(self.project(features), predicted)
+        b = self.embedding.scores(l2_normalise(embeddings), predicted)
+        return ((a + b) / 2).astype(np.float32)
+
+
+def _mean_knn_distance(q: np.ndarray, ref: np.ndarray, k: int, skip_self: bool = False) -> np.ndarray:
+    """Mean cosine distance of each row of ``q`` to its ``k`` nearest rows of ``ref``."""
+    sim = q @ ref.T
+    kk = min(k + int(skip_self), sim.shape[1])
+    top = -np.partition(-sim, kk - 1, axis=1)[:, :kk] if kk < sim.shape[1] else sim
+    top = np.sort(top, axis=1)[:, ::-1]
+    if skip_self:
+        top = top[:, 1:]
+    if top.shape[1] == 0:
+        return np.zeros(len(q), dtype=np.float32)
+    return (1.0 - top.mean(axis=1)).astype(np.float32)
+
+
+def fit_unknown(features: np.ndarray, embeddings: np.ndarray, labels, *,
+                k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> UnknownCalibration:
+    """Calibrate the unknown score on reference cells (``features``: standardised expression,
+    ``embeddings``: their sentence embeddings)."""
+    from sklearn.decomposition import PCA
+
+    from .transfer import l2_normalise
+
+    x = np.asarray(features, dtype=np.float32)
+    n_pcs = max(1, min(DEFAULT_UNKNOWN_PCS, x.shape[1], x.shape[0] - 1))
+    pca = PCA(n_components=n_pcs, svd_solver="full", random_state=0).fit(x)
+    mean, comp = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+    cal = UnknownCalibration(mean, comp, None, None)
+    cal.expression = fit_type_distances(cal.project(x), labels, k)
+    cal.embedding = fit_type_distances(l2_normalise(embeddings), labels, k)
+    return cal
+
+
+def apply_unknown(table: pd.DataFrame, alpha: float | None = DEFAULT_UNKNOWN_ALPHA, *,
+                  min_confidence: float = 0.0, max_distance: float | None = None) -> pd.DataFrame:
+    """Set ``cell_type`` and ``unassigned_reason`` of a transfer table from its scores, in place.
+
+    ``alpha``: cells whose ``unknown_score`` exceeds ``1 - alpha`` become ``Unknown`` (None: no
+    Unknown call); cells below ``min_confidence`` or beyond ``max_distance`` become
+    ``Unassigned`` (before the Unknown call: a threshold always wins); cells without any shared
+    gene stay ``Unassigned`` whatever the thresholds.
+    Returns the table. Moving a threshold afterwards is one call, nothing is re-computed.
+    """
+    reason = table[UNASSIGNED_REASON].astype(object).to_numpy() if UNASSIGNED_REASON in table else \
+        np.full(len(table), "", dtype=object)
+    no_genes = reason == REASON_NO_GENES
+    label = table[TRANSFERRED_TYPE].astype(object).to_numpy().copy()
+    new_reason = np.full(len(table), "", dtype=object)
+    conf = table[CONFIDENCE].to_numpy()
+    low = conf < min_confidence
+    far = table[DISTANCE].to_numpy() > max_distance if max_distance is not None else np.zeros(len(table), bool)
+    unknown = np.zeros(len(table), dtype=bool)
+    if alpha is not None and UNKNOWN_SCORE in table:
+        score = table[UNKNOWN_SCORE].to_numpy(dtype=np.float64)
+        unknown = np.nan_to_num(score, nan=0.0) > 1.0 - float(alpha)
+    unknown &= ~(low | far)  # a cell below the thresholds is Unassigned, whatever its score
+    new_reason[far] = REASON_FAR
+    new_reason[low] = REASON_LOW_CONFIDENCE
+    label[low | far] = UNASSIGNED
+    new_reason[unknown] = REASON_UNKNOWN
+    label[unknown] = UNKNOWN
+    label[no_genes] = UNASSIGNED
+    new_reason[no_genes] = REASON_NO_GENES
+    table[CELL_TYPE] = label
+    table[UNASSIGNED_REASON] = new_reason
+    return table
+
+
+def unknown_scores(query, reference, predicted, *, k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> np.ndarray:
+    """Unknown score of each query cell for its ``predicted`` type; ``query`` and ``reference``
+    are :class:`~.head_transfer.CellSet` s (shared-panel counts, embeddings; reference labels)."""
+    from .classify import expression_features
+
+    cal = fit_unknown(expression_features(reference.counts), reference.embeddings, reference.labels, k=k)
+    return cal.scores(expression_features(query.counts), query.per_cell_embeddings(), predicted)
+
+
+def add_unknown_score(table: pd.DataFrame, query, reference, *, options=None) -> None:
+    """Add ``unknown_score`` and ``unassigned_reason`` to a kNN table, in place, without
+    changing a label (the ``knn`` method keeps the paper's labels; :func:`apply_unknown` can
+    turn the score into Unknown calls afterwards)."""
+    k = DEFAULT_UNKNOWN_NEIGHBORS if options is None else options.unknown_neighbors
+    table[UNKNOWN_SCORE] = unknown_scores(query, reference, table[TRANSFERRED_TYPE].to_numpy(), k=k)
+    if options is None:
+        apply_unknown(table, None)
+    else:
+        apply_unknown(table, None, min_confidence=options.min_confidence, max_distance=options.max_distance)

@@ -1,0 +1,67 @@
+"""``napari-cellama transfer --method / --unknown-alpha / --fit-report`` (issue 14)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+
+COLUMNS = ["cell_id", "cell_type", "confidence", "distance", "runner_up", "unknown_score", "unassigned_reason"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "napari_cellama.cli", *map(str, args)],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pbmc_quality")
+    adata = sc.datasets.pbmc68k_reduced()
+    idx = np.random.default_rng(0).permutation(adata.n_obs)
+    ref, query = adata[idx[:300]].copy(), adata[idx[300:420]].copy()
+    ref.write_h5ad(d / "ref.h5ad")
+    del query.obs["bulk_labels"]
+    query.write_h5ad(d / "query.h5ad")
+    return d
+
+
+def test_default_method_writes_reasons_and_the_fit_report(files, tmp_path):
+    out, fit = tmp_path / "labels.csv", tmp_path / "fit.csv"
+    r = _cli("transfer", files / "query.h5ad", "--reference", files / "ref.h5ad", "--label-key", "bulk_labels",
+             "--out", out, "--fit-report", fit)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(out, keep_default_na=False)
+    assert list(df.columns) == COLUMNS and len(df) == 120
+    assert "method ensemble" in r.stderr
+    assert "labels:" in r.stderr and "Unknown" in r.stderr
+    report = pd.read_csv(fit)
+    assert list(report.columns)[:3] == ["cluster", "n_cells", "share_unknown"]
+    assert report["n_cells"].sum() == 120
+    assert "reference fit per query cluster (Leiden" in r.stderr
+
+
+def test_knn_method_and_no_unknown_call(files, tmp_path):
+    out = tmp_path / "knn.csv"
+    r = _cli("transfer", files / "query.h5ad", "--reference", files / "ref.h5ad", "--label-key", "bulk_labels",
+             "--out", out, "--method", "knn", "--neighbors", "5")
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(out, keep_default_na=False)
+    assert "Unknown" not in set(df["cell_type"])
+    assert "method knn" in r.stderr
+    off = tmp_path / "off.csv"
+    r = _cli("transfer", files / "query.h5ad", "--reference", files / "ref.h5ad", "--label-key", "bulk_labels",
+             "--out", off, "--unknown-alpha", "0")
+    assert r.returncode == 0, r.stderr
+    assert "Unknown" not in set(pd.read_csv(off, keep_default_na=False)["cell_type"])
+
+
+@pytest.mark.parametrize("args, message", [(["--method", "svm"], "invalid choice: 'svm'"),
+                                           (["--unknown-alpha", "2"], "--unknown-alpha must be between 0 and 1")])
+def test_bad_method_options_end_with_one_line(files, tmp_path, args, message):
+    r = _cli("transfer", files / "query.h5ad", "--reference", files / "ref.h5ad", "--label-key", "bulk_labels",
+             "--out", tmp_path / "x.csv", *args)
+    assert r.returncode == 2
+    assert message in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
