@@ -43,7 +43,6 @@ memory-mapped vector files.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -51,16 +50,16 @@ import time
 import uuid
 import warnings
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .. import paths
 from ..atomic import save_npy, write_text
+from .cache_info import CacheInfo, NamespaceInfo
+from .fingerprint import _KEY_DTYPE, model_fingerprint, sentence_keys  # noqa: F401  (public names of this module)
 
-_KEY_DTYPE = np.dtype("S16")
 _KEYS = ".keys.npy"
 _VEC = ".vec.npy"
 _SUM = ".sum.json"
@@ -68,9 +67,6 @@ _META = "meta.json"
 _PACK_FORMAT = 2  # 1: no checksum record; 2: <pack>.sum.json with CRC-32s
 _COMPACT_PACKS = 32  # merge a namespace's packs once it has more than this many
 
-# files of a model folder that decide its output (weights, configs, tokenizer)
-_FINGERPRINT_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".pt", ".onnx")
-_FINGERPRINT_SKIP = ("readme", "license", ".git", "data_config.json", "train_script", "eval")
 
 
 def cache_root() -> Path:
@@ -81,56 +77,6 @@ def cache_root() -> Path:
 def default_cache_dir() -> Path:
     """Folder of the embedding cache: ``<cache_root()>/embeddings``."""
     return paths.embeddings_dir()
-
-
-def sentence_keys(sentences: Iterable[str]) -> np.ndarray:
-    """128-bit BLAKE2b digest of each sentence's UTF-8 text, as an ``S16`` array."""
-    blake = hashlib.blake2b
-    return np.array([blake(s.encode("utf-8"), digest_size=16).digest() for s in sentences], dtype=_KEY_DTYPE)
-
-
-_FP_MEMO: dict[tuple, str] = {}
-_FP_LOCK = threading.Lock()
-
-
-def _fingerprint_files(folder: Path) -> list[Path]:
-    files = []
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder).as_posix().lower()
-        if not p.is_file() or any(part in rel for part in _FINGERPRINT_SKIP):
-            continue
-        if rel.endswith(_FINGERPRINT_SUFFIXES):
-            files.append(p)
-    return files
-
-
-def model_fingerprint(folder: str | os.PathLike) -> str:
-    """SHA-256 (hex, 16 characters) over the relative names and bytes of a model folder's
-    weight, config and tokenizer files.
-
-    Two copies of the same model in different places share a fingerprint; a model whose
-    weights or tokenizer changed gets a new one. The hash is memoised per process on the
-    files' sizes and modification times.
-    """
-    folder = Path(folder).resolve()
-    files = _fingerprint_files(folder)
-    if not files:
-        raise FileNotFoundError(f"no model files in {folder}")
-    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    with _FP_LOCK:
-        if stamp in _FP_MEMO:
-            return _FP_MEMO[stamp]
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-        with open(p, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        h.update(b"\0")
-    digest = h.hexdigest()[:16]
-    with _FP_LOCK:
-        _FP_MEMO[stamp] = digest
-    return digest
 
 
 class CacheWarning(UserWarning):
@@ -168,49 +114,6 @@ def is_cache_namespace(folder: str | os.PathLike) -> bool:
     if not any(p.name == _META or p.name.endswith((_KEYS, _VEC)) for p in entries):
         return False
     return all(p.is_file() and not p.is_symlink() and is_cache_file(p.name) for p in entries)
-
-
-@dataclass
-class NamespaceInfo:
-    """Size of one namespace (one model fingerprint and mode) of the cache."""
-
-    name: str
-    entries: int
-    packs: int
-    bytes: int
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass
-class CacheInfo:
-    """Size report of an :class:`EmbeddingCache`."""
-
-    root: Path
-    namespaces: list[NamespaceInfo]
-
-    @property
-    def entries(self) -> int:
-        return sum(n.entries for n in self.namespaces)
-
-    @property
-    def bytes(self) -> int:
-        return sum(n.bytes for n in self.namespaces)
-
-    def summary(self) -> str:
-        lines = [f"embedding cache {self.root}: {self.entries} embeddings, {_human(self.bytes)}"]
-        for n in self.namespaces:
-            what = ", ".join(f"{k} {v}" for k, v in n.meta.items() if k in ("model", "mode", "dimension"))
-            lines.append(f"  {n.name}: {n.entries} embeddings in {n.packs} pack(s), {_human(n.bytes)}"
-                         + (f" ({what})" if what else ""))
-        return "\n".join(lines)
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 class EmbeddingCache:
