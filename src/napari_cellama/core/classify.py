@@ -45,10 +45,10 @@ _CLIP = 10.0
 
 def log_normalise(x) -> sp.csr_matrix:
     """Counts -> ``log1p`` of counts per 10,000 (over the given genes); other input as it is."""
-    from .sentences import is_integer_valued
+    from .counts import is_raw_counts
 
     m = sp.csr_matrix(x, dtype=np.float32, copy=True)
-    if not is_integer_valued(m):
+    if not is_raw_counts(m):
         return m
     total = np.asarray(m.sum(axis=1)).ravel()
     scale = np.divide(1e4, total, out=np.zeros_like(total, dtype=np.float64), where=total > 0)
