@@ -18,7 +18,8 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     import sys
 
-    from ..core.cache import EmbeddingCache, _human
+    from ..core.cache import EmbeddingCache
+    from ..core.cache_info import _human
     from ..validators import CellamaInputError
 
     cache = EmbeddingCache(args.dir)
