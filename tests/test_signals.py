@@ -18,7 +18,8 @@ from napari_cellama.io.csv_safety import write_csv
 
 # a CLI subcommand replaced by a slow zarr-like folder write; the real cli.main runs it
 _SLOW_CLI = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a foreground shell (a background job ignores SIGINT)
     from pathlib import Path
     from napari_cellama import atomic, cli
     import napari_cellama._cli.cache as sub

@@ -45,7 +45,9 @@ from .._constants import (
     TRANSFERRED_TYPE,
     UNASSIGNED,
     UNASSIGNED_COLOR,
+    UNASSIGNED_REASON,
     UNKNOWN,
+    UNKNOWN_SCORE,
 )
 from ..validators import CellamaInputError
 from .annotation_display import TRANSPARENT, DisplayMixin  # noqa: F401 (TRANSPARENT: public name)
@@ -381,7 +383,8 @@ class Annotation(EditsMixin, DisplayMixin):
         Columns: ``cell_type``, ``source``, then the transfer columns present
         (``transferred_type``, ``confidence``, ``distance``, ``runner_up``,
         ``nearest_reference``, ``sentence``), ``niche_cluster`` when set, ``label`` when
-        label ids are known, then any other column of the input table.
+        label ids are known, ``unknown_score`` and ``unassigned_reason`` when the transfer
+        gave them, then any other column of the input table.
         """
         out = pd.DataFrame(index=self._base.index.copy())
         out[CELL_TYPE] = self.cell_type
@@ -393,6 +396,9 @@ class Annotation(EditsMixin, DisplayMixin):
             out[NICHE_CLUSTER] = self._niche.to_numpy()
         if self._labels is not None:
             out[LABEL_ID] = self._labels
+        for col in (UNKNOWN_SCORE, UNASSIGNED_REASON):  # why a cell is Unknown / Unassigned (issue 14)
+            if col in self._base:
+                out[col] = self._base[col].to_numpy()
         skip = set(out.columns) | {CELL_TYPE, SOURCE, NICHE_CLUSTER, LABEL_ID}
         for col in self._base.columns:
             if col not in skip:

@@ -44,6 +44,8 @@ from .._constants import (
     SPATIALDATA_REFERENCE_TABLE,
     SPATIALDATA_TABLE,
     TRANSFERRED_TYPE,
+    UNASSIGNED_REASON,
+    UNKNOWN_SCORE,
     UNS_KEY,
 )
 from ..atomic import write_dir, write_file
@@ -61,7 +63,7 @@ from .destinations import (  # noqa: F401
 
 FORMAT_VERSION = 1
 RESULT_COLUMNS = (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, CONFIDENCE, DISTANCE, RUNNER_UP, NEAREST_REFERENCE,
-                  SENTENCE, NICHE_CLUSTER, LABEL_ID)
+                  SENTENCE, NICHE_CLUSTER, LABEL_ID, UNKNOWN_SCORE, UNASSIGNED_REASON)
 """Per-cell result columns (in this order) of every export."""
 
 XENIUM_INSTANCE_KEY = "cell_labels"
@@ -120,7 +122,7 @@ def results_frame(annotation) -> pd.DataFrame:
     t = ann.table
     cols = [c for c in RESULT_COLUMNS if c in t] + [c for c in t.columns if c not in RESULT_COLUMNS]
     t = t[cols].copy()
-    for col in (TRANSFERRED_TYPE, RUNNER_UP, NEAREST_REFERENCE, SENTENCE):
+    for col in (TRANSFERRED_TYPE, RUNNER_UP, UNASSIGNED_REASON, NEAREST_REFERENCE, SENTENCE):
         if col in t:
             t[col] = t[col].astype(object).where(t[col].notna(), "").astype(str)
     if NICHE_CLUSTER in t:  # categorical: SpatialData's writer would turn a missing value into "nan"

@@ -28,6 +28,8 @@ from .._constants import (
     SPATIALDATA_REFERENCE_TABLE,
     SPATIALDATA_TABLE,
     TRANSFERRED_TYPE,
+    UNASSIGNED_REASON,
+    UNKNOWN_SCORE,
     UNS_KEY,
 )
 from ..core.annotation import Annotation
@@ -143,9 +145,11 @@ def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
     cols = [c for c in RESULT_COLUMNS if c in obs]
     table = obs[cols].copy()
     table.index = pd.Index(obs.index.astype(str), name=CELL_ID)
-    for col in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, RUNNER_UP, NEAREST_REFERENCE, SENTENCE):
+    for col in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, RUNNER_UP, UNASSIGNED_REASON, NEAREST_REFERENCE, SENTENCE):
         if col in table:
             table[col] = table[col].astype(str).to_numpy(dtype=object)
+    if UNKNOWN_SCORE in table:
+        table[UNKNOWN_SCORE] = _numeric_column(obs, UNKNOWN_SCORE)
     for col in (CONFIDENCE, DISTANCE):
         table[col] = _numeric_column(obs, col)
     try:
