@@ -43,13 +43,6 @@ def output_path(path: str | os.PathLike, what: str = "output", sources=()) -> Pa
     return check_destination(path, what, sources=sources)
 
 
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file into place (see ``napari_cellama.atomic``)."""
-    from ..atomic import write_file
-
-    write_file(path, write)
-
-
 def write_csv(path: Path, table, **to_csv) -> None:
     """Write a per-cell table as a spreadsheet-safe CSV, atomically (see ``io.csv_safety``)."""
     from ..io.csv_safety import write_csv as _write_csv

@@ -72,15 +72,8 @@ XENIUM_INSTANCE_KEY = "cell_labels"
 
 # --------------------------------------------------------------------------- destinations
 # the checks live in .destinations, the atomic writes in ..atomic (one place each)
-_resolved = _dest._resolved
-_is_zarr_store = is_zarr_store
-
-
-def _write_file_atomic(p: Path, write, suffix: str = "") -> None:
-    write_file(p, write, suffix=suffix)
-
-
 def _write_dir_atomic(p: Path, write) -> None:
+    """Write a zarr store atomically, with the marker that lets this tool replace it later."""
     def write_marked(tmp):
         write(tmp)
         write_zarr_marker(tmp, kind="session", format_version=FORMAT_VERSION)
@@ -235,7 +228,7 @@ def write_h5ad(path, annotation, result=None, *, query=None, params=None, inputs
     """Write the cells table (see :func:`cells_anndata`) as ``.h5ad``; returns the path."""
     p = check_destination(path, "h5ad file", sources=sources)
     adata = cells_anndata(annotation, result, query=query, params=params, inputs=inputs)
-    _write_file_atomic(p, lambda tmp: adata.write_h5ad(tmp), suffix=".h5ad")
+    write_file(p, lambda tmp: adata.write_h5ad(tmp), suffix=".h5ad")
     return p
 
 
@@ -280,7 +273,7 @@ def write_explorer_csv(path, annotation, *, column: str = CELL_TYPE, colors: boo
     p = check_destination(path, "Xenium Explorer CSV", sources=sources)
     df = safe_for_spreadsheets(explorer_groups(annotation, column, colors), columns=[EXPLORER_GROUP],
                                index=False)
-    _write_file_atomic(p, lambda tmp: df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL,
+    write_file(p, lambda tmp: df.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL,
                                                 lineterminator="\n", encoding="utf-8"))
     return p
 
@@ -298,7 +291,7 @@ def write_cells_csv(path, annotation, *, columns=None, sources=()) -> Path:
         t = t[list(columns)]
     t.index.name = CELL_ID
     t = safe_for_spreadsheets(t)
-    _write_file_atomic(p, lambda tmp: t.to_csv(tmp, float_format="%.6g", lineterminator="\n",
+    write_file(p, lambda tmp: t.to_csv(tmp, float_format="%.6g", lineterminator="\n",
                                                encoding="utf-8"))
     return p
 
@@ -374,7 +367,7 @@ def write_spatialdata(path, annotation, result=None, *, query=None, xenium=None,
     p = check_destination(path, "SpatialData zarr", sources=srcs, folder=True, overwrite=overwrite,
                           replace_foreign=replace_foreign)
     if inputs is None and xenium is not None:
-        inputs = {"query": str(_resolved(xenium))}
+        inputs = {"query": str(_dest._resolved(xenium))}
     sd = build_spatialdata(annotation, result, query=query, xenium=xenium,
                            sdata=sdata, include_image=include_image, include_reference=include_reference,
                            params=params, inputs=inputs)
