@@ -417,3 +417,11 @@ possibly missing from the reference."""
 
 STAGE_CLASSIFY = "classifier"
 STAGE_FIT_REPORT = "fit report"
+
+# --------------------------------------------------------------------------- provenance (issue 16)
+LABEL_SOURCE = "label_source"
+"""Column: what gave a cell its current label: ``transfer:<method>``, ``prototypes``,
+``manual:<reason>`` (``manual:review``, ``manual:polygon``, ``manual:cluster``, ...)."""
+REVIEWED = "reviewed"
+"""Column: True once a person looked at the cell in the review queue (accepted or reassigned)."""
+LABEL_SOURCE_PROTOTYPES = "prototypes"

@@ -15,6 +15,8 @@ field                       what                                          signal
                             colours)
 ``prototypes``              the last marker-prototype result              ``prototypes(result)``
 ``finetuned_model``         folder of the last fine-tuned model           ``finetuned_model(path)``
+``fit_report``              reference-fit report of the shown transfer    ``fit_report(report)``
+``previous_transfer``       the run replaced by the last re-run           ``previous_transfer(state)``
 ``selection``               :class:`CellSelection`: the cells picked for  ``selection.changed(ids)``
                             review (one object, never replaced)
 ``type_colors``             :class:`~napari_cellama.core.palette.TypeColors`  ``type_colors.changed(name)``
@@ -121,9 +123,11 @@ class SessionEvents(SignalGroup):
     niche = Signal(object)
     prototypes = Signal(object)
     finetuned_model = Signal(object)
+    fit_report = Signal(object)
+    previous_transfer = Signal(object)
 
 
-_EVENTED = ("transfer", "niche", "prototypes", "finetuned_model")
+_EVENTED = ("transfer", "niche", "prototypes", "finetuned_model", "fit_report", "previous_transfer")
 _INPUTS = ("query", "reference", "label_key", "panel", "coverage", "top_k", "xenium_root",
            "reference_path", "layer_names")
 
@@ -158,6 +162,10 @@ class CellamaSession:
     """:class:`napari_cellama.core.PrototypeResult` of the last marker-prototype run."""
     finetuned_model: str | None = None
     """Folder of the last model fine-tuned in this viewer."""
+    fit_report: Any = None
+    """:class:`napari_cellama.core.FitReport` of the shown transfer (None until computed)."""
+    previous_transfer: TransferState | None = None
+    """The run shown before the last re-run (kept to compare run A with run B)."""
 
     # ---- shared models (never replaced)
     selection: CellSelection = field(default_factory=CellSelection)
