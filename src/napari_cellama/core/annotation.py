@@ -35,8 +35,10 @@ from .._constants import (
     DEFAULT_UNDO_DEPTH,
     DISTANCE,
     LABEL_ID,
+    LABEL_SOURCE,
     NEAREST_REFERENCE,
     NICHE_CLUSTER,
+    REVIEWED,
     RUNNER_UP,
     SENTENCE,
     SOURCE,
@@ -169,6 +171,9 @@ class Annotation(EditsMixin, DisplayMixin):
 
         # ---- manual labels restored from a saved table
         self._manual = np.full(self._n, -1, dtype=np.int32)
+        self._reason = np.full(self._n, None, dtype=object)  # why each manual label was set
+        self._reviewed = np.zeros(self._n, dtype=bool)
+        self._base_source = _base_sources(base)
         if SOURCE in base and CELL_TYPE in base:
             is_manual = (base[SOURCE].astype(str) == SOURCE_MANUAL).to_numpy()
             if is_manual.any():
@@ -176,6 +181,9 @@ class Annotation(EditsMixin, DisplayMixin):
                 for name in pd.unique(names):
                     self._register(str(name))
                 self._manual[is_manual] = self._codes_of(names)
+                self._reason[is_manual] = _manual_reasons(base, is_manual)
+        if REVIEWED in base:
+            self._reviewed[:] = base[REVIEWED].fillna(False).astype(bool).to_numpy()
 
         # ---- niche clusters (optional)
         self._niche: pd.Series | None = None
@@ -347,6 +355,15 @@ class Annotation(EditsMixin, DisplayMixin):
         return pd.Series(cats, index=self._base.index, name=SOURCE)
 
     @property
+    def label_source(self) -> pd.Series:
+        """What gave each cell its current label: ``manual:<reason>`` for a manual label, else
+        the table's own ``label_source`` (e.g. ``prototypes`` in a combined table) or ``transfer``."""
+        out = self._base_source.copy()
+        manual = self._manual >= 0
+        out[manual] = np.char.add("manual:", self._reason[manual].astype(str)).astype(object)
+        return pd.Series(out, index=self._base.index, name=LABEL_SOURCE)
+
+    @property
     def manual_mask(self) -> np.ndarray:
         return self._manual >= 0
 
@@ -399,7 +416,9 @@ class Annotation(EditsMixin, DisplayMixin):
         for col in (UNKNOWN_SCORE, UNASSIGNED_REASON):  # why a cell is Unknown / Unassigned (issue 14)
             if col in self._base:
                 out[col] = self._base[col].to_numpy()
-        skip = set(out.columns) | {CELL_TYPE, SOURCE, NICHE_CLUSTER, LABEL_ID}
+        out[LABEL_SOURCE] = self.label_source.to_numpy()
+        out[REVIEWED] = self._reviewed.copy()
+        skip = set(out.columns) | {CELL_TYPE, SOURCE, NICHE_CLUSTER, LABEL_ID, LABEL_SOURCE, REVIEWED}
         for col in self._base.columns:
             if col not in skip:
                 out[col] = self._base[col].to_numpy()
@@ -462,6 +481,23 @@ class Annotation(EditsMixin, DisplayMixin):
                 f"{int((self._manual >= 0).sum())} manual, threshold "
                 f"conf>={self._min_confidence:g}"
                 + ("" if self._max_distance is None else f", dist<={self._max_distance:g}") + ")")
+
+
+def _base_sources(base: pd.DataFrame) -> np.ndarray:
+    """Source of each cell's non-manual label: the table's ``label_source`` (manual entries of a
+    saved table fall back to ``transfer``), else ``transfer``."""
+    if LABEL_SOURCE not in base:
+        return np.full(len(base), "transfer", dtype=object)
+    src = base[LABEL_SOURCE].astype(object).where(base[LABEL_SOURCE].notna(), "transfer").astype(str)
+    return np.where(src.str.startswith("manual:"), "transfer", src).astype(object)
+
+
+def _manual_reasons(base: pd.DataFrame, is_manual: np.ndarray) -> np.ndarray:
+    """Reasons of restored manual labels, from a saved ``label_source`` (``manual:<reason>``)."""
+    if LABEL_SOURCE not in base:
+        return np.full(int(is_manual.sum()), "manual", dtype=object)
+    src = base[LABEL_SOURCE].astype(str).to_numpy()[is_manual]
+    return np.array([s.split(":", 1)[1] if s.startswith("manual:") else "manual" for s in src], dtype=object)
 
 
 def _as_category(values: pd.Series) -> pd.Series:

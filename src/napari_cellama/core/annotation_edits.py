@@ -19,6 +19,10 @@ from ..validators import CellamaInputError
 # edit kinds recorded in the history
 EDIT_ASSIGN = "assign"
 EDIT_CLEAR = "clear"
+EDIT_REVIEW = "review"
+KEEP = -2
+"""``Edit.after`` of an edit that only marks cells reviewed (their labels stay)."""
+DEFAULT_REASON = "manual"
 
 
 @dataclass
@@ -34,6 +38,12 @@ class Edit:
     after: int
     kind: str = EDIT_ASSIGN
     time: str = field(default_factory=lambda: _dt.datetime.now().isoformat(timespec="seconds"))
+    reason: str = DEFAULT_REASON
+    """Why the label was set (``review``, ``polygon``, ``cluster``, ``carried``, ...)."""
+    reasons_before: np.ndarray | None = None
+    """Manual-label reasons of the cells before (None = no manual label)."""
+    reviewed_before: np.ndarray | None = None
+    """Reviewed flags before, when this edit marked the cells reviewed (else None)."""
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -77,10 +87,14 @@ class EditsMixin:
         """Cell ids of Labels-raster ids (e.g. the cells inside a lasso); unknown ids ignored."""
         return self._base.index[self.positions_of_labels(label_ids)]
 
-    def assign(self, cell_ids, cell_type: str) -> Edit | None:
+    def assign(self, cell_ids, cell_type: str, *, reason: str = DEFAULT_REASON,
+               review: bool = False) -> Edit | None:
         """Label ``cell_ids`` as ``cell_type`` (an existing or a new name); source becomes manual.
 
-        Returns the recorded :class:`Edit`, or None when nothing changed. Clears redo.
+        ``reason`` (``review``, ``polygon``, ``cluster``, ...) is kept per cell as its
+        ``label_source`` (``manual:<reason>``) and in the edit history; ``review`` also marks
+        the cells reviewed (undone with the edit). Returns the recorded :class:`Edit`, or
+        None when nothing changed. Clears redo.
         """
         name = clean_name(cell_type)
         pos = self._positions(cell_ids)
@@ -88,27 +102,60 @@ class EditsMixin:
             self._register(name)
             self._emit("types")
         code = self._code[name]
-        return self._apply_new(pos, code, EDIT_ASSIGN)
+        return self._apply_new(pos, code, EDIT_ASSIGN, reason=clean_name(reason), review=review)
 
     def clear_manual(self, cell_ids) -> Edit | None:
         """Drop the manual label of ``cell_ids``: the transferred label applies again."""
         return self._apply_new(self._positions(cell_ids), -1, EDIT_CLEAR)
 
-    def _apply_new(self, pos: np.ndarray, code: int, kind: str) -> Edit | None:
+    def mark_reviewed(self, cell_ids, *, reason: str = "review") -> Edit | None:
+        """Mark ``cell_ids`` reviewed, keeping their labels (an undoable edit; None if all were)."""
+        return self._apply_new(self._positions(cell_ids), KEEP, EDIT_REVIEW, reason=clean_name(reason),
+                               review=True)
+
+    @property
+    def reviewed(self) -> pd.Series:
+        """True for the cells a person reviewed (accepted or reassigned in the review queue)."""
+        return pd.Series(self._reviewed.copy(), index=self._base.index, name="reviewed")
+
+    def _apply_new(self, pos: np.ndarray, code: int, kind: str, *, reason: str = DEFAULT_REASON,
+                   review: bool = False) -> Edit | None:
         before = self._manual[pos].copy()
-        changed = before != code
+        was_reviewed = self._reviewed[pos].copy()
+        changed = np.zeros(len(pos), bool) if code == KEEP else before != code
+        if code >= 0:
+            changed |= self._reason[pos] != reason
+        if review:
+            changed |= ~was_reviewed
         if not changed.any():
             return None
-        pos, before = pos[changed], before[changed]
-        edit = Edit(pos, before, int(code), kind)
-        self._manual[pos] = code
-        self._update_codes()
+        pos = pos[changed]
+        edit = Edit(pos, before[changed], int(code), kind, reason=reason,
+                    reasons_before=self._reason[pos].copy(),
+                    reviewed_before=was_reviewed[changed] if review else None)
+        self._do(edit)
         self._undo.append(edit)
         if len(self._undo) > self.max_history:
             del self._undo[: len(self._undo) - self.max_history]
         self._redo.clear()
         self._emit("edit")
         return edit
+
+    def _do(self, edit: Edit) -> None:
+        if edit.after != KEEP:
+            self._manual[edit.positions] = edit.after
+            self._reason[edit.positions] = edit.reason if edit.after >= 0 else None
+        if edit.reviewed_before is not None:
+            self._reviewed[edit.positions] = True
+        self._update_codes()
+
+    def _undo_one(self, edit: Edit) -> None:
+        self._manual[edit.positions] = edit.before
+        if edit.reasons_before is not None:
+            self._reason[edit.positions] = edit.reasons_before
+        if edit.reviewed_before is not None:
+            self._reviewed[edit.positions] = edit.reviewed_before
+        self._update_codes()
 
     @property
     def can_undo(self) -> bool:
@@ -131,8 +178,7 @@ class EditsMixin:
         if not self._undo:
             return None
         edit = self._undo.pop()
-        self._manual[edit.positions] = edit.before
-        self._update_codes()
+        self._undo_one(edit)
         self._redo.append(edit)
         self._emit("undo")
         return edit
@@ -142,8 +188,7 @@ class EditsMixin:
         if not self._redo:
             return None
         edit = self._redo.pop()
-        self._manual[edit.positions] = edit.after
-        self._update_codes()
+        self._do(edit)
         self._undo.append(edit)
         self._emit("redo")
         return edit
@@ -152,6 +197,8 @@ class EditsMixin:
         """One line for a status bar, e.g. ``12 cells -> B cell``."""
         n = len(edit)
         cells = f"{n} cell{'s' if n != 1 else ''}"
+        if edit.after == KEEP:
+            return f"{cells} marked reviewed"
         if edit.after < 0:
             return f"{cells} back to the transferred label"
         return f"{cells} -> {self._categories[edit.after]}"
@@ -164,6 +211,10 @@ class EditsMixin:
             "cell_ids": [str(c) for c in self._base.index[edit.positions]],
             "before": names[edit.before].tolist(),  # -1 -> None (no manual label)
             "after": None if edit.after < 0 else self._categories[edit.after],
+            "keep_labels": edit.after == KEEP,
+            "reason": edit.reason,
+            "reasons_before": None if edit.reasons_before is None else edit.reasons_before.tolist(),
+            "reviewed_before": None if edit.reviewed_before is None else edit.reviewed_before.tolist(),
         }
 
     def _edit_from_record(self, rec: dict) -> Edit:
@@ -172,7 +223,14 @@ class EditsMixin:
             raise CellamaInputError("the saved edit history names cells that are not in the table")
         before = np.array([-1 if b is None else self._register(str(b)) for b in rec["before"]], dtype=np.int32)
         after = -1 if rec.get("after") is None else self._register(str(rec["after"]))
-        return Edit(pos.astype(np.int64), before, after, rec.get("kind", EDIT_ASSIGN), rec.get("time", ""))
+        if rec.get("keep_labels"):
+            after = KEEP
+        reasons = rec.get("reasons_before")
+        reviewed = rec.get("reviewed_before")
+        return Edit(pos.astype(np.int64), before, after, rec.get("kind", EDIT_ASSIGN), rec.get("time", ""),
+                    reason=rec.get("reason", DEFAULT_REASON),
+                    reasons_before=None if reasons is None else np.asarray(reasons, dtype=object),
+                    reviewed_before=None if reviewed is None else np.asarray(reviewed, dtype=bool))
 
     def history_records(self) -> list[dict]:
         """The undo stack, oldest first, as JSON-serialisable dicts
