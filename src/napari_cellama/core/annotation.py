@@ -55,6 +55,7 @@ from ..validators import CellamaInputError
 from .annotation_display import TRANSPARENT, DisplayMixin  # noqa: F401 (TRANSPARENT: public name)
 from .annotation_edits import EDIT_ASSIGN, EDIT_CLEAR, Edit, EditsMixin, clean_name  # noqa: F401
 from .palette import TypeColors, palette_color, to_hex, to_rgba  # noqa: F401 (re-exported)
+from .provenance import ProvenanceMixin
 from .transfer import apply_threshold
 
 # what each change announces: the named signal it emits (labels_changed carries the cause)
@@ -71,7 +72,7 @@ _SIGNAL_OF = {
 }
 
 
-class Annotation(EditsMixin, DisplayMixin):
+class Annotation(EditsMixin, DisplayMixin, ProvenanceMixin):
     """Review state over the per-cell table of a transfer run.
 
     Parameters
@@ -114,6 +115,9 @@ class Annotation(EditsMixin, DisplayMixin):
         The :class:`~napari_cellama.core.palette.TypeColors` new types take their colours
         from (a viewer's session passes its own, so that every layer shows a type in one
         colour); a fresh one by default.
+    provenance
+        Recorded steps (run steps and edits that left the undo stack) to restore; see
+        :attr:`provenance` and :mod:`napari_cellama.core.provenance`.
     """
 
     labels_changed = Signal(str)
@@ -137,6 +141,7 @@ class Annotation(EditsMixin, DisplayMixin):
         redo: Sequence[dict] | None = None,
         max_history: int = DEFAULT_UNDO_DEPTH,
         palette: TypeColors | None = None,
+        provenance: Sequence[dict] | None = None,
     ):
         _check_table(table)
         if int(max_history) < 20:
@@ -199,6 +204,7 @@ class Annotation(EditsMixin, DisplayMixin):
             self.set_label_ids(label_ids)
 
         self._hidden: set[str] = set()
+        self._steps: list[dict] = [dict(s) for s in (provenance or ())]
         self._undo: list[Edit] = [self._edit_from_record(r) for r in (history or ())]
         self._redo: list[Edit] = [self._edit_from_record(r) for r in (redo or ())]
         self._min_confidence = 0.0
@@ -457,6 +463,7 @@ class Annotation(EditsMixin, DisplayMixin):
             "history": self.history_records(),
             "redo": self.redo_records(),
             "max_history": self.max_history,
+            "provenance": [dict(s) for s in self._steps],
         }
 
     @classmethod
@@ -474,6 +481,7 @@ class Annotation(EditsMixin, DisplayMixin):
             history=state.get("history"),
             redo=state.get("redo"),
             max_history=state.get("max_history", DEFAULT_UNDO_DEPTH),
+            provenance=state.get("provenance"),
         )
 
     def __repr__(self) -> str:

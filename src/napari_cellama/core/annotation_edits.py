@@ -136,7 +136,12 @@ class EditsMixin:
         self._do(edit)
         self._undo.append(edit)
         if len(self._undo) > self.max_history:
-            del self._undo[: len(self._undo) - self.max_history]
+            from .provenance import edit_step
+
+            n_old = len(self._undo) - self.max_history
+            # an edit that leaves the undo stack is still in effect: provenance keeps it
+            self._steps.extend(edit_step(self._record(e)) for e in self._undo[:n_old])
+            del self._undo[:n_old]
         self._redo.clear()
         self._emit("edit")
         return edit

@@ -6,7 +6,8 @@ destination inside a Xenium output folder):
 * :func:`write_spatialdata` - a SpatialData zarr: the cells table (``obs`` columns,
   embeddings in ``obsm['X_cellama']``, parameters / panel report / colours / edit
   history in ``uns['cellama']``), the Xenium run's cell labels and boundaries (and,
-  optionally, its image), and the reference embeddings for the UMAP panel. Read it back
+  optionally, its image), and the reference embeddings for the UMAP panel; the labels'
+  provenance (:mod:`napari_cellama.core.provenance`) in ``uns['cellama']['provenance']``. Read it back
   with :func:`load_session` (or ``spatialdata.read_zarr``).
 * :func:`write_h5ad` - the same cells table as an ``.h5ad``.
 * :func:`write_explorer_csv` - a Xenium Explorer cell-groups CSV.
@@ -35,9 +36,11 @@ from .._constants import (
     EXPLORER_COLOR,
     EXPLORER_GROUP,
     LABEL_ID,
+    LABEL_SOURCE,
     NEAREST_REFERENCE,
     NICHE_CLUSTER,
     OBSM_EMBEDDING,
+    REVIEWED,
     RUNNER_UP,
     SENTENCE,
     SOURCE,
@@ -51,6 +54,7 @@ from .._constants import (
 from ..atomic import write_dir, write_file
 from ..core.annotation import Annotation
 from ..core.palette import niche_color, palette_color, to_hex
+from ..core.provenance import recorded_inputs
 from ..validators import CellamaInputError
 from . import destinations as _dest
 from .csv_safety import safe_for_spreadsheets
@@ -63,7 +67,7 @@ from .destinations import (  # noqa: F401
 
 FORMAT_VERSION = 1
 RESULT_COLUMNS = (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, CONFIDENCE, DISTANCE, RUNNER_UP, NEAREST_REFERENCE,
-                  SENTENCE, NICHE_CLUSTER, LABEL_ID, UNKNOWN_SCORE, UNASSIGNED_REASON)
+                  SENTENCE, NICHE_CLUSTER, LABEL_ID, UNKNOWN_SCORE, UNASSIGNED_REASON, LABEL_SOURCE, REVIEWED)
 """Per-cell result columns (in this order) of every export."""
 
 XENIUM_INSTANCE_KEY = "cell_labels"
@@ -153,6 +157,10 @@ def _uns(ann: Annotation, result=None, params=None, inputs=None) -> dict:
     from .. import __version__
 
     session = {k: v for k, v in state.items() if k not in ("colors", "history")}
+    provenance = ann.provenance
+    # the inputs of the run that made the labels, not whatever is loaded now (issue 17, item 5)
+    inputs = {**(inputs or {}), **recorded_inputs(provenance)}
+    inputs.pop("label_key", None)
     return {
         "format_version": FORMAT_VERSION,
         "software": f"napari-cellama {__version__}",
@@ -162,6 +170,7 @@ def _uns(ann: Annotation, result=None, params=None, inputs=None) -> dict:
         "history": _json(state["history"]),
         "session": _json(session),
         "inputs": _json({k: str(v) for k, v in (inputs or {}).items() if v is not None}),
+        "provenance": _json(provenance),
     }
 
 

@@ -20,6 +20,7 @@ from .._constants import (
     CELL_TYPE,
     CONFIDENCE,
     DISTANCE,
+    LABEL_SOURCE,
     NEAREST_REFERENCE,
     OBSM_EMBEDDING,
     RUNNER_UP,
@@ -57,6 +58,8 @@ class Session:
     sdata: Any = None
     """The SpatialData as read (lazy elements: ``cell_labels``, ``cell_boundaries`` ...); None for .h5ad."""
     path: Path | None = None
+    recorded_provenance: list = field(default_factory=list)
+    """``uns['cellama']['provenance']`` as written by the export (empty for older exports)."""
 
     @property
     def table(self) -> pd.DataFrame:
@@ -70,6 +73,11 @@ class Session:
     def history(self) -> list[dict]:
         return self.annotation.history_records()
 
+    @property
+    def provenance(self) -> list[dict]:
+        """The steps that made the labels as exported (``uns['cellama']['provenance']``)."""
+        return list(self.recorded_provenance or self.annotation.provenance)
+
     def transfer_result(self):
         """A :class:`~napari_cellama.core.TransferResult` for plots and re-export."""
         from ..core.panel import PanelReport
@@ -81,7 +89,8 @@ class Session:
                               panel, dict(self.params))
 
 
-_UNS_TYPES = {"params": dict, "panel": dict, "colors": dict, "history": list, "session": dict, "inputs": dict}
+_UNS_TYPES = {"params": dict, "panel": dict, "colors": dict, "history": list, "session": dict, "inputs": dict,
+              "provenance": list}
 _TYPE_WORDS = {dict: "a JSON object", list: "a JSON list"}
 
 
@@ -131,6 +140,7 @@ def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
     history = _loads(uns, "history", [])
     state = _loads(uns, "session", {})
     inputs = _loads(uns, "inputs", {})
+    provenance = _loads(uns, "provenance", [])
     for key in ("min_confidence", "max_distance", "max_history"):
         value = state.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
@@ -145,7 +155,8 @@ def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
     cols = [c for c in RESULT_COLUMNS if c in obs]
     table = obs[cols].copy()
     table.index = pd.Index(obs.index.astype(str), name=CELL_ID)
-    for col in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, RUNNER_UP, UNASSIGNED_REASON, NEAREST_REFERENCE, SENTENCE):
+    for col in (CELL_TYPE, SOURCE, TRANSFERRED_TYPE, RUNNER_UP, UNASSIGNED_REASON, NEAREST_REFERENCE, SENTENCE,
+                LABEL_SOURCE):
         if col in table:
             table[col] = table[col].astype(str).to_numpy(dtype=object)
     if UNKNOWN_SCORE in table:
@@ -179,6 +190,7 @@ def session_from_anndata(adata, *, sdata=None, path=None) -> Session:
         adata=adata,
         sdata=sdata,
         path=None if path is None else Path(path),
+        recorded_provenance=provenance,
     )
 
 
