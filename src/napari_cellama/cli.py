@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 
-SUBCOMMANDS = ("transfer", "demo", "gui", "niche", "finetune", "prototypes", "cache")
+SUBCOMMANDS = ("transfer", "demo", "gui", "niche", "finetune", "prototypes", "cache", "replay")
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("transfer", "demo", "niche", "finetune", "prototypes"):
+    if args.command in ("transfer", "demo", "niche", "finetune", "prototypes", "replay"):
         _quiet_libraries()
     # SIGTERM / SIGHUP unwind like Ctrl-C: every temporary output is removed, old outputs stay
     # (not for the GUI: inside Qt's event loop Python handlers run late, a SIGTERM must still end it)

@@ -165,13 +165,14 @@ def _write_exports(args, paths: dict, result, query) -> None:
         return
     from pathlib import Path
 
-    from ..core import Annotation
+    from ..core.provenance import annotation_from_result
     from ..io import write_explorer_csv, write_h5ad, write_spatialdata, xenium_root
 
-    annotation = Annotation(result.table, min_confidence=args.min_confidence, max_distance=args.max_distance)
     sources = [args.query, args.reference]
     inputs = {"query": Path(args.query).expanduser().resolve(),
               "reference": Path(args.reference).expanduser().resolve()}
+    annotation = annotation_from_result(result, dict(inputs, label_key=args.label_key),  # provenance
+                                        min_confidence=args.min_confidence, max_distance=args.max_distance)
     n = annotation.n_cells
     if "explorer_csv" in paths:
         write_explorer_csv(paths["explorer_csv"], annotation, sources=sources)

@@ -66,9 +66,9 @@ def content_fingerprint(path) -> str | None:
         if stamp in _MEMO:
             return _MEMO[stamp]
     h = hashlib.sha256()
-    base = p if p.is_dir() else p.parent
     for f in files:
-        h.update(f.relative_to(base).as_posix().encode() + b"\0")
+        if p.is_dir():  # a file's fingerprint is its content alone: a renamed copy keeps it
+            h.update(f.relative_to(p).as_posix().encode() + b"\0")
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 h.update(block)
