@@ -203,6 +203,9 @@ class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
         self._set_has_result(False)
         if self.session.transfer is not None:  # a transfer shown before this dock was opened
             self._on_transfer(self.session.transfer)
+        from .autosave_hook import install_autosave
+
+        self.autosave = install_autosave(self)  # auto-saves; after a crash, offers the last one back
 
     # ------------------------------------------------------------------ session / parameters
     def _on_inputs(self) -> None:
@@ -258,17 +261,17 @@ class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
         p = self.parameters()
         args = (s.query, s.reference, p["label_key"], p["top_k"], p["model"], p["k"], p["metadata"],
                 p["device"], p["mode"], p["cache"])
+        self._run_inputs = self._run_record(p["label_key"])  # provenance: the inputs of THIS run
         if sync:
             return self.runner.run_sync(transfer_job, *args, on_done=self._on_result)
         return self.runner.start(transfer_job, *args, on_done=self._on_result, what="label transfer")
 
     def _on_result(self, result) -> None:
-        from ..core import Annotation
+        from ..core.provenance import annotation_from_result
 
         s = self.session
-        types = [str(t) for t in pd.unique(result.reference_labels)]
-        annotation = Annotation(result.table, label_ids=s.label_of_cell.reindex(result.table.index).to_numpy(),
-                                types=sorted(types), palette=s.type_colors)
+        annotation = annotation_from_result(result, getattr(self, "_run_inputs", None), palette=s.type_colors,
+                                            label_ids=s.label_of_cell.reindex(result.table.index).to_numpy())
         self.show_annotation(annotation, result)
         note = (f"{len(result.table):,} cells annotated ({_model_label(result.params.get('model'))}, "
                 f"{result.params.get('embedding_mode', 'exact')} embedding)")
