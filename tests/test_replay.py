@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _transfer_fixture import DEMO_LABEL_KEY, cellama_tmp, transfer  # noqa: F401 (fixtures)
 
 from napari_cellama._constants import CELL_TYPE, LABEL_SOURCE, REVIEWED
 from napari_cellama.cli import main
 from napari_cellama.core.provenance import annotation_from_result
 from napari_cellama.io import write_h5ad
 from napari_cellama.io.replay import write_replay_script
-
-from _transfer_fixture import DEMO_LABEL_KEY, cellama_tmp, transfer  # noqa: F401 (fixtures)
 
 
 def _edited(result, inputs):
