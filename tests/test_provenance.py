@@ -131,3 +131,29 @@ def test_exports_carry_provenance_and_the_runs_inputs(tmp_path):
     groups = pd.read_csv(write_explorer_csv(tmp_path / "groups.csv", ann))
     assert list(groups.columns) == ["cell_id", "group", "color"]  # the final label only
     assert groups.set_index("cell_id").loc["c1", "group"] == "Stromal"
+
+
+
+
+def test_prototype_run_is_recorded(tmp_path):
+    import scipy.sparse as sp
+    from _hash_embedder import HashEmbedder
+
+    from napari_cellama.core import annotate_by_prototypes
+
+    genes = ["CD3E", "CD3D", "MS4A1", "CD79A", "LYZ", "CD14"]
+    rng = np.random.default_rng(0)
+    q = ad.AnnData(sp.csr_matrix(rng.poisson(2, (30, 6)).astype(np.float32)))
+    q.var_names = genes
+    q.obs_names = [f"c{i}" for i in range(30)]
+    markers = {"T": ["CD3E", "CD3D"], "B": ["MS4A1", "CD79A"], "Mono": ["LYZ", "CD14"]}
+    result = annotate_by_prototypes(q, markers, embedder=HashEmbedder())
+    markers_file = tmp_path / "markers.json"
+    markers_file.write_text(json.dumps(markers))
+    ann = annotation_from_result(result, {"query": tmp_path / "q.h5ad", "markers": markers_file})
+    run = ann.provenance[0]
+    assert run["step"] == "prototypes" and run["options"]["top_k"] == result.options.top_k
+    assert run["inputs"]["markers"]["fingerprint"] == content_fingerprint(markers_file)
+    assert run["inputs"]["query"]["fingerprint"] is None  # not on disk: recorded by path only
+    assert set(ann.types) >= {"T", "B", "Mono"}
+    assert "prototypes" in describe(ann.provenance)[0]

@@ -2,7 +2,7 @@
 
 :func:`install_autosave` gives the dock an :class:`~napari_cellama.io.autosave.AutoSaver`:
 after each run and each edit (or undo, threshold change) a save is scheduled, at most one every
-``min_interval`` seconds; the annotation is snapshotted on the GUI thread (milliseconds) and
+``min_interval`` seconds; the annotation is snapshotted on the GUI thread (~0.1 s on 84k cells) and
 written in a background thread. Closing the dock or quitting removes the auto-save. When the
 dock starts and a crashed session left one, a bar at the top of the dock asks "Restore the
 auto-saved session from <time>?" (Restore / Discard).
@@ -78,7 +78,7 @@ class AutosaveHook(QObject):
         if self._thread is not None and self._thread.is_alive():  # one writer at a time: try again later
             self.timer.start(1000)
             return
-        snapshot = ann.snapshot()
+        snapshot = ann.snapshot_parts()  # ~0.1 s on 84k cells; rebuilt in the thread
         result = self.dock.result
         inputs = self.dock._inputs()
         self.saver.dirty = False
@@ -89,7 +89,9 @@ class AutosaveHook(QObject):
 
     def _write(self, snapshot, result, inputs) -> None:
         try:
-            self.saver.save(snapshot, result, inputs)
+            from ..core.provenance import from_snapshot
+
+            self.saver.save(from_snapshot(snapshot), result, inputs)
         except Exception as err:  # noqa: BLE001 - an auto-save must never take the session down
             self.saver.last_error = f"{type(err).__name__}: {err}"
 

@@ -4,7 +4,7 @@ Every write goes through :mod:`napari_cellama.io.export`; "Open saved session" r
 layers, legend, threshold and manual edits (opening the session's Xenium run first when
 it is not open). The buttons save off the GUI thread through the dock's
 :class:`~._runner.JobRunner` (progress bar, the GUI stays responsive): the writer gets a
-snapshot of the annotation (:meth:`Annotation.snapshot`), so edits made meanwhile are not
+snapshot of the annotation (:meth:`Annotation.snapshot_parts`), so edits made meanwhile are not
 half-saved, and every file is written to a temporary sibling and renamed into place.
 Exports record the inputs of the run that made the labels (the annotation's provenance),
 not whatever is loaded now. "Export as script" writes the steps that re-make the labels as
@@ -20,9 +20,13 @@ from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QPushButton
 from ..validators import CellamaInputError
 
 
-def write_job(writer, path, annotation, **kwargs):
-    """Worker job of a background save: ``writer(path, annotation, **kwargs)`` (atomic), then done."""
-    out = writer(path, annotation, **kwargs)
+def write_job(writer, path, snapshot, **kwargs):
+    """Worker job of a background save: the annotation rebuilt from its ``snapshot``
+    (:meth:`Annotation.snapshot_parts`, taken on the GUI thread), then ``writer(path, annotation,
+    **kwargs)`` (atomic)."""
+    from ..core.provenance import from_snapshot
+
+    out = writer(path, from_snapshot(snapshot), **kwargs)
     yield ("saved", 1, 1)
     return out
 
@@ -98,7 +102,7 @@ class ExportMixin:
         if not path:
             return None
         if background:  # off the GUI thread, on a snapshot (issue 17 item 4)
-            return self.runner.start(write_job, writer, path, self.annotation.snapshot(), on_done=self._on_saved,
+            return self.runner.start(write_job, writer, path, self.annotation.snapshot_parts(), on_done=self._on_saved,
                                      what=f"saving {Path(path).name}", sources=self._sources(), **kwargs)
         try:
             out = writer(path, self.annotation, sources=self._sources(), **kwargs)
