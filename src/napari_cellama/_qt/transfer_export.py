@@ -80,6 +80,8 @@ class ExportMixin:
 
         from ..core.provenance import content_fingerprint
 
+        if self.runner.busy and getattr(self, "_run_inputs", None) is not None:
+            return self._run_inputs  # a run is going (this start will be refused): its inputs stay
         s = self.session
         paths = [p for p in (s.xenium_root, s.reference_path) if p]
         threading.Thread(target=lambda: [content_fingerprint(p) for p in paths], daemon=True).start()
