@@ -10,7 +10,8 @@ layout that fits any screen.
   (:meth:`SessionDock.tab_with_siblings`) instead of being stacked under it.
 * **Closing.** ``detached`` is True once napari took the dock out of its window (the title
   bar's close button). A dock whose job still runs stays alive until the job ends
-  (:meth:`keep_alive_while`), so the job finishes into the session.
+  (:meth:`track_jobs`, which also lists it in ``session.running``), so the job finishes into
+  the session; then the dock lets go of the session (:meth:`release`).
 """
 
 from __future__ import annotations
@@ -104,10 +105,33 @@ class SessionDock(QWidget):
                 self._docked = True
             else:
                 self.detached = getattr(self, "_docked", False)
+                runner = getattr(self, "_tracked_runner", None)
+                if self.detached and (runner is None or not runner.busy):
+                    self.release()
         return super().event(event)
 
-    def keep_alive_while(self, runner) -> None:
-        """Keep this dock alive while ``runner`` (its :class:`~._runner.JobRunner`) runs a
-        job, even after napari closed the dock, so the job's result reaches the session."""
-        runner.started.connect(lambda _what: _BUSY_DOCKS.add(self))
-        runner.finished.connect(lambda: _BUSY_DOCKS.discard(self))
+    def track_jobs(self, runner) -> None:
+        """Record ``runner``'s jobs (this dock's :class:`~._runner.JobRunner`) in
+        ``session.running`` while they run, and keep this dock alive until its job ends even
+        after napari closed it, so the job's result reaches the session."""
+        names: list = []
+
+        def started(what: str) -> None:
+            names.append(what)
+            _BUSY_DOCKS.add(self)
+            self.session.job_started(what)
+
+        def finished() -> None:
+            while names:
+                self.session.job_finished(names.pop())
+            _BUSY_DOCKS.discard(self)
+            if self.detached:
+                self.release()
+
+        runner.started.connect(started)
+        runner.finished.connect(finished)
+        self._tracked_runner = runner
+
+    def release(self) -> None:
+        """Stop following the session (a closed dock whose job has ended); docks override it
+        to disconnect their handlers."""

@@ -123,6 +123,7 @@ class NicheWidget(NicheFormMixin, SessionDock):
         run_row.addWidget(self.run_button, 1)
         run_row.addWidget(self.recluster_button)
         self.runner = JobRunner(self)
+        self.track_jobs(self.runner)  # session.running: the load dock waits for it
 
         # ---------------------------------------------------------------- results
         self.results_box = QGroupBox("Niches")
