@@ -1,8 +1,8 @@
 """The base of every napari-cellama dock: the viewer it serves, that viewer's session, and a
 layout that fits any screen.
 
-* **Scrolling.** The first time a dock is shown its form moves into a frameless scroll
-  area (:meth:`SessionDock.install_scrolling`): the dock's minimum height no longer adds up
+* **Scrolling.** When napari docks it (or the first time it is shown) the dock's form
+  moves into a frameless scroll area (:meth:`SessionDock.install_scrolling`): the dock's minimum height no longer adds up
   into the window's, so a window with every dock open still fits a 1366x768 screen, and a
   long form (Run transfer, the legend, exports) stays reachable by scrolling.
 * **Tabs.** A dock put next to another napari-cellama dock in the same area (the ``gui``
@@ -103,6 +103,8 @@ class SessionDock(QWidget):
         if event.type() == QEvent.ParentChange:
             if self.parentWidget() is not None:
                 self._docked = True
+                if isinstance(self.parentWidget(), QDockWidget):  # napari docks it: scroll from the
+                    self.install_scrolling()  # start, so the window never grows to the whole form
             else:
                 self.detached = getattr(self, "_docked", False)
                 runner = getattr(self, "_tracked_runner", None)
