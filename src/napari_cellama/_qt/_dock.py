@@ -90,7 +90,7 @@ class SessionDock(QWidget):
         area = window.dockWidgetArea(dock)
         siblings = [d for d in window.findChildren(QDockWidget)
                     if d is not dock and not d.isHidden() and not d.isFloating()
-                    and window.dockWidgetArea(d) == area and isinstance(d.widget(), SessionDock)]
+                    and window.dockWidgetArea(d) == area and _is_plugin_dock(d)]
         if not siblings:
             return False
         window.tabifyDockWidget(siblings[-1], dock)
@@ -137,3 +137,8 @@ class SessionDock(QWidget):
     def release(self) -> None:
         """Stop following the session (a closed dock whose job has ended); docks override it
         to disconnect their handlers."""
+
+
+def _is_plugin_dock(dock: QDockWidget) -> bool:
+    """A dock of this plugin: a :class:`SessionDock`, or any widget napari docked for it."""
+    return isinstance(dock.widget(), SessionDock) or dock.windowTitle().endswith("(napari-cellama)")
