@@ -95,7 +95,6 @@ def fit_window(viewer) -> None:
     if screen is None:
         return
     geometry = screen.availableGeometry()
-    window.setMaximumSize(geometry.size())
     window.resize(geometry.width(), geometry.height())
     window.move(geometry.topLeft())
     bottom = [d for d in window.findChildren(QDockWidget)
