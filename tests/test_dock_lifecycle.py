@@ -138,3 +138,10 @@ def test_reopened_session_shows_niches_in_their_palette(viewer, qtbot, demo_data
     # clicking a niche selects its cells
     transfer._select_niche("1")
     assert len(get_session(other).selection) == 200
+
+    # closing the niche dock (no job running) lets go of the session; its layer stays
+    other.window.remove_dock_widget(niche)
+    assert niche.detached and niche.annotation is None
+    assert niche.niche_layer() is not None
+    get_session(other).events.transfer.emit(get_session(other).transfer)
+    assert niche.annotation is None

@@ -4,7 +4,8 @@ layout that fits any screen.
 * **Scrolling.** When napari docks it (or the first time it is shown) the dock's form
   moves into a frameless scroll area (:meth:`SessionDock.install_scrolling`): the dock's minimum height no longer adds up
   into the window's, so a window with every dock open still fits a 1366x768 screen, and a
-  long form (Run transfer, the legend, exports) stays reachable by scrolling.
+  long form (Run transfer, the legend, exports) stays reachable by scrolling. A dock that
+  already scrolls its own form (the fine-tune dock, Run pinned below it) is left as it is.
 * **Tabs.** A dock put next to another napari-cellama dock in the same area (the ``gui``
   command, or a dock opened from the Plugins menu) is tabbed with it
   (:meth:`SessionDock.tab_with_siblings`) instead of being stacked under it.
@@ -48,6 +49,10 @@ class SessionDock(QWidget):
         """Move the dock's form into a vertically scrolling area (once); returns the area."""
         if self.scroll_area is not None or self.layout() is None:
             return self.scroll_area
+        own = _own_scroll_area(self.layout())
+        if own is not None:  # the dock scrolls its form itself (its Run button pinned below it)
+            self.scroll_area = own
+            return own
         inner = QWidget()
         inner.setObjectName("cellama_dock_form")
         inner.setLayout(self.layout())  # Qt moves the layout and its widgets to ``inner``
@@ -142,3 +147,12 @@ class SessionDock(QWidget):
 def _is_plugin_dock(dock: QDockWidget) -> bool:
     """A dock of this plugin: a :class:`SessionDock`, or any widget napari docked for it."""
     return isinstance(dock.widget(), SessionDock) or dock.windowTitle().endswith("(napari-cellama)")
+
+
+def _own_scroll_area(layout) -> QScrollArea | None:
+    """A scroll area placed directly in ``layout`` by the dock itself (None if none)."""
+    for i in range(layout.count()):
+        widget = layout.itemAt(i).widget()
+        if isinstance(widget, QScrollArea):
+            return widget
+    return None

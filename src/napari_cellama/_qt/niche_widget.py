@@ -178,6 +178,13 @@ class NicheWidget(NicheFormMixin, SessionDock):
         self._on_session_changed()
         self._draw_heatmap()
 
+    def release(self) -> None:
+        """A closed dock lets go of the session (its job has ended): its layer stays."""
+        self.session.events.inputs.disconnect(self._on_session_changed)
+        self.session.events.transfer.disconnect(self._on_session_changed)
+        rewire(self.annotation, None, {"labels_changed": self._fill_types, "types_changed": self._fill_types})
+        self.annotation = None
+
     # ------------------------------------------------------------------ session / labels
     def _on_session_changed(self, *_value) -> None:
         annotation = self.session.annotation
