@@ -165,9 +165,9 @@ def test_prototypes_panel_annotates_real_xenium_cells(viewer, qtbot, crop_dir, t
 
 @pytest.mark.gui
 def test_finetune_form_scrolls_when_docks_share_the_height(viewer, qtbot):
-    viewer.window._qt_window.resize(1300, 800)
+    viewer.window._qt_window.resize(1300, 560)  # a short window: plugin docks are tabbed, not stacked
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Fine-tune model")
-    viewer.window.add_plugin_dock_widget(PLUGIN, "Marker prototypes")  # stacked below it
+    viewer.window.add_plugin_dock_widget(PLUGIN, "Marker prototypes")  # tabbed with it
     widget.show_training_options(True)
     qtbot.wait(200)
     # the long form scrolls instead of squeezing its rows; Run and Cancel stay in view

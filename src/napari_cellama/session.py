@@ -17,6 +17,8 @@ field                       what                                          signal
 ``finetuned_model``         folder of the last fine-tuned model           ``finetuned_model(path)``
 ``fit_report``              reference-fit report of the shown transfer    ``fit_report(report)``
 ``previous_transfer``       the run replaced by the last re-run           ``previous_transfer(state)``
+``running``                 the long steps running now (tuple of names,   ``running(names)``
+                            e.g. ``("label transfer",)``; :meth:`job`)
 ``selection``               :class:`CellSelection`: the cells picked for  ``selection.changed(ids)``
                             review (one object, never replaced)
 ``type_colors``             :class:`~napari_cellama.core.palette.TypeColors`  ``type_colors.changed(name)``
@@ -125,9 +127,11 @@ class SessionEvents(SignalGroup):
     finetuned_model = Signal(object)
     fit_report = Signal(object)
     previous_transfer = Signal(object)
+    running = Signal(object)
 
 
-_EVENTED = ("transfer", "niche", "prototypes", "finetuned_model", "fit_report", "previous_transfer")
+_EVENTED = ("transfer", "niche", "prototypes", "finetuned_model", "fit_report", "previous_transfer",
+            "running")
 _INPUTS = ("query", "reference", "label_key", "panel", "coverage", "top_k", "xenium_root",
            "reference_path", "layer_names")
 
@@ -166,6 +170,9 @@ class CellamaSession:
     """:class:`napari_cellama.core.FitReport` of the shown transfer (None until computed)."""
     previous_transfer: TransferState | None = None
     """The run shown before the last re-run (kept to compare run A with run B)."""
+    running: tuple = ()
+    """Names of the long steps that use the session's inputs and are running now (a transfer,
+    niche clustering): the load dock refuses to replace the inputs while this is not empty."""
 
     # ---- shared models (never replaced)
     selection: CellSelection = field(default_factory=CellSelection)
@@ -200,6 +207,17 @@ class CellamaSession:
             obs[LABEL_ID].to_numpy(), index=pd.Index(obs.index.astype(str), name=CELL_ID)
         )
 
+    def job_started(self, name: str) -> None:
+        """Record that a step using the session's inputs is running (emits ``running``)."""
+        self.running = (*self.running, str(name))
+
+    def job_finished(self, name: str) -> None:
+        """Record that the step ``name`` ended (finished, failed or cancelled)."""
+        names = list(self.running)
+        if str(name) in names:
+            names.remove(str(name))
+            self.running = tuple(names)
+
     def update(self, **inputs) -> None:
         """Set several inputs at once (``query``, ``reference``, ...), then emit ``events.inputs``."""
         for key, value in inputs.items():
@@ -215,7 +233,8 @@ class CellamaSession:
         for key, value in defaults.items():
             setattr(self, key, value)
         for key in _EVENTED:
-            setattr(self, key, None)
+            if key != "running":  # steps still running keep running: they end by themselves
+                setattr(self, key, None)
         self.selection.clear()
         self.events.inputs.emit()
 

@@ -30,18 +30,16 @@ PLOTS_WIDGET = "Plots"
 def open_viewer(path=None, demo=False, reference=None, show=True):
     """Create a viewer with every plugin widget docked; returns ``(viewer, {name: widget})``.
 
-    The window fills the screen, the step widgets are tabbed on the right (step 1 in
-    front) and the plots sit below the canvas. With ``demo`` the demo run is opened, its
-    reference chosen, and the panel check started, so the transfer can be run at once.
+    The window fills the screen's available area and never exceeds it (status bar and plots
+    stay on screen): every dock's form scrolls, the step widgets (and any other dock of the
+    plugin, e.g. "4. Review") are tabbed on the right (step 1 in front) and the plots sit
+    below the canvas. With ``demo`` the demo run is opened, its reference chosen, and the
+    panel check started, so the transfer can be run at once.
     """
     import napari
-    from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(show=show)
-    screen = QApplication.primaryScreen()
-    if screen is not None:
-        geometry = screen.availableGeometry()
-        viewer.window.resize(geometry.width(), geometry.height())
+    fit_window(viewer)
     widgets = {}
     for name in plugin_widget_names():
         if name == PLOTS_WIDGET:
@@ -51,6 +49,8 @@ def open_viewer(path=None, demo=False, reference=None, show=True):
             viewer.window.add_dock_widget(widget, name=PLOTS_WIDGET, area="bottom")
         else:
             _, widget = viewer.window.add_plugin_dock_widget("napari-cellama", name, tabify=True)
+            if hasattr(widget, "install_scrolling"):
+                widget.install_scrolling()
         widgets[name] = widget
     if demo:
         from ..datasets import make_demo
@@ -78,9 +78,29 @@ def open_viewer(path=None, demo=False, reference=None, show=True):
 
             load.columns_ready.connect(_load_when_ready)
         load.set_reference_path(str(reference), "cell_type" if demo else None)
-    if load is not None and load.parent() is not None:
-        load.parent().raise_()
+    fit_window(viewer)
+    if load is not None and load.dock_widget() is not None:
+        load.dock_widget().raise_()
     return viewer, widgets
+
+
+def fit_window(viewer) -> None:
+    """Size the viewer's window to the available area of its screen (never larger), the
+    plots dock a third of the height below the canvas."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QApplication, QDockWidget
+
+    window = viewer.window._qt_window
+    screen = window.screen() or QApplication.primaryScreen()
+    if screen is None:
+        return
+    geometry = screen.availableGeometry()
+    window.resize(geometry.width(), geometry.height())
+    window.move(geometry.topLeft())
+    bottom = [d for d in window.findChildren(QDockWidget)
+              if window.dockWidgetArea(d) == Qt.BottomDockWidgetArea and d.isVisible()]
+    if bottom:
+        window.resizeDocks(bottom, [geometry.height() // 3] * len(bottom), Qt.Vertical)
 
 
 def run(args) -> None:

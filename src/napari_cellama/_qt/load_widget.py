@@ -53,6 +53,9 @@ from ._runner import JobRunner
 from .load_jobs import LoadResult, demo_job, load_job, read_obs_columns, transcripts_job
 from .load_report import fill_coverage_table, panel_report_html
 
+LOADING = "loading"
+READING_COLUMNS = "reading reference columns"
+
 # --------------------------------------------------------------------------- widget
 
 
@@ -71,9 +74,11 @@ class LoadWidget(SessionDock):
     def __init__(self, napari_viewer) -> None:
         super().__init__(napari_viewer)
         self._pending_label: str | None = None
+        self._step: str | None = None
         self.runner = JobRunner(self)
         self.runner.started.connect(lambda _what: self._set_busy(True))
         self.runner.finished.connect(lambda: self._set_busy(False))
+        self.runner.failed.connect(self._on_failed)
         self.runner.failed.connect(self.failed)
         self.progress_bar = self.runner.bar
 
@@ -233,9 +238,7 @@ class LoadWidget(SessionDock):
         self.label_combo.clear()
         if not path:
             return None
-        return self._start(
-            read_obs_columns, (path,), self._on_columns, "reading reference columns", _chained
-        )
+        return self._start(read_obs_columns, (path,), self._on_columns, READING_COLUMNS, _chained)
 
     def set_label_column(self, name: str) -> None:
         idx = self.label_combo.findText(name)
@@ -245,16 +248,48 @@ class LoadWidget(SessionDock):
 
     def use_demo(self):
         """Build (first time) and select the demo run and its reference."""
+        if self._refused():
+            return None
         return self._start(demo_job, (), self._on_demo, "preparing demo data")
 
     def load(self):
-        """Start loading with the current choices; returns the worker (None on bad input)."""
+        """Start loading with the current choices; returns the worker (None on bad input, or
+        while a step that uses the loaded inputs runs: ``session.running``)."""
+        if self._refused():
+            return None
         try:
             args = self._load_arguments()
         except CellamaInputError as err:
+            self._step = LOADING
             self._report_error(str(err))
             return None
-        return self._start(load_job, args, self._on_loaded, "loading")
+        return self._start(load_job, args, self._on_loaded, LOADING)
+
+    def _refused(self) -> bool:
+        """Refuse to replace the inputs while a transfer (or niche clustering) uses them: its
+        labels, and the exports that record its inputs, would not match the loaded run."""
+        running = self.session.running
+        if not running:
+            return False
+        self._step = None
+        self._report_error(f"{' and '.join(running)} is running on the loaded run and reference: wait for it "
+                           "to finish (or press Cancel in its dock) before loading another run or reference")
+        return True
+
+    def _on_failed(self, message: str) -> None:
+        """A failed load or reference read: the previous reference's report and the session's
+        reference go, the error stays in the report."""
+        if self._step not in (LOADING, READING_COLUMNS):
+            return
+        import html
+
+        self.summary_label.setText(f"<span style='color:#e05050'><b>Could not load</b>: {html.escape(message)}"
+                                   "</span><br>The previous reference's report was cleared; choose a "
+                                   "reference and load again.")
+        self.coverage_table.setRowCount(0)
+        s = self.session
+        if s.reference is not None or s.panel is not None:
+            s.update(reference=None, reference_path=None, label_key=None, panel=None, coverage=None)
 
     def show_transcripts(self, genes=None):
         """Add the transcripts of ``genes`` (default: the selected genes) as points."""
@@ -353,7 +388,11 @@ class LoadWidget(SessionDock):
         return self.runner.last_error
 
     def _start(self, job, args, on_done, what: str, chained: bool = False):
-        return self.runner.start(job, *args, on_done=on_done, what=what, chained=chained)
+        self._step = None  # a refusal to start is no failed load
+        worker = self.runner.start(job, *args, on_done=on_done, what=what, chained=chained)
+        if worker is not None:
+            self._step = what
+        return worker
 
     def _report_error(self, message: str) -> None:
         self.runner.fail(message)

@@ -123,6 +123,7 @@ class NicheWidget(NicheFormMixin, SessionDock):
         run_row.addWidget(self.run_button, 1)
         run_row.addWidget(self.recluster_button)
         self.runner = JobRunner(self)
+        self.track_jobs(self.runner)  # session.running: the load dock waits for it
 
         # ---------------------------------------------------------------- results
         self.results_box = QGroupBox("Niches")
@@ -176,6 +177,13 @@ class NicheWidget(NicheFormMixin, SessionDock):
         self.session.events.transfer.connect(self._on_session_changed)
         self._on_session_changed()
         self._draw_heatmap()
+
+    def release(self) -> None:
+        """A closed dock lets go of the session (its job has ended): its layer stays."""
+        self.session.events.inputs.disconnect(self._on_session_changed)
+        self.session.events.transfer.disconnect(self._on_session_changed)
+        rewire(self.annotation, None, {"labels_changed": self._fill_types, "types_changed": self._fill_types})
+        self.annotation = None
 
     # ------------------------------------------------------------------ session / labels
     def _on_session_changed(self, *_value) -> None:

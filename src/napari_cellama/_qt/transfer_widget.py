@@ -65,12 +65,17 @@ from ._runner import JobRunner
 from ._wiring import rewire
 from .selection_view import SelectionView, cells_layer
 from .transfer_export import ExportMixin
+from .transfer_maps import (  # noqa: F401 (public names)
+    CONFIDENCE_LAYER,
+    DISTANCE_LAYER,
+    MAPS,
+    NICHE_MAP,
+    TYPES_LAYER,
+    MapsMixin,
+)
+from .transfer_rerun import CARRY, RerunMixin, carry_work
 from .transfer_review import POLYGON_LAYER, ReviewMixin  # noqa: F401 (POLYGON_LAYER: public name)
 
-TYPES_LAYER = "cell types"
-CONFIDENCE_LAYER = "confidence"
-DISTANCE_LAYER = "distance to reference"
-MAPS = (TYPES_LAYER, CONFIDENCE_LAYER, DISTANCE_LAYER)
 HOVER_COLUMNS = (CELL_TYPE, CONFIDENCE, RUNNER_UP, SOURCE, SENTENCE)
 
 
@@ -85,7 +90,7 @@ def transfer_job(query, reference, label_key, top_k, model, k, metadata, device,
     return result
 
 
-class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
+class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDock):
     """Label transfer, review and export (see the module docstring)."""
 
     transferred = Signal(object)
@@ -149,6 +154,7 @@ class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
         self.runner = JobRunner(self)
         self.runner.started.connect(lambda _what: self.run_button.setEnabled(False))
         self.runner.finished.connect(lambda: self.run_button.setEnabled(self.session.ready))
+        self.track_jobs(self.runner)  # session.running; a closed dock's run still reaches the session
 
         # ---------------------------------------------------------------- results
         self.results_box = QGroupBox("Results")
@@ -180,6 +186,8 @@ class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
         rform.addWidget(self.threshold_slider)
         rform.addLayout(dist_row)
         rform.addWidget(self.legend, 1)
+        rform.addWidget(self._build_niche_legend(), 1)
+        rform.addLayout(self._build_compare_row())
 
         self.review_box = self._build_review_box()
         self.export_box = self._build_export_box()
@@ -203,9 +211,21 @@ class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
         self._set_has_result(False)
         if self.session.transfer is not None:  # a transfer shown before this dock was opened
             self._on_transfer(self.session.transfer)
+            if self.session.niche is not None:
+                self._on_niche(self.session.niche)
         from .autosave_hook import install_autosave
 
         self.autosave = install_autosave(self)  # auto-saves; after a crash, offers the last one back
+
+    def release(self) -> None:
+        """A closed dock lets go of the session and its annotation (its job has ended)."""
+        events = self.session.events
+        for signal, handler in ((events.inputs, self._on_inputs), (events.transfer, self._on_transfer),
+                                (events.niche, self._on_niche),
+                                (events.previous_transfer, self._update_compare_buttons)):
+            signal.disconnect(handler)
+        rewire(self.annotation, None, self._annotation_handlers())
+        self.annotation = None
 
     # ------------------------------------------------------------------ session / parameters
     def _on_inputs(self) -> None:
@@ -252,30 +272,60 @@ class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
         }
 
     # ------------------------------------------------------------------ run
-    def run(self, sync: bool = False):
-        """Start the transfer (in a worker; ``sync=True`` runs it here, for tests and scripts)."""
+    def run(self, sync: bool = False, keep: str | None = None):
+        """Start the transfer (in a worker; ``sync=True`` runs it here, for tests and scripts).
+
+        When the shown annotation holds work (manual labels, threshold, niches) the dock asks
+        whether to carry it over onto the new run; ``keep="carry"`` or ``"discard"`` answers
+        in advance. Returns None when cancelled.
+        """
+        from functools import partial
+
         s = self.session
         if not s.ready:
             self.runner.fail("load a Xenium run and a reference first (widget 1)")
+            return None
+        if self.runner.busy:
+            self.runner.fail("a label transfer is already running; wait for it or press Cancel")
+            return None
+        choice = self.rerun_choice(keep)
+        if choice is None:
+            self.status.setText("re-run cancelled: the shown annotation is unchanged")
             return None
         p = self.parameters()
         args = (s.query, s.reference, p["label_key"], p["top_k"], p["model"], p["k"], p["metadata"],
                 p["device"], p["mode"], p["cache"])
         self._run_inputs = self._run_record(p["label_key"])  # provenance: the inputs of THIS run
+        on_done = partial(self._on_result, carry=choice == CARRY)
         if sync:
-            return self.runner.run_sync(transfer_job, *args, on_done=self._on_result)
-        return self.runner.start(transfer_job, *args, on_done=self._on_result, what="label transfer")
+            return self.runner.run_sync(transfer_job, *args, on_done=on_done)
+        return self.runner.start(transfer_job, *args, on_done=on_done, what="label transfer")
 
-    def _on_result(self, result) -> None:
+    def _on_result(self, result, carry: bool = False) -> None:
+        """A run finished: it becomes the session's transfer; the run it replaces is kept as
+        ``session.previous_transfer`` (its work carried over when ``carry``)."""
         from ..core.provenance import annotation_from_result
 
         s = self.session
         annotation = annotation_from_result(result, getattr(self, "_run_inputs", None), palette=s.type_colors,
                                             label_ids=s.label_of_cell.reindex(result.table.index).to_numpy())
-        self.show_annotation(annotation, result)
+        previous = s.transfer
         note = (f"{len(result.table):,} cells annotated ({_model_label(result.params.get('model'))}, "
                 f"{result.params.get('embedding_mode', 'exact')} embedding)")
+        if previous is not None:
+            if carry:
+                done = carry_work(previous.annotation, annotation)
+                note += (f"; carried over {done['manual']:,} manual labels, threshold "
+                         f"{done['threshold']:.2f}, {done['niches']:,} niche cells")
+            note += "; the previous run is kept (Compare with previous run…)"
+            s.previous_transfer = previous
+        self.show_annotation(annotation, result)
         self.status.setText(note)
+        if self.detached or not self.isVisible():
+            from napari.utils.notifications import show_info
+
+            show_info(f"napari-cellama: label transfer finished: {note}. It is shown in the “cell types” "
+                      "layer; open “2. Transfer, review and export” to review it.")
 
     # ------------------------------------------------------------------ layers
     def _cells(self):
@@ -379,16 +429,6 @@ class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
 
         if (layer := self._types_layer()) is not None:
             refresh_annotation_colors(layer, self.annotation)
-
-    def show_map(self, name: str) -> None:
-        """Show one of the result maps (cell types, confidence, distance), hide the others."""
-        for key in MAPS:
-            layer = self._layers.get(key)
-            if layer is not None and layer in self.viewer.layers:
-                layer.visible = key == name
-        if self.map_combo.currentText() != name:
-            with _blocked(self.map_combo):
-                self.map_combo.setCurrentText(name)
 
     def _set_has_result(self, has: bool) -> None:
         for box in (self.results_box, self.review_box, self.export_box):
