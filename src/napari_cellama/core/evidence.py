@@ -152,6 +152,7 @@ class EvidenceIndex:
                 reviewed = bool(annotation.reviewed.iloc[pos])
         runner = r.get(RUNNER_UP)
         runner = None if runner is None or (isinstance(runner, float) and np.isnan(runner)) else str(runner)
+        runner = runner or None
         counts = self.counts(cell_id)
         transferred = str(r.get(TRANSFERRED_TYPE, label))
         types = [label] + ([transferred] if transferred != label else []) + ([runner] if runner else [])

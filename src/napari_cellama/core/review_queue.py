@@ -2,7 +2,7 @@
 
 Cells are ordered by uncertainty, highest first: ``max(1 - confidence, unknown_score)``
 (a low vote share, or a cell the Unknown call finds far from every reference type), ties by
-cell id. :class:`ReviewQueue` walks that order (``next`` / ``previous``), skipping cells
+cell id; cells without any detected shared gene (Unassigned, nothing to compare) are left out. :class:`ReviewQueue` walks that order (``next`` / ``previous``), skipping cells
 already reviewed, and counts reviewed / remaining; filters narrow it to one label (the
 current label), one region (a set of cell ids, e.g. the selection) or cells below a
 confidence. Every decision is an :class:`~napari_cellama.core.Annotation` edit (accept:
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from .._constants import CONFIDENCE, UNKNOWN_SCORE
+from .._constants import CONFIDENCE, REASON_NO_GENES, UNASSIGNED_REASON, UNKNOWN_SCORE
 
 
 def uncertainty(table: pd.DataFrame) -> pd.Series:
@@ -38,6 +38,9 @@ class ReviewQueue:
         u = uncertainty(base).reindex(annotation.cell_ids).fillna(0.0)
         ids = np.asarray(u.index, dtype=object).astype(str)
         order = np.lexsort((ids, -u.to_numpy()))
+        if UNASSIGNED_REASON in base:  # a cell without any detected shared gene has nothing to review
+            empty = (base[UNASSIGNED_REASON].astype(str) == REASON_NO_GENES).reindex(annotation.cell_ids)
+            order = order[~empty.fillna(False).to_numpy()[order]]
         self._order = order  # positions in the annotation, most uncertain first
         self._uncertainty = u.to_numpy()
         self._conf = pd.to_numeric(base[CONFIDENCE], errors="coerce").reindex(annotation.cell_ids) \
