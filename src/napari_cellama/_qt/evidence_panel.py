@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QRectF, Qt, Signal
+from qtpy.QtGui import QColor, QPainter
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -50,6 +50,39 @@ def read_only_table(height: int = 150) -> QTableWidget:
     return t
 
 
+class VoteBars(QWidget):
+    """A bar per label (share of the vote), in the types' colours, painted by Qt (no figure)."""
+
+    MAX_BARS = 6
+    ROW = 18
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.bars: list[tuple[str, float, tuple]] = []
+        self.setMinimumHeight(self.ROW * 2)
+
+    def set_bars(self, bars) -> None:
+        """``[(label, share, rgba)]``, highest first."""
+        self.bars = list(bars)[: self.MAX_BARS]
+        self.setMinimumHeight(self.ROW * max(len(self.bars), 1) + 4)
+        self.update()
+
+    def paintEvent(self, _event) -> None:  # noqa: N802 (Qt name)
+        p = QPainter(self)
+        w = self.width()
+        label_w = min(170, w // 2)
+        for i, (label, share, rgba) in enumerate(self.bars):
+            y = 2 + i * self.ROW
+            p.setPen(self.palette().color(self.foregroundRole()))
+            p.drawText(QRectF(0, y, label_w - 4, self.ROW - 2), int(Qt.AlignRight | Qt.AlignVCenter), label)
+            bar = max(1.0, (w - label_w - 48) * float(share))
+            r, g, b = (int(255 * float(c)) for c in rgba[:3])
+            p.fillRect(QRectF(label_w, y + 2, bar, self.ROW - 6), QColor(r, g, b))
+            p.drawText(QRectF(label_w + bar + 4, y, 44, self.ROW - 2), int(Qt.AlignLeft | Qt.AlignVCenter),
+                       f"{share:.0%}")
+        p.end()
+
+
 class EvidencePanel(QWidget):
     """Evidence of one cell + accept / reassign / Unknown / show on UMAP (see module docstring)."""
 
@@ -60,18 +93,12 @@ class EvidencePanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
         self.evidence = None
         self.header = QLabel("Click a cell (or pick one in the review queue) to see why it got its label.")
         self.header.setWordWrap(True)
         self.sentence = QLabel()
         self.sentence.setWordWrap(True)
-        self.figure = Figure(figsize=(3.5, 1.6), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(130)
-        self.canvas.setMaximumHeight(170)
+        self.vote_bars = VoteBars()
         self.neighbours = read_only_table(140)
         self.markers = read_only_table(170)
         self.umap_button = QPushButton("Show neighbours on UMAP")
@@ -100,7 +127,7 @@ class EvidencePanel(QWidget):
         layout.addWidget(self.header)
         layout.addWidget(self.sentence)
         layout.addWidget(QLabel("vote of the nearest reference cells"))
-        layout.addWidget(self.canvas)
+        layout.addWidget(self.vote_bars)
         layout.addWidget(self.neighbours)
         layout.addWidget(QLabel("marker check (reference markers; this cell's counts)"))
         layout.addWidget(self.markers)
@@ -134,8 +161,7 @@ class EvidencePanel(QWidget):
         self.sentence.setText("")
         self.neighbours.setRowCount(0)
         self.markers.setRowCount(0)
-        self.figure.clear()
-        self.canvas.draw_idle()
+        self.vote_bars.set_bars([])
         self._set_enabled(False)
 
     def show_evidence(self, ev, color_of=None) -> None:
@@ -169,16 +195,9 @@ class EvidencePanel(QWidget):
         self._set_enabled(True)
 
     def _draw_vote(self, ev, color_of) -> None:
-        self.figure.clear()
-        ax = self.figure.add_subplot(111)
-        vote = ev.vote.head(6)[::-1]
-        colors = [color_of(t) if color_of is not None else "tab:blue" for t in vote.index]
-        ax.barh(np.arange(len(vote)), vote.to_numpy(), color=colors, edgecolor="black", linewidth=0.4)
-        ax.set_yticks(np.arange(len(vote)), [str(t) for t in vote.index], fontsize=7)
-        ax.set_xlim(0, 1)
-        ax.tick_params(axis="x", labelsize=7)
-        ax.set_xlabel("share of the distance-weighted vote", fontsize=7)
-        self.canvas.draw_idle()
+        grey = (0.3, 0.5, 0.8, 1.0)
+        self.vote_bars.set_bars([(str(t), float(v), color_of(t) if color_of is not None else grey)
+                                 for t, v in ev.vote.items()])
 
     def marker_lines(self) -> list[str]:
         """The marker check as shown (``type gene counts detected``), for tests and reports."""

@@ -44,10 +44,12 @@ from .review_queue_view import QUEUE_KEYS, QueuePanel
 from .selection_view import SelectionView, cells_layer
 
 REVIEW_REASON = "review"
+CURSOR_LAYER = "review cursor"
 CLUSTER_REASON = "cluster"
 EXPRESSION_LAYER = "expression: {gene}"
 _VIEW_MICRONS = 200.0
 """Width (µm) the camera shows around a queued cell when the view is much wider."""
+_CURSOR_MICRONS = 18.0
 
 
 class ReviewWidget(SessionDock):
@@ -60,6 +62,7 @@ class ReviewWidget(SessionDock):
         self.data = None
         self.queue = None
         self._dotplot_dirty = True
+        self._advancing = False
         self.selection_view = SelectionView(napari_viewer, self.session)
         self.runner = JobRunner(self)
         self.status = QLabel("Run a transfer (dock 2) to review its labels.")
@@ -179,7 +182,7 @@ class ReviewWidget(SessionDock):
     def _on_labels_changed(self, _cause=None) -> None:
         self._dotplot_dirty = True
         self._update_counts()
-        if self.evidence.evidence is not None:
+        if self.evidence.evidence is not None and not self._advancing:  # moving on: next cell shown instead
             self.show_cell(self.evidence.evidence.cell_id, select=False)
         self._refresh_visible_tab()
 
@@ -204,7 +207,10 @@ class ReviewWidget(SessionDock):
     def show_cell(self, cell_id: str, select: bool = True):
         """Show the evidence of ``cell_id`` (``select``: also make it the session's selection)."""
         if select:
-            self.session.selection.select([cell_id])
+            self.session.selection.select([cell_id])  # -> _on_selection shows it
+            ev = self.evidence.evidence
+            if ev is not None and ev.cell_id == str(cell_id):
+                return ev
         if self.data is None or self.data.index is None or self.annotation is None:
             self.evidence.show_message(f"{cell_id}: evidence not ready yet" if self.data is None else
                                        f"{cell_id}: no embeddings in this session (re-run the transfer)")
@@ -251,7 +257,11 @@ class ReviewWidget(SessionDock):
         cell = self._target(cell_id)
         if self.annotation is None or cell is None:
             return None
-        edit = self.annotation.mark_reviewed([cell], reason=REVIEW_REASON)
+        self._advancing = advance
+        try:
+            edit = self.annotation.mark_reviewed([cell], reason=REVIEW_REASON)
+        finally:
+            self._advancing = False
         if advance:
             self.next_cell()
         return edit
@@ -261,7 +271,11 @@ class ReviewWidget(SessionDock):
         cell = self._target(cell_id)
         if self.annotation is None or cell is None or not str(cell_type).strip():
             return None
-        edit = self.annotation.assign([cell], str(cell_type), reason=REVIEW_REASON, review=True)
+        self._advancing = advance
+        try:
+            edit = self.annotation.assign([cell], str(cell_type), reason=REVIEW_REASON, review=True)
+        finally:
+            self._advancing = False
         if advance:
             self.next_cell()
         return edit
@@ -301,7 +315,7 @@ class ReviewWidget(SessionDock):
             self.queue_panel.current_label.setText(end)
             return None
         self.centre_on(cell)
-        self.show_cell(cell, select=True)
+        self.show_cell(cell, select=False)
         u = self.queue.uncertainty_of(cell)
         self.queue_panel.current_label.setText(
             f"cell {self.queue.position + 1:,} of {len(self.queue):,}: {cell} (uncertainty {u:.2f})")
@@ -316,11 +330,34 @@ class ReviewWidget(SessionDock):
         if i < 0:
             return
         x, y = (float(v) for v in np.asarray(q.obsm["spatial"][i])[:2])
+        self._move_cursor(y, x)
         cam = _camera(self.viewer)
-        cam.center = (y, x)
         width = self._canvas_width()
         if width and width / max(cam.zoom, 1e-9) > 4 * _VIEW_MICRONS:
-            cam.zoom = width / _VIEW_MICRONS
+            cam.update({"center": (y, x), "zoom": width / _VIEW_MICRONS})
+        else:
+            cam.center = (y, x)
+
+    def _move_cursor(self, y: float, x: float) -> None:
+        """A ring around the cell under review (a one-point layer: moving it costs nothing,
+        unlike re-outlining a selection over the whole section's mask)."""
+        viewer = self.viewer
+        if CURSOR_LAYER in viewer.layers:
+            viewer.layers[CURSOR_LAYER].data = np.array([[y, x]])
+            return
+        cells = cells_layer(viewer, self.session)
+        viewer.add_points(np.array([[y, x]]), name=CURSOR_LAYER, size=_CURSOR_MICRONS, symbol="ring",
+                          face_color="yellow", border_width=0, opacity=0.9)
+        if cells is not None:  # the cells layer stays on top and active (hovering shows results)
+            viewer.layers.move(viewer.layers.index(cells), len(viewer.layers))
+            viewer.layers.selection.active = cells
+
+    @property
+    def cursor_position(self):
+        """``(y, x)`` of the review cursor, or None."""
+        if CURSOR_LAYER not in self.viewer.layers:
+            return None
+        return tuple(float(v) for v in self.viewer.layers[CURSOR_LAYER].data[0])
 
     def _canvas_width(self) -> float:
         try:
