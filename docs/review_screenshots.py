@@ -25,9 +25,8 @@ SHARED = HERE.parents[1] / "shared" / "data"
 def main() -> None:
     warnings.simplefilter("ignore")
     import napari
-    from qtpy.QtWidgets import QApplication
-
     from napari.layers import Layer
+    from qtpy.QtWidgets import QApplication
 
     from napari_cellama._constants import CELLS_LAYER_NAME
     from napari_cellama.io import read_reference

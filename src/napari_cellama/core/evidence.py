@@ -79,7 +79,7 @@ class CellEvidence:
 class EvidenceIndex:
     """What the evidence of any cell of one transfer needs, prepared once."""
 
-    def __init__(self, result, query=None, markers: pd.DataFrame | None = None, k: int | None = None):
+    def __init__(self, result, query=None, markers: pd.DataFrame | None = None, *, k: int | None = None):
         if result is None or getattr(result, "query_embeddings", None) is None:
             raise CellamaInputError("no embeddings: run a transfer to see the evidence behind a label")
         self.result = result
