@@ -71,13 +71,12 @@ def main() -> None:
     session.update(query=xrun.table, reference=ref, label_key="cell_type", xenium_root=xrun.root,
                    layer_names={"cells": CELLS_LAYER_NAME})
     _, transfer = viewer.window.add_plugin_dock_widget(PLUGIN, "2. Transfer, review and export", tabify=True)
-    _, review = viewer.window.add_plugin_dock_widget(PLUGIN, "4. Review", tabify=True)
-    _, plots = viewer.window.add_plugin_dock_widget(PLUGIN, "Plots", area="right", tabify=False)
+    review_dock, review = viewer.window.add_plugin_dock_widget(PLUGIN, "4. Review", tabify=True)
     t = time.time()
     transfer.run(sync=True)
     report.append(f"transfer: {time.time() - t:.1f} s, {transfer.annotation.n_cells:,} cells")
     wait(lambda: review.data is not None and not review.busy)
-    review.parentWidget().raise_() if review.parentWidget() is not None else None
+    review_dock.raise_()
     ann = review.annotation
     rep = session.fit_report
     report.append(rep.summary())
@@ -86,17 +85,20 @@ def main() -> None:
     # ---- the fit warning (the dock opens its Clusters tab when clusters are flagged)
     shot(viewer, "fit_warning")
     miss = rep.possibly_missing
-    if len(miss):
-        cluster = str(miss.iloc[0]["cluster"])
+    # the flagged cluster with erythroid markers (band 3 SLC4A1, AHSP, ALAS2), named from its markers
+    ery = miss[miss["top_markers"].str.contains("AHSP|SLC4A1|ALAS2")].sort_values("n_cells", ascending=False)
+    if len(ery):
+        row = ery.iloc[0]
+        cluster = str(row["cluster"])
         review.clusters.select_cluster(cluster)
         review.clusters.show_button.click()
         pump()
         shot(viewer, "cluster_shown")
-        markers = miss.iloc[0]["top_markers"]
-        review.clusters.name_edit.setText("Erythroid (named from markers)")
+        review.clusters.name_edit.setText("Erythroid")
         review.clusters.name_button.click()
         pump()
-        report.append(f"named cluster {cluster} ({int(miss.iloc[0]['n_cells'])} cells; markers {markers})")
+        report.append(f"named cluster {cluster} ({int(row['n_cells'])} cells; markers {row['top_markers']}) "
+                      f"Erythroid: {int((ann.cell_type == 'Erythroid').sum())} cells")
         shot(viewer, "cluster_named")
         ann.undo()
 
@@ -113,17 +115,24 @@ def main() -> None:
     report.append("marker check: " + "; ".join(review.evidence.marker_lines()))
     report.append(review.queue_panel.count_label.text())
     shot(viewer, "evidence_queue")
+    scroll = review.tabs.widget(0)
+    scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())
+    shot(viewer, "evidence_markers")
 
-    # ---- neighbours on the UMAP
+    # ---- neighbours on the UMAP (the Plots dock below the review dock)
+    plots_dock, plots = viewer.window.add_plugin_dock_widget(PLUGIN, "Plots", tabify=True)
     plots.compute_map(sync=True)
     review.evidence.umap_button.click()
     pump()
+    plots_dock.raise_()
     shot(viewer, "umap_neighbours")
+    review_dock.raise_()
 
     # ---- the dotplot, a label clicked
     review.tabs.setCurrentWidget(review.dotplot)
     pump()
-    top = ann.counts().index[0]
+    counts = ann.counts().drop(["Unknown", "Unassigned"], errors="ignore")
+    top = counts.sort_values(ascending=False).index[0]
     review.dotplot.click_tick("group", top)
     pump()
     shot(viewer, "dotplot")

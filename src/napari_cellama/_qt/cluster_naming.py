@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -66,7 +67,8 @@ class ClusterPanel(QWidget):
         self.source_combo.currentTextChanged.connect(self.source_changed.emit)
         self.info = QLabel("The reference fit report appears here after a transfer.")
         self.info.setWordWrap(True)
-        self.table = read_only_table(260)
+        self.info.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
+        self.table = read_only_table(16777215)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.itemSelectionChanged.connect(self._on_row)

@@ -31,7 +31,9 @@ class DotplotView(QWidget):
         self.canvas.setMinimumHeight(300)
         self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.canvas.mpl_connect("pick_event", self._on_pick)
-        self.info = QLabel("Click a label to select its cells; click a gene to show its expression as a layer.")
+        self.info = QLabel("Top reference markers of each type (columns, grouped by type) over the query cells by "
+                           "current label (rows): dot size = fraction expressing, colour = mean expression. "
+                           "Click a label to select its cells; click a gene to show its expression as a layer.")
         self.info.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -71,14 +73,16 @@ class DotplotView(QWidget):
         ax.set_xlim(-0.7, len(self.genes) - 0.3)
         ax.set_ylim(-0.7, len(self.groups) - 0.3)
         ax.invert_yaxis()
-        ax.set_title("reference markers over the query cells, by current label", fontsize=8)
         if marker_types:
-            # the type each gene marks, above the columns
-            for i, gene in enumerate(self.genes):
-                t = marker_types.get(gene)
-                if t and (i == 0 or marker_types.get(self.genes[i - 1]) != t):
-                    ax.annotate(str(t), (i, -0.6), fontsize=6, rotation=30, ha="left", va="bottom",
-                                annotation_clip=False)
+            # the reference type each group of columns marks, above the columns, groups split by lines
+            start = 0
+            for i in range(1, len(self.genes) + 1):
+                t = marker_types.get(self.genes[start])
+                if i == len(self.genes) or marker_types.get(self.genes[i]) != t:
+                    ax.text((start + i - 1) / 2, -0.9, str(t), fontsize=6, rotation=90, ha="center", va="bottom")
+                    if i < len(self.genes):
+                        ax.axvline(i - 0.5, color="lightgrey", linewidth=0.6, zorder=0)
+                    start = i
         cb = self.figure.colorbar(sc, ax=ax, fraction=0.04, pad=0.02)
         cb.set_label("mean log-norm. expression", fontsize=7)
         cb.ax.tick_params(labelsize=6)

@@ -98,6 +98,8 @@ class EvidencePanel(QWidget):
         self.header.setWordWrap(True)
         self.sentence = QLabel()
         self.sentence.setWordWrap(True)
+        for label in (self.header, self.sentence):
+            label.setMinimumWidth(50)  # wrap instead of widening the dock
         self.vote_bars = VoteBars()
         self.neighbours = read_only_table(140)
         self.markers = read_only_table(170)

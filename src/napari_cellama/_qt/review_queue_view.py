@@ -69,7 +69,7 @@ class QueuePanel(QWidget):
         keys = {k: v.replace("Shift-", "Shift+") for k, v in QUEUE_KEYS.items()}
         self.buttons = {}
         row = QHBoxLayout()
-        for name, text in (("previous", "◀ Previous"), ("next", "Next ▶"), ("accept", "Accept"),
+        for name, text in (("previous", "◀ Prev."), ("next", "Next ▶"), ("accept", "Accept"),
                            ("reassign", "Reassign"), ("unknown", "Unknown")):
             b = QPushButton(f"{text} [{keys[name]}]")
             b.clicked.connect(lambda _c=False, n=name: self.action.emit(n))
@@ -85,9 +85,11 @@ class QueuePanel(QWidget):
         layout.addLayout(row)
         layout.addLayout(row2)
         layout.addWidget(self.current_label)
-        layout.addWidget(QLabel(f"keys in the viewer: {keys['next']} next, {keys['previous']} previous, "
-                                f"{keys['accept']} accept, {keys['reassign']} reassign (type chosen in the "
-                                f"evidence panel), {keys['unknown']} Unknown, {keys['undo']} undo"))
+        help_label = QLabel(f"keys in the viewer: {keys['next']} next, {keys['previous']} previous, "
+                            f"{keys['accept']} accept, {keys['reassign']} reassign (type chosen below), "
+                            f"{keys['unknown']} Unknown, {keys['undo']} undo")
+        help_label.setWordWrap(True)
+        layout.addWidget(help_label)
 
     def set_labels(self, labels) -> None:
         current = self.label_combo.currentText()

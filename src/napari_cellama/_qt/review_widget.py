@@ -24,6 +24,7 @@ import weakref
 
 import numpy as np
 import pandas as pd
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QScrollArea, QSizePolicy, QTabWidget, QVBoxLayout, QWidget
 
 from .._constants import UNKNOWN
@@ -81,6 +82,7 @@ class ReviewWidget(SessionDock):
         rl.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)  # wrap to the dock's width
         scroll.setWidget(review_page)
         self.tabs = QTabWidget()
         self.tabs.addTab(scroll, "Evidence && queue")
