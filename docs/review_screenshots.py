@@ -25,6 +25,7 @@ SHARED = HERE.parents[1] / "shared" / "data"
 def main() -> None:
     warnings.simplefilter("ignore")
     import napari
+    import numpy as np
     from napari.layers import Layer
     from qtpy.QtWidgets import QApplication
 
@@ -118,6 +119,22 @@ def main() -> None:
     scroll = review.tabs.widget(0)
     scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())
     shot(viewer, "evidence_markers")
+
+    # ---- a typical cell: the Naive CD4 T cell with the most detected panel genes, clicked
+    q = session.query
+    naive = ann.cells_of("Naive CD4 T")
+    detected = np.asarray((q[naive].X > 0).sum(axis=1)).ravel()
+    cell = str(naive[int(np.argmax(detected))])
+    review.centre_on(cell)
+    i = q.obs_names.get_loc(cell)
+    x, y = np.asarray(q.obsm["spatial"])[i][:2]
+    clicked = review.cell_at((float(y), float(x))) or cell
+    review.show_cell(clicked, select=True)
+    scroll.verticalScrollBar().setValue(scroll.verticalScrollBar().maximum())
+    ev = review.evidence.evidence
+    report.append("clicked " + ev.summary())
+    report.append("marker check: " + "; ".join(review.evidence.marker_lines()))
+    shot(viewer, "evidence_cell")
 
     # ---- neighbours on the UMAP (the Plots dock below the review dock)
     plots_dock, plots = viewer.window.add_plugin_dock_widget(PLUGIN, "Plots", tabify=True)

@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -28,6 +29,9 @@ from qtpy.QtWidgets import (
 
 from .evidence_panel import fill_table, read_only_table
 
+_HEADERS = {"n_cells": "cells", "share_unknown": "Unknown", "share_low_confidence": "low conf.",
+            "share_unassigned": "Unassig.", "dominant_label": "dominant", "dominant_share": "share",
+            "top_markers": "top markers"}
 FIT_CLUSTERS = "reference-fit clusters"
 XENIUM_CLUSTERS = "Xenium graph clusters"
 NICHE_CLUSTERS = "niche clusters"
@@ -126,7 +130,15 @@ class ClusterPanel(QWidget):
         rows = []
         for _, r in table.iterrows():
             rows.append([f"{r[c]:.0%}" if c.startswith("share") or c == "dominant_share" else r[c] for c in cols])
-        fill_table(self.table, [c.replace("_", " ") for c in cols], rows)
+        fill_table(self.table, [_HEADERS.get(c, c.replace("_", " ")) for c in cols], rows)
+        header = self.table.horizontalHeader()
+        for j in range(len(cols)):
+            header.setSectionResizeMode(j, QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(len(cols) - 1, QHeaderView.Stretch)
+        for i in range(self.table.rowCount()):  # full text (long marker lists) on hover
+            for j in range(len(cols)):
+                item = self.table.item(i, j)
+                item.setToolTip(item.text())
 
     def select_cluster(self, cluster: str) -> bool:
         if str(cluster) not in self._clusters:
