@@ -474,8 +474,13 @@ class ReviewWidget(SessionDock):
             self.dotplot.draw(None)
             return
         table = self.data.dotplot.table(self.annotation.cell_type)
+        from ..core.dotplot import marker_genes_in_order
+
         m = self.data.markers
-        kinds = dict(zip(m["gene"], m["cell_type"], strict=False))
+        kinds: dict = {}  # the type whose column group a gene is drawn in (as marker_genes_in_order picks it)
+        for t in sorted(m["cell_type"].unique()):
+            for g in marker_genes_in_order(m, [t]):
+                kinds.setdefault(g, t)
         self.dotplot.draw(table, {g: kinds.get(g) for g in self.data.dotplot.genes})
         self._dotplot_dirty = False
 
