@@ -173,3 +173,85 @@ def cluster_summary(clusters: pd.Series, annotation) -> pd.DataFrame:
     out = out.rename_axis("cluster").reset_index()
     order = sorted(range(len(out)), key=lambda i: (len(out["cluster"].iloc[i]), out["cluster"].iloc[i]))
     return out.iloc[order].reset_index(drop=True)
+
+
+CLUSTER_REASON = "cluster"
+
+
+class ClusterNamingMixin:
+    """Cluster table, show and name, mixed into the review dock (needs ``session``,
+    ``annotation``, ``data``, ``clusters`` (a :class:`ClusterPanel`), ``status``, ``runner``)."""
+
+    def cluster_sources(self) -> dict:
+        """``{clustering name: Series cell id -> cluster}`` available now."""
+        from ..io.xenium import read_xenium_clusters
+
+        out = {}
+        if self.data is not None and self.data.fit_clusters is not None:
+            out[FIT_CLUSTERS] = self.data.fit_clusters
+        root = self.session.xenium_root
+        if root is not None:
+            try:
+                xc = read_xenium_clusters(root)
+            except Exception:  # noqa: BLE001 - an unreadable file only hides this choice
+                xc = None
+            if xc is not None:
+                out[XENIUM_CLUSTERS] = xc
+        nc = None
+        if self.session.niche is not None:
+            nc = self.session.niche.clusters
+        elif self.annotation is not None and self.annotation.niche_cluster is not None:
+            nc = self.annotation.niche_cluster
+        if nc is not None:
+            nc = pd.Series(nc).dropna().astype(str)
+            if len(nc):
+                out[NICHE_CLUSTERS] = nc
+        return out
+
+    def _fill_sources(self) -> None:
+        self._sources = self.cluster_sources()
+        self.clusters.set_sources(list(self._sources))
+        self.show_clustering()
+
+    def show_clustering(self) -> None:
+        """Fill the cluster table of the chosen clustering."""
+        if self.annotation is None:
+            return
+        name = self.clusters.clustering
+        clusters = getattr(self, "_sources", {}).get(name)
+        if clusters is None:
+            return
+        report = self.session.fit_report
+        if name == FIT_CLUSTERS and report is not None:
+            info = (f"reference fit per cluster of {report.cluster_source}; flagged clusters (≥ "
+                    f"{report.missing_share:.0%} Unknown) first")
+            table = report.table
+        else:
+            info = f"{name}: size and dominant current label"
+            table = cluster_summary(clusters, self.annotation)
+        self.clusters.show_clusters(table, info)
+
+    def cluster_cells(self, cluster: str, clustering: str | None = None) -> pd.Index:
+        clusters = getattr(self, "_sources", {}).get(clustering or self.clusters.clustering)
+        if clusters is None:
+            return pd.Index([])
+        ids = pd.Index(clusters.index[clusters.astype(str).to_numpy() == str(cluster)].astype(str))
+        return ids[ids.isin(self.annotation.cell_ids)] if self.annotation is not None else ids
+
+    def show_cluster(self, cluster: str, clustering: str | None = None) -> int:
+        """Select the cluster's cells on the tissue; returns their number."""
+        ids = self.cluster_cells(cluster, clustering)
+        self.session.selection.select(ids)
+        self.status.setText(f"cluster {cluster}: {len(ids):,} cells selected on the tissue")
+        return len(ids)
+
+    def name_cluster(self, cluster: str, name: str, clustering: str | None = None):
+        """Label every cell of ``cluster`` ``name`` in one undoable edit (reason ``cluster``)."""
+        ids = self.cluster_cells(cluster, clustering)
+        if self.annotation is None or not len(ids) or not str(name).strip():
+            self.runner.fail("choose a cluster and type a name")
+            return None
+        edit = self.annotation.assign(ids, str(name), reason=CLUSTER_REASON)
+        self.status.setText(f"{len(ids):,} cells of cluster {cluster} labelled {name} (undo in dock 2)")
+        self.show_clustering()
+        return edit

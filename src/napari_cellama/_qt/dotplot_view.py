@@ -110,3 +110,59 @@ class DotplotView(QWidget):
         x, y = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
         event = MouseEvent("button_press_event", self.canvas, x, y, button=1)
         self.canvas.callbacks.process("button_press_event", event)
+
+
+EXPRESSION_LAYER = "expression: {gene}"
+
+
+class DotplotMixin:
+    """Draw the dotplot and act on its clicks, mixed into the review dock (needs ``viewer``,
+    ``session``, ``annotation``, ``data``, ``dotplot`` (a :class:`DotplotView`), ``selection_view``)."""
+
+    def draw_dotplot(self) -> None:
+        if self.data is None or self.data.dotplot is None or self.annotation is None:
+            self.dotplot.draw(None)
+            return
+        table = self.data.dotplot.table(self.annotation.cell_type)
+        from ..core.dotplot import marker_genes_in_order
+
+        m = self.data.markers
+        kinds: dict = {}  # the type whose column group a gene is drawn in (as marker_genes_in_order picks it)
+        for t in sorted(m["cell_type"].unique()):
+            for g in marker_genes_in_order(m, [t]):
+                kinds.setdefault(g, t)
+        self.dotplot.draw(table, {g: kinds.get(g) for g in self.data.dotplot.genes})
+        self._dotplot_dirty = False
+
+    def select_label(self, label: str) -> int:
+        """Select every cell currently labelled ``label``."""
+        if self.annotation is None:
+            return 0
+        ids = self.annotation.cells_of(label)
+        self.session.selection.select(ids)
+        self.dotplot.info.setText(f"{label}: {len(ids):,} cells selected on the tissue")
+        return len(ids)
+
+    def show_gene(self, gene: str):
+        """Add (or replace) a layer of ``gene``'s log-normalised expression per cell."""
+        from napari.layers import Layer
+
+        from .. import layers as L
+        from .selection_view import cells_layer
+
+        cells = cells_layer(self.viewer, self.session)
+        if cells is None or self.data is None or self.data.dotplot is None or self.annotation is None:
+            return None
+        ids = self.annotation.cell_ids
+        values = self.data.dotplot.values(gene, ids)
+        name = EXPRESSION_LAYER.format(gene=gene)
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        layer = self.viewer.add_layer(Layer.create(*L.cell_values_layer_data(cells, ids, values, name=name,
+                                                                             colormap="magma")))
+        layer.colorbar.visible = True
+        self.selection_view.raise_above_maps()
+        self.viewer.layers.move(self.viewer.layers.index(cells), len(self.viewer.layers))
+        self.viewer.layers.selection.active = cells
+        self.dotplot.info.setText(f"{gene}: expression layer '{name}' added")
+        return layer

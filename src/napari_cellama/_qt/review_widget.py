@@ -23,7 +23,6 @@ from __future__ import annotations
 import weakref
 
 import numpy as np
-import pandas as pd
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QScrollArea, QSizePolicy, QTabWidget, QVBoxLayout, QWidget
 
@@ -31,29 +30,20 @@ from .._constants import UNKNOWN
 from ._dock import SessionDock
 from ._runner import JobRunner
 from ._wiring import rewire
-from .cluster_naming import (
-    FIT_CLUSTERS,
-    NICHE_CLUSTERS,
-    XENIUM_CLUSTERS,
-    ClusterPanel,
-    cluster_summary,
-    fit_warning_text,
-)
-from .dotplot_view import DotplotView
+from .cluster_naming import FIT_CLUSTERS, ClusterNamingMixin, ClusterPanel, fit_warning_text
+from .dotplot_view import DotplotMixin, DotplotView
 from .evidence_panel import EvidencePanel
 from .review_queue_view import QUEUE_KEYS, QueuePanel
 from .selection_view import SelectionView, cells_layer
 
 REVIEW_REASON = "review"
 CURSOR_LAYER = "review cursor"
-CLUSTER_REASON = "cluster"
-EXPRESSION_LAYER = "expression: {gene}"
 _VIEW_MICRONS = 200.0
 """Width (µm) the camera shows around a queued cell when the view is much wider."""
 _CURSOR_MICRONS = 18.0
 
 
-class ReviewWidget(SessionDock):
+class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
     """Evidence, review queue, reference-fit warning + cluster naming, dotplot (module docstring)."""
 
     def __init__(self, napari_viewer):
@@ -109,7 +99,7 @@ class ReviewWidget(SessionDock):
 
         self.session.events.transfer.connect(self._on_transfer)
         self.session.events.fit_report.connect(self._on_fit_report)
-        self.session.events.niche.connect(lambda _s: self._fill_sources())
+        self.session.events.niche.connect(self._on_niche)
         self.session.selection.changed.connect(self._on_selection)
         self._bind_keys()
         self.viewer.mouse_drag_callbacks.append(_weak_click(self))
@@ -171,6 +161,10 @@ class ReviewWidget(SessionDock):
         self._refresh_visible_tab()
         if self.evidence.evidence is not None or len(self.session.selection) == 1:
             self._on_selection(self.session.selection.ids)
+
+    def _on_niche(self, _state) -> None:
+        if self.annotation is not None:
+            self._fill_sources()  # niche clusters become a clustering to name
 
     def _on_fit_report(self, report) -> None:
         self.clusters.set_warning(fit_warning_text(report))
@@ -392,130 +386,6 @@ class ReviewWidget(SessionDock):
                     widget.queue_action(name)
             action.__doc__ = f"napari-cellama review queue: {name}"
             self.viewer.bind_key(key, action, overwrite=True)
-
-    # ------------------------------------------------------------------ clusters
-    def cluster_sources(self) -> dict:
-        """``{clustering name: Series cell id -> cluster}`` available now."""
-        from ..io.xenium import read_xenium_clusters
-
-        out = {}
-        if self.data is not None and self.data.fit_clusters is not None:
-            out[FIT_CLUSTERS] = self.data.fit_clusters
-        root = self.session.xenium_root
-        if root is not None:
-            try:
-                xc = read_xenium_clusters(root)
-            except Exception:  # noqa: BLE001 - an unreadable file only hides this choice
-                xc = None
-            if xc is not None:
-                out[XENIUM_CLUSTERS] = xc
-        nc = None
-        if self.session.niche is not None:
-            nc = self.session.niche.clusters
-        elif self.annotation is not None and self.annotation.niche_cluster is not None:
-            nc = self.annotation.niche_cluster
-        if nc is not None:
-            nc = pd.Series(nc).dropna().astype(str)
-            if len(nc):
-                out[NICHE_CLUSTERS] = nc
-        return out
-
-    def _fill_sources(self) -> None:
-        self._sources = self.cluster_sources()
-        self.clusters.set_sources(list(self._sources))
-        self.show_clustering()
-
-    def show_clustering(self) -> None:
-        """Fill the cluster table of the chosen clustering."""
-        if self.annotation is None:
-            return
-        name = self.clusters.clustering
-        clusters = getattr(self, "_sources", {}).get(name)
-        if clusters is None:
-            return
-        report = self.session.fit_report
-        if name == FIT_CLUSTERS and report is not None:
-            info = (f"reference fit per cluster of {report.cluster_source}; flagged clusters (≥ "
-                    f"{report.missing_share:.0%} Unknown) first")
-            table = report.table
-        else:
-            info = f"{name}: size and dominant current label"
-            table = cluster_summary(clusters, self.annotation)
-        self.clusters.show_clusters(table, info)
-
-    def cluster_cells(self, cluster: str, clustering: str | None = None) -> pd.Index:
-        clusters = getattr(self, "_sources", {}).get(clustering or self.clusters.clustering)
-        if clusters is None:
-            return pd.Index([])
-        ids = pd.Index(clusters.index[clusters.astype(str).to_numpy() == str(cluster)].astype(str))
-        return ids[ids.isin(self.annotation.cell_ids)] if self.annotation is not None else ids
-
-    def show_cluster(self, cluster: str, clustering: str | None = None) -> int:
-        """Select the cluster's cells on the tissue; returns their number."""
-        ids = self.cluster_cells(cluster, clustering)
-        self.session.selection.select(ids)
-        self.status.setText(f"cluster {cluster}: {len(ids):,} cells selected on the tissue")
-        return len(ids)
-
-    def name_cluster(self, cluster: str, name: str, clustering: str | None = None):
-        """Label every cell of ``cluster`` ``name`` in one undoable edit (reason ``cluster``)."""
-        ids = self.cluster_cells(cluster, clustering)
-        if self.annotation is None or not len(ids) or not str(name).strip():
-            self.runner.fail("choose a cluster and type a name")
-            return None
-        edit = self.annotation.assign(ids, str(name), reason=CLUSTER_REASON)
-        self.status.setText(f"{len(ids):,} cells of cluster {cluster} labelled {name} (undo in dock 2)")
-        self.show_clustering()
-        return edit
-
-    # ------------------------------------------------------------------ dotplot
-    def draw_dotplot(self) -> None:
-        if self.data is None or self.data.dotplot is None or self.annotation is None:
-            self.dotplot.draw(None)
-            return
-        table = self.data.dotplot.table(self.annotation.cell_type)
-        from ..core.dotplot import marker_genes_in_order
-
-        m = self.data.markers
-        kinds: dict = {}  # the type whose column group a gene is drawn in (as marker_genes_in_order picks it)
-        for t in sorted(m["cell_type"].unique()):
-            for g in marker_genes_in_order(m, [t]):
-                kinds.setdefault(g, t)
-        self.dotplot.draw(table, {g: kinds.get(g) for g in self.data.dotplot.genes})
-        self._dotplot_dirty = False
-
-    def select_label(self, label: str) -> int:
-        """Select every cell currently labelled ``label``."""
-        if self.annotation is None:
-            return 0
-        ids = self.annotation.cells_of(label)
-        self.session.selection.select(ids)
-        self.dotplot.info.setText(f"{label}: {len(ids):,} cells selected on the tissue")
-        return len(ids)
-
-    def show_gene(self, gene: str):
-        """Add (or replace) a layer of ``gene``'s log-normalised expression per cell."""
-        from napari.layers import Layer
-
-        from .. import layers as L
-
-        cells = cells_layer(self.viewer, self.session)
-        if cells is None or self.data is None or self.data.dotplot is None or self.annotation is None:
-            return None
-        ids = self.annotation.cell_ids
-        values = self.data.dotplot.values(gene, ids)
-        name = EXPRESSION_LAYER.format(gene=gene)
-        if name in self.viewer.layers:
-            self.viewer.layers.remove(name)
-        layer = self.viewer.add_layer(Layer.create(*L.cell_values_layer_data(cells, ids, values, name=name,
-                                                                             colormap="magma")))
-        layer.colorbar.visible = True
-        self.selection_view.raise_above_maps()
-        self.viewer.layers.move(self.viewer.layers.index(cells), len(self.viewer.layers))
-        self.viewer.layers.selection.active = cells
-        self.dotplot.info.setText(f"{gene}: expression layer '{name}' added")
-        return layer
-
 
 def _camera(viewer):
     """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
