@@ -285,3 +285,21 @@ def test_review_end_to_end_with_the_real_model(viewer, qtbot, crop_dir, tmp_path
     assert set(ev.markers["cell_type"]) <= {ev.label, ev.transferred_type, ev.runner_up}
     review.accept()
     assert bool(review.annotation.reviewed.loc[cell]) and review.queue.current != cell
+
+
+@pytest.mark.gui
+def test_opened_session_without_embeddings_still_reviews(viewer, qtbot, crop_dir, tmp_path):
+    """A transfer opened from disk (no engine result): no kNN evidence, but the queue, the
+    fit report, the dotplot and cluster naming work, and the panel says why evidence is missing."""
+    session, transfer, review = _setup(viewer, qtbot, crop_dir, tmp_path, HashEmbedder())
+    table = review.annotation.table
+    transfer.show_annotation(Annotation(table, types=sorted(set(table["cell_type"].astype(str)))), None)
+    qtbot.waitUntil(lambda: review.data is not None and not review.busy, timeout=TIMEOUT)
+    assert review.result is None and review.data.index is None
+    assert session.fit_report is not None and len(review.data.markers)
+    cell = review.next_cell()
+    assert cell is not None and "no embeddings" in review.evidence.header.text()
+    review.accept(cell, advance=False)
+    assert bool(review.annotation.reviewed.loc[cell])
+    review.tabs.setCurrentWidget(review.dotplot)
+    assert review.dotplot.table is not None
