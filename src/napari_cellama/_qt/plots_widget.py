@@ -86,6 +86,9 @@ class PlotsWidget(SessionDock):
         self.selection_view = SelectionView(napari_viewer, self.session)
         self.session.events.transfer.connect(self._on_transfer)
         self.session.events.niche.connect(self._on_niche)
+        from ..review_focus import reference_focus  # the review dock's "show neighbours on UMAP"
+
+        reference_focus(self.session).changed.connect(self._on_reference_focus)
         self._on_transfer(self.session.transfer)
 
     # ------------------------------------------------------------------ data
@@ -107,6 +110,14 @@ class PlotsWidget(SessionDock):
         self.draw()
 
     def _redraw(self, *_cause) -> None:
+        self.draw()
+
+    def _on_reference_focus(self, rows, title: str) -> None:
+        """Highlight reference cells (rows of the reference embeddings) on the UMAP."""
+        self.focus_rows, self.focus_title = rows, title
+        if rows is not None and (self.map is None or self._map_for is not self.result) and not self.runner.busy:
+            self.compute_map()
+        self.view_combo.setCurrentText("UMAP")
         self.draw()
 
     def other_columns(self) -> dict:
@@ -193,6 +204,12 @@ class PlotsWidget(SessionDock):
                 ax.scatter(r["x"], r["y"], s=6, c="tab:orange", marker="x", linewidths=0.5, label="reference")
         self._query_points = q
         ax.scatter(q["x"], q["y"], s=4, c=q_col, picker=True, pickradius=4, label="query (Xenium)")
+        rows = getattr(self, "focus_rows", None)
+        if rows is not None and len(r):
+            hit = r[r["row"].isin(rows)]
+            ax.scatter(hit["x"], hit["y"], s=60, facecolors="none", edgecolors="black", linewidths=1.2,
+                       label=self.focus_title or "highlighted reference cells")
+            ax.legend(loc="best", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title("UMAP: query (dots), reference (x)", fontsize=9)

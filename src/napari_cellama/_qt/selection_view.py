@@ -65,7 +65,20 @@ class SelectionView:
             return
         feats = cells.features
         label_of = pd.Series(feats["index"].to_numpy(np.int64), index=feats[CELL_ID].astype(str).to_numpy())
-        set_selected_cells(layer, label_of.reindex(ids).dropna().to_numpy(np.int64))
+        labels = label_of.reindex(ids).dropna().to_numpy(np.int64)
+        if _outlined(layer, labels):  # another dock's view drew this selection already
+            return
+        set_selected_cells(layer, labels)
+
+
+def _outlined(layer, labels: np.ndarray) -> bool:
+    """True when the outline layer already shows exactly the cells ``labels``."""
+    from ..layers import lookup_table
+
+    lut = lookup_table(layer)
+    labels = labels[(labels > 0) & (labels < len(lut))]
+    on = np.flatnonzero(lut)
+    return len(on) == len(np.unique(labels)) and bool(np.isin(on, labels).all())
 
 
 def cells_layer(viewer, session):

@@ -1,0 +1,85 @@
+"""The background job of the "4. Review" dock (plain functions, testable without Qt).
+
+:func:`prepare_review` runs once per shown transfer, off the GUI thread: reference markers
+per type (computed once), the evidence index of the transfer's embeddings, the query's
+expression of those markers for the dotplot, and the reference fit report over the Xenium
+run's graph clusters (else Leiden on the query's expression), whose per-cell clusters it
+keeps so that a flagged cluster can be shown on the tissue and named in one step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+STAGE_MARKERS = "reference markers"
+STAGE_EVIDENCE = "evidence index"
+STAGE_FIT = "reference fit report"
+XENIUM_CLUSTER_SOURCE = "the Xenium run's graph clusters (analysis/clustering/gene_expression_graphclust)"
+
+
+@dataclass
+class ReviewData:
+    """What the review dock shows, computed once per transfer."""
+
+    markers: pd.DataFrame
+    index: Any
+    """:class:`~napari_cellama.core.evidence.EvidenceIndex` (None without embeddings)."""
+    dotplot: Any
+    """:class:`~napari_cellama.core.dotplot.Dotplot` of the markers over the query."""
+    fit_report: Any
+    fit_clusters: pd.Series | None
+    """Cluster of each cell the fit report was computed over (by cell id)."""
+
+
+def prepare_review(result, annotation, session_inputs: dict):
+    """Generator: ``(stage, done, total)`` ... returns a :class:`ReviewData`.
+
+    ``session_inputs``: ``query``, ``reference``, ``label_key``, ``xenium_root`` of the session.
+    """
+    from ..core.dotplot import Dotplot, marker_genes_in_order
+    from ..core.evidence import EvidenceIndex
+    from ..core.fit_report import leiden_clusters, reference_fit_report
+    from ..core.reference_markers import reference_markers
+
+    query, reference = session_inputs.get("query"), session_inputs.get("reference")
+    label_key, root = session_inputs.get("label_key"), session_inputs.get("xenium_root")
+    total = 3
+    yield (STAGE_MARKERS, 0, total)
+    markers = pd.DataFrame(columns=["cell_type", "rank", "gene", "score", "fraction_in", "fraction_out", "mean_in"])
+    if reference is not None:
+        if result is not None and result.reference_labels is not None:
+            labels = result.reference_labels
+            genes = list(result.panel.shared_genes) if result.panel is not None else None
+        else:
+            labels = reference.obs[label_key].dropna().astype(str) if label_key in reference.obs else None
+            genes = None if query is None else [g for g in query.var_names if g in set(reference.var_names)]
+        if labels is not None:
+            markers = reference_markers(reference, labels, genes)
+    yield (STAGE_EVIDENCE, 1, total)
+    index = None
+    if result is not None and getattr(result, "query_embeddings", None) is not None:
+        index = EvidenceIndex(result, query, markers)
+    dotplot = Dotplot(query, marker_genes_in_order(markers)) if query is not None and len(markers) else None
+    yield (STAGE_FIT, 2, total)
+    report, clusters = None, None
+    if query is not None:
+        table = result.table if result is not None else annotation.table
+        source = None
+        if root is not None:
+            from ..io.xenium import read_xenium_clusters
+
+            clusters = read_xenium_clusters(root)
+            source = XENIUM_CLUSTER_SOURCE if clusters is not None else None
+        if clusters is None:
+            cells = pd.Index(table.index.astype(str))
+            sub = query[query.obs_names.get_indexer(cells)]
+            clusters = pd.Series(pd.Categorical(leiden_clusters(sub.X)).astype(str), index=cells, name="leiden")
+            source = "Leiden on the query's expression"
+        clusters = pd.Series(clusters).astype(str)
+        clusters.index = clusters.index.astype(str)
+        report = reference_fit_report(table, query, clusters, cluster_source=source)
+    yield (STAGE_FIT, 3, total)
+    return ReviewData(markers, index, dotplot, report, clusters)

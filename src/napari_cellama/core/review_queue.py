@@ -1,0 +1,125 @@
+"""The uncertainty review queue: the cells to look at first, in order (Qt-free).
+
+Cells are ordered by uncertainty, highest first: ``max(1 - confidence, unknown_score)``
+(a low vote share, or a cell the Unknown call finds far from every reference type), ties by
+cell id; cells without any detected shared gene (Unassigned, nothing to compare) are left out. :class:`ReviewQueue` walks that order (``next`` / ``previous``), skipping cells
+already reviewed, and counts reviewed / remaining; filters narrow it to one label (the
+current label), one region (a set of cell ids, e.g. the selection) or cells below a
+confidence. Every decision is an :class:`~napari_cellama.core.Annotation` edit (accept:
+``mark_reviewed``; reassign: ``assign(..., reason="review", review=True)``), so undo works
+and the queue's counts follow the annotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .._constants import CONFIDENCE, REASON_NO_GENES, UNASSIGNED_REASON, UNKNOWN_SCORE
+
+
+def uncertainty(table: pd.DataFrame) -> pd.Series:
+    """``max(1 - confidence, unknown_score)`` per cell (0..1, higher = look first)."""
+    u = 1.0 - pd.to_numeric(table[CONFIDENCE], errors="coerce").fillna(0.0).to_numpy(np.float64)
+    if UNKNOWN_SCORE in table:
+        s = pd.to_numeric(table[UNKNOWN_SCORE], errors="coerce").fillna(0.0).to_numpy(np.float64)
+        u = np.maximum(u, s)
+    return pd.Series(np.clip(u, 0.0, 1.0), index=table.index, name="uncertainty")
+
+
+class ReviewQueue:
+    """Cells of one annotation ordered by uncertainty, with filters and a cursor."""
+
+    def __init__(self, annotation, table: pd.DataFrame | None = None):
+        self.annotation = annotation
+        base = annotation.table if table is None else table
+        u = uncertainty(base).reindex(annotation.cell_ids).fillna(0.0)
+        ids = np.asarray(u.index, dtype=object).astype(str)
+        order = np.lexsort((ids, -u.to_numpy()))
+        if UNASSIGNED_REASON in base:  # a cell without any detected shared gene has nothing to review
+            empty = (base[UNASSIGNED_REASON].astype(str) == REASON_NO_GENES).reindex(annotation.cell_ids)
+            order = order[~empty.fillna(False).to_numpy()[order]]
+        self._order = order  # positions in the annotation, most uncertain first
+        self._uncertainty = u.to_numpy()
+        self._conf = pd.to_numeric(base[CONFIDENCE], errors="coerce").reindex(annotation.cell_ids) \
+            .fillna(0.0).to_numpy()
+        self.label: str | None = None
+        self.region: pd.Index | None = None
+        self.below: float | None = None
+        self._queue = order
+        self.position = -1
+
+    # ------------------------------------------------------------------ filters
+    def set_filters(self, label: str | None = None, region: Iterable | None = None,
+                    below: float | None = None) -> int:
+        """Keep only cells of ``label`` (current label), in ``region`` (cell ids), with
+        confidence below ``below``; None lifts a filter. Returns the queue's length."""
+        self.label = label or None
+        self.region = None if region is None else pd.Index(np.asarray(list(region), dtype=object).astype(str))
+        self.below = below
+        keep = np.ones(len(self._order), bool)
+        pos = self._order
+        if self.label is not None:
+            keep &= self.annotation.cell_type.to_numpy()[pos].astype(str) == self.label
+        if self.region is not None:
+            keep &= self.annotation.cell_ids[pos].isin(self.region)
+        if self.below is not None:
+            keep &= self._conf[pos] < float(self.below)
+        self._queue = pos[keep]
+        self.position = -1
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ counts
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    @property
+    def cell_ids(self) -> pd.Index:
+        """The queue's cells in order (filters applied)."""
+        return self.annotation.cell_ids[self._queue]
+
+    def counts(self) -> tuple[int, int]:
+        """``(reviewed, remaining)`` among the queue's cells."""
+        rev = self.annotation.reviewed.to_numpy()[self._queue]
+        n = int(rev.sum())
+        return n, len(self._queue) - n
+
+    @property
+    def current(self) -> str | None:
+        """The cell the cursor is on (None before the first ``next``)."""
+        if 0 <= self.position < len(self._queue):
+            return str(self.annotation.cell_ids[self._queue[self.position]])
+        return None
+
+    def uncertainty_of(self, cell_id: str) -> float:
+        i = self.annotation.cell_ids.get_indexer([str(cell_id)])[0]
+        return float(self._uncertainty[i]) if i >= 0 else float("nan")
+
+    # ------------------------------------------------------------------ walking
+    def next(self, skip_reviewed: bool = True) -> str | None:
+        """Move to the next cell (not yet reviewed unless ``skip_reviewed=False``); None at the end."""
+        return self._step(+1, skip_reviewed)
+
+    def previous(self, skip_reviewed: bool = False) -> str | None:
+        """Move back one cell (reviewed ones included, to revisit a decision)."""
+        return self._step(-1, skip_reviewed)
+
+    def _step(self, step: int, skip_reviewed: bool) -> str | None:
+        rev = self.annotation._reviewed if skip_reviewed else None  # noqa: SLF001 (read-only, no copy)
+        i = self.position + step
+        while 0 <= i < len(self._queue):
+            if rev is None or not rev[self._queue[i]]:
+                self.position = i
+                return self.current
+            i += step
+        return None
+
+    def go_to(self, cell_id: str) -> bool:
+        """Put the cursor on ``cell_id`` if it is in the queue."""
+        hit = np.flatnonzero(self.annotation.cell_ids[self._queue] == str(cell_id))
+        if len(hit):
+            self.position = int(hit[0])
+            return True
+        return False
