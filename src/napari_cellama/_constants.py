@@ -319,8 +319,16 @@ DEFAULT_MAX_TRANSCRIPTS = 200_000
 MIN_TRANSCRIPT_QV = 20.0
 """Transcripts below this quality value are not shown (XOA does not count them either)."""
 
-DEFAULT_COVERAGE_MARKERS = 20
-"""Top marker genes per reference type (``rank_genes_groups``) checked against the panel."""
+DEFAULT_COVERAGE_MARKERS = 10
+"""Top marker genes per reference type (``rank_genes_groups``, specific ones only) checked
+against the panel."""
+
+MARKER_MIN_PCT_DIFF = 0.1
+"""A marker gene is detected in at least this much larger a fraction of the type's cells than
+of the other cells (``pct_in - pct_rest``)."""
+
+MARKER_MIN_LOGFC = 1.0
+"""A marker gene's mean expression in the type is at least 2**this times that of the rest."""
 
 LOW_MARKER_COVERAGE = 0.25
 """A reference type is flagged when fewer than this share of its top markers are in the panel."""
