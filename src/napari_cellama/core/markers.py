@@ -32,7 +32,6 @@ from .._constants import (
 )
 from .counts import is_raw_counts
 
-
 # ribosomal proteins (RPL*/RPS*, RPLP*, RPSA; mitochondrial MRPL*/MRPS*) and mitochondrial
 # genome genes (MT-*): high and variable in every cell, never markers of a type
 _RIBO_MITO = re.compile(r"^(M?RP[LS]\d+[A-Z]?\d*$|RPLP\d$|RPSA$|MT-)", re.IGNORECASE)
