@@ -275,6 +275,14 @@ SIMILARITY_GAP = "similarity_gap"
 PROTOTYPE_PREFIX = "prototype_"
 """Prefix of the prototype-annotation columns in a cells layer's features (``prototype_cell_type``,
 ``prototype_confidence``, ...), so they never overwrite the transfer's ``cell_type``."""
+TRANSFER_CALL = "transfer_call"
+"""Combined transfer + prototype table: the transfer's own call of each cell (its type,
+``Unknown`` or ``Unassigned``), kept beside the label the combination gave it."""
+COMBINE_WHERE_UNKNOWN = "unknown"
+COMBINE_WHERE_UNASSIGNED = "unassigned"
+COMBINE_WHERE = (COMBINE_WHERE_UNKNOWN, COMBINE_WHERE_UNASSIGNED)
+"""Where :func:`napari_cellama.core.combine_annotations` puts prototype labels: cells the
+transfer called ``Unknown``, or every cell without a transfer label (Unknown or Unassigned)."""
 """Columns of the transfer CSV after ``cell_id`` (issue #2)."""
 
 UNASSIGNED_COLOR = "#9a9a9a"
