@@ -9,6 +9,10 @@ and a "prototype cell types" layer made by :mod:`napari_cellama.layers`, painted
 session's type colours (:class:`~napari_cellama.core.palette.TypeColors`: a type has the
 colour it has in the transfer's ``cell types``). A model fine-tuned in this viewer is
 offered as the model.
+
+The box "Use the prototype labels" (:mod:`.prototypes_annotation`) makes the prototype run
+the shown annotation (legend, threshold, review, export in "2. Transfer, review and export"),
+or combines it with the transfer: prototype labels where the transfer says Unknown.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from ..validators import CellamaInputError
 from ._dock import SessionDock
 from ._fold import MARKER_FILES, path_row
 from ._runner import JobRunner
+from .prototypes_annotation import PrototypeAnnotationBox
 from .selection_view import cells_layer
 
 PROTOTYPE_LAYER_NAME = "prototype cell types"
@@ -122,6 +127,8 @@ class PrototypesWidget(SessionDock):
         lay.addWidget(self.run_button)
         lay.addWidget(self.runner.widget)
         lay.addWidget(self.status)
+        self.annotation_box = PrototypeAnnotationBox(napari_viewer, self.session, self)
+        lay.addWidget(self.annotation_box)
         lay.addStretch(1)
 
         self._on_finetuned(self.session.finetuned_model)
