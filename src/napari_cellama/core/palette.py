@@ -152,10 +152,13 @@ class TypeColors:
 
     ``colors`` seeds the table (e.g. from a saved session): those names keep those colours
     and the palette continues after them. ``changed`` is emitted with a name whose colour
-    was set to another one (layers showing that type recolour themselves).
+    was set to another one (layers showing that type recolour themselves); ``renamed`` with
+    ``(old, new)`` when a type was renamed (layers and legends showing it rename it).
     """
 
     changed = Signal(str)
+    renamed = Signal(str, str)
+    """Emitted with ``(old, new)`` when a type was renamed (:meth:`rename`)."""
 
     def __init__(self, colors: Mapping | None = None):
         self._rgba: dict[str, tuple] = {UNASSIGNED: to_rgba(UNASSIGNED_COLOR), UNKNOWN: to_rgba(UNKNOWN_COLOR)}
@@ -192,6 +195,16 @@ class TypeColors:
         self._rgba[name] = rgba
         if old is not None and old != rgba:
             self.changed.emit(name)
+
+    def rename(self, old, new) -> None:
+        """``new`` takes ``old``'s colour (unless it has one already); emits ``renamed(old, new)``
+        so that every layer and legend showing ``old`` calls it ``new``."""
+        old, new = str(old), str(new)
+        if old in (UNASSIGNED, UNKNOWN) or old == new:
+            return
+        if new not in self._rgba and old in self._rgba:
+            self._rgba[new] = self._rgba[old]
+        self.renamed.emit(old, new)
 
     def as_hex(self) -> dict[str, str]:
         """``{name: '#rrggbb'}`` of every name handed a colour so far."""
