@@ -45,6 +45,7 @@ from .._constants import (
     RANK_SCALED,
     RUNNER_UP,
     SIMILARITY_GAP,
+    TRANSFERRED_TYPE,
 )
 from ..validators import CellamaInputError
 from ._dock import SessionDock
@@ -135,6 +136,7 @@ class PrototypesWidget(SessionDock):
         self.session.events.finetuned_model.connect(self._on_finetuned)
         self.session.events.prototypes.connect(self._on_prototypes)
         self.session.type_colors.changed.connect(self._on_type_color)
+        self.session.type_colors.renamed.connect(self._on_type_renamed)
 
     @property
     def busy(self) -> bool:
@@ -216,3 +218,16 @@ class PrototypesWidget(SessionDock):
         info = layers.layer_info(layer)
         colors = self.session.type_colors.colors(info["categories"])
         layers.set_category_colors(layer, colors, info.get("hidden", ()))
+
+    def _on_type_renamed(self, old: str, new: str) -> None:
+        """A type was renamed (e.g. in the transfer's legend): the prototype run calls it ``new``
+        too (its table, its types, its layer), so exports and combinations agree."""
+        result = self.session.prototypes
+        if result is None or old not in result.types:
+            return
+        for col in (CELL_TYPE, TRANSFERRED_TYPE, RUNNER_UP):
+            if col in result.table:
+                values = result.table[col].astype(object)
+                result.table[col] = values.where(values != old, new)
+        result.types = [new if t == old else t for t in result.types]  # one per prototype, merges too
+        self._on_prototypes(result)

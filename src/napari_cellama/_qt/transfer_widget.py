@@ -63,6 +63,7 @@ from ._dock import SessionDock
 from ._fold import fold_button, set_unfolded
 from ._runner import JobRunner
 from ._wiring import rewire
+from .confidence_histogram import ConfidenceHistogram
 from .selection_view import SelectionView, cells_layer
 from .transfer_export import ExportMixin
 from .transfer_review import POLYGON_LAYER, ReviewMixin  # noqa: F401 (POLYGON_LAYER: public name)
@@ -178,6 +179,7 @@ class TransferWidget(ReviewMixin, ExportMixin, SessionDock):
         rform.addLayout(map_row)
         rform.addWidget(self.threshold_label)
         rform.addWidget(self.threshold_slider)
+        rform.addWidget(ConfidenceHistogram(self.session, self))  # confidences, a line at the threshold
         rform.addLayout(dist_row)
         rform.addWidget(self.legend, 1)
 
