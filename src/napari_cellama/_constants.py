@@ -338,6 +338,17 @@ of the other cells (``pct_in - pct_rest``)."""
 MARKER_MIN_LOGFC = 1.0
 """A marker gene's mean expression in the type is at least 2**this times that of the rest."""
 
+DEFAULT_MAP_FIT_CELLS = 5000
+"""UMAP of the plots panel: cells (query and reference together) the UMAP is fitted on; every
+other query cell is placed by its nearest fitted neighbours."""
+
+MAP_PLACE_NEIGHBORS = 5
+"""A cell outside the UMAP fit sits at the mean position of this many nearest fitted cells."""
+
+MAP_PCS = 30
+"""Principal components the nearest-neighbour placement searches in (cosine ~ euclidean on
+unit embeddings; 30 components keep it fast on 100k cells)."""
+
 LOW_MARKER_COVERAGE = 0.25
 """A reference type is flagged when fewer than this share of its top markers are in the panel."""
 
