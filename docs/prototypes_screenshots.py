@@ -78,7 +78,6 @@ def main() -> None:
     out = HERE / "images"
 
     from napari._qt.dialogs.qt_notification import NapariQtNotification
-
     from qtpy.QtCore import Qt
 
     def shoot(name, widget=None):
