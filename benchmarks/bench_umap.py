@@ -11,8 +11,9 @@ the pbmc3k reference, read from the embedding cache when ``NAPARI_CELLAMA_CACHE`
 * ``old (20,000-point UMAP)`` with ``--old``: the previous map (a UMAP of a 20,000-point
   subsample, the other cells not shown), computed again on every draw.
 
-The first UMAP in a process includes numba's compilation (~10-30 s); ``--warm`` fits a tiny
-map first so that the figures are the steady-state cost. The load average is printed beside
+The first UMAP in a process includes numba's compilation (~30 s on 2 loaded cores, and
+another for the NN-descent path above 4,096 points); ``--warm`` fits a 4,500-point map of
+random 8-D points first so that the figures are the steady-state cost. The load average is printed beside
 the timings (2 shared cores: timings scale with it).
 
     NAPARI_CELLAMA_CACHE=/work/cache python benchmarks/bench_umap.py --warm [--old]
@@ -47,13 +48,14 @@ def main() -> None:
     from napari_cellama.io import read_query, read_reference
 
     t = time.perf_counter()
-    result = run_transfer(read_query(args.xenium), read_reference(args.reference), "cell_type")
+    result = run_transfer(read_query(args.xenium), read_reference(args.reference), "cell_type", cache=True)
     q, r = result.query_embeddings, result.reference_embeddings
     print(f"transfer (embeddings from the cache when warm): {time.perf_counter() - t:.1f} s; "
           f"{len(q):,} query + {len(r):,} reference embeddings; load {load()}")
     if args.warm:
         rng = np.random.default_rng(0)
-        embedding_map_of(rng.normal(size=(200, q.shape[1])).astype(np.float32))
+        # above 4,096 points UMAP searches neighbours with NN-descent: compile that path too
+        embedding_map_of(rng.normal(size=(4500, 8)).astype(np.float32), max_fit=4500)
         print(f"numba warm-up done; load {load()}")
     rows = []
     t = time.perf_counter()
