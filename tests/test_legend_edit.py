@@ -100,4 +100,4 @@ def test_rename_and_recolour_reach_every_layer_and_export(viewer, qtbot, crop_di
     assert hist.counts.argmax() == 47 and hist.counts.sum() == n
     viewer.window._qt_window.resize(1600, 1000)
     qtbot.wait(50)
-    assert hist.canvas.height() == 80
+    assert hist.canvas.height() == 64

@@ -24,7 +24,7 @@ LINE_COLOR = "#ff5050"
 class ConfidenceHistogram(QWidget):
     """Histogram of confidences with a line at the current threshold (see the module docstring)."""
 
-    def __init__(self, session, parent=None, height: int = 80):
+    def __init__(self, session, parent=None, height: int = 64):
         super().__init__(parent)
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -34,7 +34,7 @@ class ConfidenceHistogram(QWidget):
         self.counts = np.zeros(N_BINS, dtype=np.int64)
         self.edges = np.linspace(0.0, 1.0, N_BINS + 1)
         self.figure = Figure(figsize=(3, 0.8))
-        self.figure.subplots_adjust(left=0.02, right=0.98, top=0.95, bottom=0.28)
+        self.figure.subplots_adjust(left=0.02, right=0.98, top=0.95, bottom=0.32)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setFixedHeight(height)
         self.canvas.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
