@@ -75,3 +75,26 @@ def test_category_colors_are_order_free():
     assert category_colors(["MS4A1", "CD3E"]) == category_colors(["CD3E", "MS4A1"])
     assert category_colors(["CD3E", UNASSIGNED])[UNASSIGNED] == tuple(
         int(UNASSIGNED_COLOR[i:i + 2], 16) / 255 for i in (1, 3, 5)) + (1.0,)
+
+
+def test_unknown_is_neutral_and_distinct():
+    """Unknown is a neutral slate (issue 17): not a palette colour, not the Unassigned grey."""
+    import colorsys
+
+    from napari_cellama._constants import UNKNOWN
+    from napari_cellama.core.palette import TYPE_PALETTE, UNKNOWN_COLOR, to_rgba
+
+    tc = TypeColors()
+    assert to_hex(tc.color(UNKNOWN)) == UNKNOWN_COLOR != UNASSIGNED_COLOR
+    assert tc.color("first type") == palette_color(0)  # Unknown takes no palette slot
+    r, g, b, _ = to_rgba(UNKNOWN_COLOR)
+    assert colorsys.rgb_to_hsv(r, g, b)[1] < 0.35  # neutral: low saturation
+    for hex_ in TYPE_PALETTE:
+        dist = np.abs(np.array(to_rgba(hex_)[:3]) - np.array([r, g, b])).sum()
+        assert dist > 0.25, hex_
+    grey = np.array(to_rgba(UNASSIGNED_COLOR)[:3])
+    assert np.abs(grey - np.array([r, g, b])).sum() > 0.25
+    ann = Annotation(_table(["B cell", "T cell"]), palette=tc)
+    ann.add_type(UNKNOWN)
+    assert to_hex(ann.color_of(UNKNOWN)) == UNKNOWN_COLOR
+    assert category_colors([UNKNOWN, "x"])[UNKNOWN] == to_rgba(UNKNOWN_COLOR)

@@ -275,6 +275,14 @@ SIMILARITY_GAP = "similarity_gap"
 PROTOTYPE_PREFIX = "prototype_"
 """Prefix of the prototype-annotation columns in a cells layer's features (``prototype_cell_type``,
 ``prototype_confidence``, ...), so they never overwrite the transfer's ``cell_type``."""
+TRANSFER_CALL = "transfer_call"
+"""Combined transfer + prototype table: the transfer's own call of each cell (its type,
+``Unknown`` or ``Unassigned``), kept beside the label the combination gave it."""
+COMBINE_WHERE_UNKNOWN = "unknown"
+COMBINE_WHERE_UNASSIGNED = "unassigned"
+COMBINE_WHERE = (COMBINE_WHERE_UNKNOWN, COMBINE_WHERE_UNASSIGNED)
+"""Where :func:`napari_cellama.core.combine_annotations` puts prototype labels: cells the
+transfer called ``Unknown``, or every cell without a transfer label (Unknown or Unassigned)."""
 """Columns of the transfer CSV after ``cell_id`` (issue #2)."""
 
 UNASSIGNED_COLOR = "#9a9a9a"
@@ -319,8 +327,27 @@ DEFAULT_MAX_TRANSCRIPTS = 200_000
 MIN_TRANSCRIPT_QV = 20.0
 """Transcripts below this quality value are not shown (XOA does not count them either)."""
 
-DEFAULT_COVERAGE_MARKERS = 20
-"""Top marker genes per reference type (``rank_genes_groups``) checked against the panel."""
+DEFAULT_COVERAGE_MARKERS = 10
+"""Top marker genes per reference type (``rank_genes_groups``, specific ones only) checked
+against the panel."""
+
+MARKER_MIN_PCT_DIFF = 0.1
+"""A marker gene is detected in at least this much larger a fraction of the type's cells than
+of the other cells (``pct_in - pct_rest``)."""
+
+MARKER_MIN_LOGFC = 1.0
+"""A marker gene's mean expression in the type is at least 2**this times that of the rest."""
+
+DEFAULT_MAP_FIT_CELLS = 5000
+"""UMAP of the plots panel: cells (query and reference together) the UMAP is fitted on; every
+other query cell is placed by its nearest fitted neighbours."""
+
+MAP_PLACE_NEIGHBORS = 5
+"""A cell outside the UMAP fit sits at the mean position of this many nearest fitted cells."""
+
+MAP_PCS = 30
+"""Principal components the nearest-neighbour placement searches in (cosine ~ euclidean on
+unit embeddings; 30 components keep it fast on 100k cells)."""
 
 LOW_MARKER_COVERAGE = 0.25
 """A reference type is flagged when fewer than this share of its top markers are in the panel."""

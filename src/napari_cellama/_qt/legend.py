@@ -8,7 +8,10 @@ on a click and ``row_activated(name)`` on a double click; it never computes anyt
 
 :class:`TypeLegend` binds it to an :class:`~napari_cellama.core.Annotation`: rows follow
 the annotation's types, colours, counts and visibility (its named signals), and ticking
-rows changes the annotation's visibility, which the ``cell types`` layer follows. The niche
+rows changes the annotation's visibility, which the ``cell types`` layer follows. A row's
+context menu (right click) renames the type (:meth:`~napari_cellama.core.Annotation.rename_type`)
+or gives it another colour (a colour dialog; the session's shared palette carries both to
+every layer, legend and export). The niche
 dock uses :class:`CategoryLegend` itself and applies the hidden set to its layer.
 """
 
@@ -20,9 +23,12 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QColorDialog,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
+    QMenu,
     QPushButton,
     QTreeWidget,
     QTreeWidgetItem,
@@ -31,6 +37,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.palette import to_hex
+from ..validators import CellamaInputError
 
 
 def swatch(color) -> QIcon:
@@ -184,11 +191,68 @@ class CategoryLegend(QWidget):
 class TypeLegend(CategoryLegend):
     """A :class:`CategoryLegend` of the types of an :class:`~napari_cellama.core.Annotation`."""
 
-    def __init__(self, parent=None, title: str = "Legend (tick to show, double-click to select its cells)"):
+    def __init__(self, parent=None, title: str = "Legend (tick to show, double-click to select its cells, "
+                                                  "right-click to rename or recolour)"):
         super().__init__(title, ("type", "cells"), parent=parent)
         self.tree.setMinimumHeight(140)
         self.annotation = None
+        self.message = ""
+        """The last rename / recolour problem (empty when it worked)."""
         self.visibility_changed.connect(self._apply_hidden)
+        self.tree.setContextMenuPolicy(Qt.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._context_menu)
+
+    # ------------------------------------------------------------------ rename / recolour
+    def _context_menu(self, pos) -> None:
+        item = self.tree.itemAt(pos)
+        if item is None or self.annotation is None:
+            return
+        name = item.data(0, Qt.UserRole)
+        menu = self.row_menu(name)
+        menu.exec_(self.tree.viewport().mapToGlobal(pos))
+
+    def row_menu(self, name: str) -> QMenu:
+        """The context menu of a row: rename, change colour, select its cells."""
+        from .._constants import UNASSIGNED, UNKNOWN
+
+        menu = QMenu(self)
+        rename = menu.addAction(f"Rename “{name}”…", lambda: self.ask_rename(name))
+        rename.setEnabled(name not in (UNASSIGNED, UNKNOWN))
+        recolour = menu.addAction("Change colour…", lambda: self.ask_color(name))
+        recolour.setEnabled(name != UNASSIGNED)
+        menu.addAction("Select its cells", lambda: self.row_activated.emit(name))
+        return menu
+
+    def ask_rename(self, name: str) -> str | None:
+        new, ok = QInputDialog.getText(self, "Rename cell type", f"New name for “{name}”:", text=name)
+        return self.rename_type(name, new) if ok else None
+
+    def ask_color(self, name: str):
+        color = QColorDialog.getColor(QColor(to_hex(self.annotation.color_of(name))), self,
+                                      f"Colour of “{name}”")
+        return self.recolor_type(name, color.name()) if color.isValid() else None
+
+    def rename_type(self, old: str, new: str) -> str | None:
+        """Rename a type everywhere (as the context menu does); None (and :attr:`message`) on bad input."""
+        try:
+            name = self.annotation.rename_type(old, new)
+        except CellamaInputError as err:
+            self.message = str(err)
+            self.title.setToolTip(self.message)
+            return None
+        self.message = ""
+        self.select(name)
+        return name
+
+    def recolor_type(self, name: str, color) -> str | None:
+        """Give a type another colour (``#rrggbb``) in every layer (as the colour dialog does)."""
+        try:
+            self.annotation.set_color(name, color)
+        except CellamaInputError as err:
+            self.message = str(err)
+            return None
+        self.message = ""
+        return to_hex(self.annotation.color_of(name))
 
     def set_annotation(self, annotation) -> None:
         from ._wiring import rewire

@@ -15,6 +15,7 @@ from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QTableWidgetItem
 
 from .._constants import LOW_MARKER_COVERAGE
+from ..core.coverage import coverage_text
 
 LOW_COLOR = QColor(255, 170, 60, 90)
 
@@ -76,15 +77,10 @@ def fill_coverage_table(table, coverage) -> None:
         items = [
             QTableWidgetItem(str(row.cell_type)),
             QTableWidgetItem(f"{row.n_cells:,}"),
-            QTableWidgetItem(f"{row.n_in_panel} / {row.n_markers}"),
+            QTableWidgetItem(f"{row.n_in_panel} / {row.n_markers}" + (": " + ", ".join(row.markers_in_panel[:4]) if row.n_in_panel else "")),
             QTableWidgetItem(cov_text),
         ]
-        tip = (
-            "in panel: "
-            + (", ".join(row.markers_in_panel) or "none")
-            + "\nmissing: "
-            + (", ".join(row.markers_missing) or "none")
-        )
+        tip = coverage_text(row._asdict(), max_listed=20).replace("; ", "\n")
         for j, item in enumerate(items):
             item.setToolTip(tip)
             if j:

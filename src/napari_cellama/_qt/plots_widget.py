@@ -1,9 +1,12 @@
 """Dock widget "Plots": matplotlib views of the current annotation.
 
-* **UMAP** of query and reference embeddings (computed once per result off the GUI thread,
-  :func:`napari_cellama.core.summaries.iter_embedding_map`), coloured by type or by dataset;
-  clicking a query point selects that cell on the tissue (it becomes the session's
-  selection, outlined whichever docks are open).
+* **UMAP** of query and reference embeddings, computed once per result off the GUI thread
+  through the dock's JobRunner (:mod:`napari_cellama.core.embedding_map`: fitted on at most
+  5,000 cells, every other query cell placed by its nearest fitted neighbours; the title says
+  so) and kept for that result (another annotation of the same run, e.g. transfer +
+  prototypes, reuses it); coloured by type or by dataset; clicking a query point selects
+  that cell on the tissue (it becomes the session's selection, outlined whichever docks are
+  open).
 * **Composition**: cells per type, with the types' legend colours.
 * **Contingency**: share of each transferred type in the values of another categorical
   column (a query ``obs`` column, or the Xenium run's own graph clusters from ``analysis/``).
@@ -45,7 +48,10 @@ class PlotsWidget(SessionDock):
         self.annotation = None
         self.result = None
         self.map: pd.DataFrame | None = None
+        self.map_note = ""
         self._map_for = None
+        self.n_computed = 0
+        """UMAPs this dock computed (a cached one is not counted)."""
 
         self.view_combo = QComboBox()
         self.view_combo.addItems(list(VIEWS))
@@ -105,6 +111,7 @@ class PlotsWidget(SessionDock):
         self.annotation = state.annotation
         self.result = state.result
         self.map = None
+        self._use_cached_map()
         self._fill_other_columns()
         self.info.setText(f"{self.annotation.n_cells:,} cells. Click a point in the UMAP to select its cell.")
         self.draw()
@@ -146,22 +153,45 @@ class PlotsWidget(SessionDock):
         self.other_combo.addItems(list(self._others))
         self.other_combo.blockSignals(False)
 
+    def _use_cached_map(self) -> bool:
+        from ..core.embedding_map import cached_map
+
+        emap = None if self.result is None else cached_map(self.result)
+        if emap is None:
+            return False
+        self.map, self.map_note, self._map_for = emap.coords, emap.note, self.result
+        return True
+
     def compute_map(self, sync: bool = False):
-        """Compute the UMAP of the current result's embeddings (once per result)."""
-        from ..core.summaries import iter_embedding_map
+        """Compute the UMAP of the current result's embeddings, once per result (a map kept for
+        this result is drawn at once); returns the worker, or None when nothing had to run."""
+        from ..core.embedding_map import iter_embedding_map_of
 
         r = self.result
-        if r is None or r.query_embeddings is None:
+        if r is None or getattr(r, "query_embeddings", None) is None:
             self.runner.fail("no embeddings: run a transfer first")
             return None
-        args = (r.query_embeddings, r.reference_embeddings)
+        if self._use_cached_map():
+            self.view_combo.setCurrentText("UMAP")
+            self.draw()
+            return None
+        if self.runner.busy:
+            return None
+        args = (r.query_embeddings, getattr(r, "reference_embeddings", None))
+        done = lambda emap, r=r: self._on_map(emap, r)  # noqa: E731 - the result the map belongs to
         if sync:
-            return self.runner.run_sync(iter_embedding_map, *args, on_done=self._on_map)
-        return self.runner.start(iter_embedding_map, *args, on_done=self._on_map, what="UMAP")
+            return self.runner.run_sync(iter_embedding_map_of, *args, on_done=done)
+        return self.runner.start(iter_embedding_map_of, *args, on_done=done, what="UMAP")
 
-    def _on_map(self, df: pd.DataFrame) -> None:
-        self.map = df
-        self._map_for = self.result
+    def _on_map(self, emap, result=None) -> None:
+        from ..core.embedding_map import store_map
+
+        result = self.result if result is None else result
+        store_map(result, emap)
+        self.n_computed += 1
+        if result is not self.result:  # another run is shown meanwhile: keep the map for later
+            return
+        self.map, self.map_note, self._map_for = emap.coords, emap.note, result
         self.view_combo.setCurrentText("UMAP")
         self.draw()
 
@@ -194,8 +224,9 @@ class PlotsWidget(SessionDock):
         if by_type:
             q_types = ann.cell_type.to_numpy()[q["row"].to_numpy()]
             q_col = np.array([ann.color_of(t) for t in q_types]) if len(q) else np.zeros((0, 4))
-            if len(r) and self.result.reference_labels is not None:
-                r_types = np.asarray(self.result.reference_labels)[r["row"].to_numpy()]
+            ref_labels = getattr(self.result, "reference_labels", None)
+            if len(r) and ref_labels is not None:
+                r_types = np.asarray(ref_labels)[r["row"].to_numpy()]
                 r_col = np.array([ann.color_of(t) if t in ann.categories else (0.5, 0.5, 0.5, 1) for t in r_types])
                 ax.scatter(r["x"], r["y"], s=6, c=r_col, marker="x", linewidths=0.5, label="reference")
         else:
@@ -212,7 +243,8 @@ class PlotsWidget(SessionDock):
             ax.legend(loc="best", fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title("UMAP: query (dots), reference (x)", fontsize=9)
+        what = "query (dots), reference (x)" if len(r) else "query"
+        ax.set_title(f"{self.map_note}\n{what}", fontsize=8)
         if not by_type:
             ax.legend(loc="best", fontsize=7, markerscale=2)
 

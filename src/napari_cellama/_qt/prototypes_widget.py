@@ -9,6 +9,10 @@ and a "prototype cell types" layer made by :mod:`napari_cellama.layers`, painted
 session's type colours (:class:`~napari_cellama.core.palette.TypeColors`: a type has the
 colour it has in the transfer's ``cell types``). A model fine-tuned in this viewer is
 offered as the model.
+
+The box "Use the prototype labels" (:mod:`.prototypes_annotation`) makes the prototype run
+the shown annotation (legend, threshold, review, export in "2. Transfer, review and export"),
+or combines it with the transfer: prototype labels where the transfer says Unknown.
 """
 
 from __future__ import annotations
@@ -41,11 +45,13 @@ from .._constants import (
     RANK_SCALED,
     RUNNER_UP,
     SIMILARITY_GAP,
+    TRANSFERRED_TYPE,
 )
 from ..validators import CellamaInputError
 from ._dock import SessionDock
 from ._fold import MARKER_FILES, path_row
 from ._runner import JobRunner
+from .prototypes_annotation import PrototypeAnnotationBox
 from .selection_view import cells_layer
 
 PROTOTYPE_LAYER_NAME = "prototype cell types"
@@ -122,12 +128,15 @@ class PrototypesWidget(SessionDock):
         lay.addWidget(self.run_button)
         lay.addWidget(self.runner.widget)
         lay.addWidget(self.status)
+        self.annotation_box = PrototypeAnnotationBox(napari_viewer, self.session, self)
+        lay.addWidget(self.annotation_box)
         lay.addStretch(1)
 
         self._on_finetuned(self.session.finetuned_model)
         self.session.events.finetuned_model.connect(self._on_finetuned)
         self.session.events.prototypes.connect(self._on_prototypes)
         self.session.type_colors.changed.connect(self._on_type_color)
+        self.session.type_colors.renamed.connect(self._on_type_renamed)
 
     @property
     def busy(self) -> bool:
@@ -209,3 +218,16 @@ class PrototypesWidget(SessionDock):
         info = layers.layer_info(layer)
         colors = self.session.type_colors.colors(info["categories"])
         layers.set_category_colors(layer, colors, info.get("hidden", ()))
+
+    def _on_type_renamed(self, old: str, new: str) -> None:
+        """A type was renamed (e.g. in the transfer's legend): the prototype run calls it ``new``
+        too (its table, its types, its layer), so exports and combinations agree."""
+        result = self.session.prototypes
+        if result is None or old not in result.types:
+            return
+        for col in (CELL_TYPE, TRANSFERRED_TYPE, RUNNER_UP):
+            if col in result.table:
+                values = result.table[col].astype(object)
+                result.table[col] = values.where(values != old, new)
+        result.types = [new if t == old else t for t in result.types]  # one per prototype, merges too
+        self._on_prototypes(result)

@@ -63,6 +63,7 @@ from ._dock import SessionDock
 from ._fold import fold_button, set_unfolded
 from ._runner import JobRunner
 from ._wiring import rewire
+from .confidence_histogram import ConfidenceHistogram
 from .selection_view import SelectionView, cells_layer
 from .transfer_export import ExportMixin
 from .transfer_maps import (  # noqa: F401 (public names)
@@ -184,6 +185,7 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
         rform.addLayout(map_row)
         rform.addWidget(self.threshold_label)
         rform.addWidget(self.threshold_slider)
+        rform.addWidget(ConfidenceHistogram(self.session, self))  # confidences, a line at the threshold
         rform.addLayout(dist_row)
         rform.addWidget(self.legend, 1)
         rform.addWidget(self._build_niche_legend(), 1)

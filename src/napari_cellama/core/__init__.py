@@ -8,6 +8,7 @@ from ._progress import Progress, run
 from .annotation import Annotation, Edit
 from .cache import EmbeddingCache
 from .clustering import cluster_embeddings
+from .combine import combine_annotations
 from .counts import is_raw_counts
 from .embed import Embedder, ModelNotFoundError, load_model, offline_model_path, resolve_device
 from .embedding_options import EmbeddingOptions, make_embedder
@@ -87,6 +88,7 @@ __all__ = [
     "apply_unknown",
     "cell_sentences",
     "cluster_embeddings",
+    "combine_annotations",
     "cosine_knn",
     "default_markers_path",
     "finetune",

@@ -1,6 +1,6 @@
 """How an :class:`~napari_cellama.core.Annotation` is shown: the cells' Labels-raster ids,
-per-type visibility and the type lookups a napari Labels layer draws with (``label_id -> type code + 1`` and one colour per
-type, hidden types transparent). Qt-free.
+per-type visibility, the type lookups a napari Labels layer draws with (``label_id -> type code + 1`` and one colour per
+type, hidden types transparent) and the types' names (:meth:`DisplayMixin.rename_type`). Qt-free.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .._constants import RUNNER_UP, TRANSFERRED_TYPE, UNASSIGNED, UNKNOWN
 from ..validators import CellamaInputError
 
 TRANSPARENT = np.zeros(4, dtype=np.float32)
@@ -118,3 +119,55 @@ class DisplayMixin:
         d = {i + 1: rgba[i] for i in range(len(rgba))}
         d[None] = TRANSPARENT.copy()
         return d
+
+    # ------------------------------------------------------------------ names
+    def rename_type(self, old: str, new: str) -> str:
+        """Call type ``old`` ``new`` everywhere: its cells (transferred and manual labels), the
+        table's ``transferred_type`` / ``runner_up``, the colour (``new`` keeps ``old``'s), the
+        visibility, the edit history and every export. Renaming to a type that already exists
+        merges ``old`` into it (its cells take ``new``'s colour). ``Unassigned`` and ``Unknown``
+        are the method's calls, not names: assign their cells instead. Returns ``new``.
+
+        Emits ``types_changed`` and ``labels_changed("rename")``; the shared palette (a
+        viewer session's) announces ``renamed(old, new)`` so other layers follow.
+        """
+        from .annotation_edits import clean_name
+
+        old, new = str(old), clean_name(new)
+        if old not in self._code:
+            raise CellamaInputError(f"unknown cell type {old!r}")
+        if old in (UNASSIGNED, UNKNOWN):
+            raise CellamaInputError(f"{old} is the method's call, not a type name; select its cells and assign a "
+                                    "type instead")
+        if new in (UNASSIGNED, UNKNOWN):
+            raise CellamaInputError(f"{new!r} is reserved; choose another name")
+        if new == old:
+            return new
+        for col in (TRANSFERRED_TYPE, RUNNER_UP):
+            if col in self._base:
+                values = self._base[col].astype(object)
+                self._base[col] = values.where(values != old, new)
+        code = self._code[old]
+        if new in self._code:  # merge: old's cells take new's code; old stays, empty
+            target = self._code[new]
+            for arr in (self._tcodes, self._thr_codes, self._manual):
+                arr[arr == code] = target
+            for edit in list(self._undo) + list(self._redo):
+                edit.before[edit.before == code] = target
+                if edit.after == code:
+                    edit.after = target
+            self._update_codes()
+        else:
+            self._categories[code] = new
+            del self._code[old]
+            self._code[new] = code
+            if old in self._hidden:
+                self._hidden.discard(old)
+                self._hidden.add(new)
+            if old in self._explicit:
+                self._explicit.discard(old)
+                self._explicit.add(new)
+        self._palette.rename(old, new)
+        self.types_changed.emit()
+        self.labels_changed.emit("rename")
+        return new

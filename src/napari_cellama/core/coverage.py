@@ -5,10 +5,17 @@ Before anything is embedded, the load widget shows the shared-panel report
 its top marker genes the spatial panel measures. A type whose markers are mostly missing
 can only be recognised by weaker genes, so its transferred labels deserve less trust.
 
-Markers are ranked with ``scanpy.tl.rank_genes_groups`` (Wilcoxon, one type against all
-others) on log-normalised reference values (counts are normalised to 10,000 per cell and
-``log1p``-transformed first; data that are already log-normalised are used as they are).
-Only genes with a positive score are markers. Types with more than
+Markers are ranked as a biologist would: ``scanpy.tl.rank_genes_groups`` (Wilcoxon, one
+type against all others) on log-normalised reference values (counts are normalised to
+10,000 per cell and ``log1p``-transformed first; data that are already log-normalised are
+used as they are), keeping in rank order only *specific* genes
+(:func:`napari_cellama.core.markers.specific_markers`): a positive score, detected in at
+least :data:`~napari_cellama._constants.MARKER_MIN_PCT_DIFF` more of the type's cells than of
+the others, a log2 fold change of at least :data:`~napari_cellama._constants.MARKER_MIN_LOGFC`,
+and never a ribosomal (``RPL``/``RPS``/``MRPL``/``MRPS``) or mitochondrial (``MT-``) gene, which
+are abundant in every cell and would otherwise top the list of a type with few other
+differences. :func:`coverage_text` writes a row as the load dock shows it
+(``Naive CD4 T: 4/10 present: CCR7, SELL, LEF1, CD3E; missing: ...``). Types with more than
 :data:`MAX_COVERAGE_CELLS_PER_TYPE` cells are subsampled (fixed seed) for speed; types with
 fewer than 2 cells cannot be tested and are flagged.
 """
@@ -32,6 +39,7 @@ from .._constants import (
 from ..validators import check_label_key, check_positive_int
 from ._progress import run
 from .counts import is_raw_counts
+from .markers import specific_markers
 from .panel import normalise_symbol
 
 COVERAGE_COLUMNS = (
@@ -146,15 +154,22 @@ def iter_marker_coverage(
             tmp,
             "t",
             method="wilcoxon",
-            n_genes=min(n_markers, tmp.n_vars),
+            n_genes=tmp.n_vars,
             use_raw=False,
             tie_correct=False,
+            pts=True,
         )
         res = tmp.uns["rank_genes_groups"]
         for t in testable:
             names = pd.Series(res["names"][t]).astype(str)
-            scores = pd.Series(res["scores"][t]).astype(float)
-            markers[t] = names[scores > 0].tolist()
+            ranked = pd.DataFrame({
+                "names": names,
+                "scores": pd.Series(res["scores"][t]).astype(float),
+                "logfoldchanges": pd.Series(res["logfoldchanges"][t]).astype(float),
+                "pct_in": res["pts"][t].reindex(names).to_numpy(),
+                "pct_rest": res["pts_rest"][t].reindex(names).to_numpy(),
+            })
+            markers[t] = specific_markers(ranked, n_markers)
     yield (STAGE_COVERAGE, 2, 3)
     panel = set(normalise_symbol(panel_genes))
     out = []
@@ -196,3 +211,17 @@ def iter_marker_coverage(
     ).reset_index(drop=True)
     yield (STAGE_COVERAGE, 3, 3)
     return table
+
+
+def coverage_text(row, max_listed: int = 8) -> str:
+    """One row of :func:`marker_coverage` as a line: ``Naive CD4 T: 4/10 present: CCR7, SELL,
+    LEF1, CD3E; missing: ...`` (at most ``max_listed`` names per list)."""
+    def names(genes) -> str:
+        genes = list(genes)
+        more = len(genes) - max_listed
+        return ", ".join(genes[:max_listed]) + (f" (+{more})" if more > 0 else "") if genes else "none"
+
+    if not row["n_markers"]:
+        return f"{row['cell_type']}: no specific marker (too few cells or no gene stands out)"
+    return (f"{row['cell_type']}: {row['n_in_panel']}/{row['n_markers']} present: "
+            f"{names(row['markers_in_panel'])}; missing: {names(row['markers_missing'])}")

@@ -9,6 +9,7 @@ Clusters of one cell are left out of the test.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,6 +21,8 @@ from .._constants import (
     GENE,
     MARKER_COLUMNS,
     MARKER_LOGFC,
+    MARKER_MIN_LOGFC,
+    MARKER_MIN_PCT_DIFF,
     MARKER_PCT_IN,
     MARKER_PCT_REST,
     MARKER_PVAL,
@@ -28,6 +31,34 @@ from .._constants import (
     NICHE_CLUSTER,
 )
 from .counts import is_raw_counts
+
+# ribosomal proteins (RPL*/RPS*, RPLP*, RPSA; mitochondrial MRPL*/MRPS*) and mitochondrial
+# genome genes (MT-*): high and variable in every cell, never markers of a type
+_RIBO_MITO = re.compile(r"^(M?RP[LS]\d+[A-Z]?\d*$|RPLP\d$|RPSA$|MT-)", re.IGNORECASE)
+
+
+def is_ribo_mito(genes) -> np.ndarray:
+    """Boolean mask of ribosomal (``RPL``/``RPS``/``MRPL``/``MRPS``) and mitochondrial (``MT-``)
+    gene symbols (any case), which are never reported as markers."""
+    return np.array([bool(_RIBO_MITO.match(str(g).strip())) for g in genes], dtype=bool)
+
+
+def specific_markers(ranked: pd.DataFrame, n_markers: int, *, min_pct_diff: float = MARKER_MIN_PCT_DIFF,
+                     min_logfc: float = MARKER_MIN_LOGFC) -> list[str]:
+    """The first ``n_markers`` genes of one group's ranked table that a biologist would call markers.
+
+    ``ranked`` has columns ``names``, ``scores``, ``logfoldchanges``, ``pct_in`` and ``pct_rest``
+    in rank order (``rank_genes_groups`` with ``pts=True``). Kept: positive score, not
+    ribosomal / mitochondrial (:func:`is_ribo_mito`), detected in at least ``min_pct_diff``
+    more of the group's cells than of the rest, and a log2 fold change of at least ``min_logfc``.
+    """
+    keep = (
+        (ranked["scores"].to_numpy(dtype=float) > 0)
+        & ~is_ribo_mito(ranked["names"])
+        & ((ranked["pct_in"].to_numpy(dtype=float) - ranked["pct_rest"].to_numpy(dtype=float)) >= min_pct_diff)
+        & (np.nan_to_num(ranked["logfoldchanges"].to_numpy(dtype=float), nan=-np.inf) >= min_logfc)
+    )
+    return ranked["names"].astype(str)[keep].head(int(n_markers)).tolist()
 
 
 def log_normalize(x) -> sp.csr_matrix:
@@ -91,4 +122,4 @@ def niche_markers(x, gene_names: Sequence[str], clusters, *, n_markers: int = DE
 
 
 
-__all__ = ["log_normalize", "niche_markers"]
+__all__ = ["is_ribo_mito", "log_normalize", "niche_markers", "specific_markers"]

@@ -3,8 +3,9 @@
 Cell types
     :class:`TypeColors` hands each type name a colour the first time it is asked for one
     and keeps it: the ``i``-th new name gets :func:`palette_color` ``(i)``, ``Unassigned``
-    is always :data:`~napari_cellama._constants.UNASSIGNED_COLOR` grey and takes no palette
-    slot. A viewer's session owns one :class:`TypeColors`, and every layer that paints
+    is always :data:`~napari_cellama._constants.UNASSIGNED_COLOR` grey and ``Unknown`` (a
+    type the reference lacks) the neutral slate :data:`UNKNOWN_COLOR`; neither takes a
+    palette slot, so no real type is ever painted in a "no answer" colour. A viewer's session owns one :class:`TypeColors`, and every layer that paints
     cell types (the transfer's ``cell types``, the ``prototype cell types``, the plots)
     takes its colours from it, so one type has one colour whatever layer shows it.
 Niches
@@ -23,13 +24,14 @@ from collections.abc import Iterable, Mapping
 
 from psygnal import Signal
 
-from .._constants import UNASSIGNED, UNASSIGNED_COLOR
+from .._constants import UNASSIGNED, UNASSIGNED_COLOR, UNKNOWN
 from ..validators import CellamaInputError
 
 __all__ = [
     "NICHE_PALETTE",
     "TYPE_PALETTE",
     "TypeColors",
+    "UNKNOWN_COLOR",
     "category_colors",
     "niche_color",
     "niche_colors",
@@ -39,6 +41,11 @@ __all__ = [
 ]
 
 RGBA = tuple  # (r, g, b, a) floats in [0, 1]
+
+UNKNOWN_COLOR = "#5f7386"
+"""Colour of ``Unknown`` cells: a neutral slate grey-blue, darker and bluer than the
+``Unassigned`` grey #9a9a9a and far from every type colour (it was a palette orange that read
+as "CD19+ B")."""
 
 # tab10 and tab20 (greys left out and the palest lilac deepened, so that no type looks
 # Unassigned), then tab20b darks
@@ -129,11 +136,11 @@ def niche_colors(clusters: Iterable) -> dict[str, tuple]:
 
 def category_colors(categories: Iterable) -> dict[str, tuple]:
     """One RGBA colour per category (e.g. a gene): sorted names take type-palette colours in turn;
-    ``Unassigned`` is grey. The same set of names gives the same colours in any order."""
+    ``Unassigned`` is grey, ``Unknown`` slate. The same set of names gives the same colours in any order."""
     out, i = {}, 0
     for name in sorted({str(c) for c in categories}):
-        if name == UNASSIGNED:
-            out[name] = to_rgba(UNASSIGNED_COLOR)
+        if name in (UNASSIGNED, UNKNOWN):
+            out[name] = to_rgba(UNASSIGNED_COLOR if name == UNASSIGNED else UNKNOWN_COLOR)
             continue
         out[name] = palette_color(i)
         i += 1
@@ -145,13 +152,16 @@ class TypeColors:
 
     ``colors`` seeds the table (e.g. from a saved session): those names keep those colours
     and the palette continues after them. ``changed`` is emitted with a name whose colour
-    was set to another one (layers showing that type recolour themselves).
+    was set to another one (layers showing that type recolour themselves); ``renamed`` with
+    ``(old, new)`` when a type was renamed (layers and legends showing it rename it).
     """
 
     changed = Signal(str)
+    renamed = Signal(str, str)
+    """Emitted with ``(old, new)`` when a type was renamed (:meth:`rename`)."""
 
     def __init__(self, colors: Mapping | None = None):
-        self._rgba: dict[str, tuple] = {UNASSIGNED: to_rgba(UNASSIGNED_COLOR)}
+        self._rgba: dict[str, tuple] = {UNASSIGNED: to_rgba(UNASSIGNED_COLOR), UNKNOWN: to_rgba(UNKNOWN_COLOR)}
         self._n_auto = 0
         for name, color in (colors or {}).items():
             self.set(name, color)
@@ -185,6 +195,16 @@ class TypeColors:
         self._rgba[name] = rgba
         if old is not None and old != rgba:
             self.changed.emit(name)
+
+    def rename(self, old, new) -> None:
+        """``new`` takes ``old``'s colour (unless it has one already); emits ``renamed(old, new)``
+        so that every layer and legend showing ``old`` calls it ``new``."""
+        old, new = str(old), str(new)
+        if old in (UNASSIGNED, UNKNOWN) or old == new:
+            return
+        if new not in self._rgba and old in self._rgba:
+            self._rgba[new] = self._rgba[old]
+        self.renamed.emit(old, new)
 
     def as_hex(self) -> dict[str, str]:
         """``{name: '#rrggbb'}`` of every name handed a colour so far."""

@@ -73,7 +73,7 @@ def refresh_annotation_labels(layer, annotation) -> None:
         current[:] = lut
     else:  # label range changed: swap the lookup of every level
         _set_lookup_table(layer, lut)
-    if len(layer.features) != len(annotation.categories):
+    if len(layer.features) != len(annotation.categories) or list(layer.features["cell_type"]) != annotation.categories:
         layer.features = _type_features(annotation)
     layer.colormap = _direct_colormap(annotation.type_color_dict())
     layer.refresh()
