@@ -5,7 +5,7 @@ For each method (default ``ensemble``; ``knn`` for comparison) it runs the real 
 ``$NAPARI_CELLAMA_CACHE`` when warm - say so in the table) and prints: wall time, label
 counts, ARI of the labels with the run's own graph clusters
 (``analysis/clustering/gene_expression_graphclust``), the share of cells called Unknown
-among cells whose top gene is an erythroid marker vs an immune marker, and the reference fit
+(the unknown score uses the graph clusters as its cluster evidence) among cells whose top gene is an erythroid marker vs an immune marker, and the reference fit
 report with its flagged clusters and their markers.
 
     python benchmarks/quality_section.py [--query DIR] [--methods ensemble,knn]
@@ -26,8 +26,23 @@ HERE = Path(__file__).resolve().parent
 QUERY = Path("/work/shared/data/xenium_bone_marrow")
 REFERENCE = Path("/work/shared/data/references/pbmc3k/pbmc3k.h5ad")
 ERYTHROID = {"SLC4A1", "AHSP", "GYPA", "ALAS2", "HBB", "HBA1", "HEMGN", "TRAK2", "CA1", "GATA1", "KLF1"}
+GRANULOCYTIC = {"MPO", "ELANE", "LTF", "CAMP", "S100A8", "S100A9", "S100A12", "MMP8", "MMP9", "CEACAM8", "CTSG",
+                "AZU1", "PRTN3", "CRISP3", "ARG1"}
 IMMUNE = {"CD3E", "CD3D", "CD2", "IL7R", "CCR7", "CD8A", "MS4A1", "CD79A", "CD19", "CD14", "LYZ",
           "FCGR3A", "NKG7", "GNLY", "CD4"}
+
+
+def _kinds(table) -> dict:
+    """Clusters (and cells) by their first top marker that is erythroid / granulocytic / immune (PBMC), else other."""
+    out = {}
+    for _, r in table.iterrows():
+        genes = [g.strip() for g in str(r["top_markers"]).split(",")]
+        kind = next((name for g in genes for name, group in (("erythroid", ERYTHROID), ("granulocytic", GRANULOCYTIC),
+                                                             ("immune (PBMC)", IMMUNE)) if g in group), "other")
+        k = out.setdefault(kind, [0, 0])
+        k[0] += 1
+        k[1] += int(r["n_cells"])
+    return {k: f"{v[0]} clusters, {v[1]} cells" for k, v in out.items()}
 
 
 def main(argv=None) -> int:
@@ -53,7 +68,8 @@ def main(argv=None) -> int:
     for method in args.methods.split(","):
         embedder = Embedder(cache=True)
         t1 = time.perf_counter()
-        res = run_transfer(query, reference, "cell_type", embedder=embedder, options=TransferOptions(method=method))
+        res = run_transfer(query, reference, "cell_type", embedder=embedder, options=TransferOptions(method=method),
+                           clusters=clusters)
         seconds = time.perf_counter() - t1
         t = res.table
         labels = t["cell_type"].astype(str)
@@ -80,6 +96,8 @@ def main(argv=None) -> int:
             "n_immune_top_gene": int(imm.sum()),
             "immune_top_gene_unknown": float(unknown[imm].mean()) if imm.any() else None,
             "flagged_clusters": report.possibly_missing.to_dict(orient="records"),
+            "flagged_kind": _kinds(report.possibly_missing),
+            "not_flagged_kind": _kinds(report.table[~report.table["possibly_missing"]]),
             "options": res.params.get("options"),
         }
         results["methods"][method] = entry
@@ -94,6 +112,8 @@ def main(argv=None) -> int:
               f"{entry['erythroid_top_gene_unknown']:.1%}; immune top gene ({imm.sum()}): {entry['immune_top_gene_unknown']:.1%}; "
               f"erythroid-top-gene cells called {entry['erythroid_top_gene_labels']}")
         print(report.summary(max_rows=60))
+        print(f"[{method}] flagged clusters by top markers: {entry['flagged_kind']}; "
+              f"not flagged: {entry['not_flagged_kind']}")
         print(f"wrote {csv}")
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"\nwrote {args.out}")

@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 
 SEEDS = (0, 1, 2)
 DROPS = ("B", "NK", "CD14+ Mono", "CD8 T")
-ALPHAS = (0.01, 0.02, 0.05, 0.1)
+ALPHAS = tuple(float(a) for a in os.environ.get("QUALITY_ALPHAS", "0.05,0.1,0.2,0.3,0.4").split(","))
 
 
 def macro_f1(y, pred) -> float:
@@ -79,8 +79,13 @@ def evaluate_setting(s, seeds) -> dict:
             out[f"{method} (transferred)"] = macro_f1(qy, t["transferred_type"])
             out[f"{method} (cell_type)"] = macro_f1(qy, t["cell_type"])
             out[f"{method} Unknown share"] = float((t["cell_type"] == "Unknown").mean())
+            if method == "ensemble":
+                for a in ALPHAS:
+                    call = np.where(t["unknown_score"].to_numpy() > 1 - a, "Unknown", t["transferred_type"].to_numpy())
+                    out[f"ensemble @{a}"] = macro_f1(qy, call)
         rows.append(out)
         print(f"  {s.name} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items() if k != "seed"), flush=True)
+    print(f"  {s.name} mean: " + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.3f}" for k in rows[0] if k != "seed"), flush=True)
     keys = [k for k in rows[0] if k != "seed"]
     return {"n_genes": len(s.genes), "per_seed": rows,
             "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys}}

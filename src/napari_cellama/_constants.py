@@ -390,6 +390,9 @@ benchmarks/quality_transfer.py (docs/quality.md)."""
 DEFAULT_UNKNOWN_NEIGHBORS = 10
 """Reference cells of the predicted type whose mean distance makes the unknown score."""
 
+DEFAULT_UNKNOWN_CLUSTERS = True
+"""Whether the unknown score includes the cell's query cluster's novelty (core/cluster_evidence.py)."""
+
 UNKNOWN = "Unknown"
 """Label of cells that look like no reference type (a type the reference lacks)."""
 

@@ -9,7 +9,9 @@ and its share, and the cluster's top marker genes (highest mean log-normalised e
 the cluster minus that in the other cells, over genes detected in at least 10% of the
 cluster's cells; all genes of the query, not only those the reference shares). Clusters in
 which at least half of the cells are ``Unknown`` are listed as types possibly missing from the
-reference: their markers say what they are.
+reference: their markers say what they are. When the transfer's unknown score carried cluster
+evidence (``TransferOptions.unknown_clusters``), the mean ``cluster_novelty`` of each cluster's
+cells is a column too (1 - how well the cluster's markers match its best reference type).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .._constants import (
     UNASSIGNED,
     UNKNOWN,
 )
+from .cluster_evidence import CLUSTER_NOVELTY
 
 FIT_CLUSTER = "cluster"
 FIT_COLUMNS = ("cluster", "n_cells", "share_unknown", "share_low_confidence", "share_unassigned",
@@ -152,9 +155,13 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
         "dominant_label": dominant,
         "dominant_share": share,
     })
+    if CLUSTER_NOVELTY in t:  # cluster evidence of the unknown score (core/cluster_evidence.py)
+        out[CLUSTER_NOVELTY] = pd.Series(t[CLUSTER_NOVELTY].to_numpy(dtype=float), index=df.index).groupby(
+            df[FIT_CLUSTER]).mean()
     out["top_markers"] = [", ".join(markers.get(c, [])) for c in out.index]
     out["possibly_missing"] = out["share_unknown"] >= missing_share
     out = out.rename_axis(FIT_CLUSTER).reset_index()
     out = out.sort_values(["possibly_missing", "share_unknown", "n_cells"], ascending=[False, False, False],
                           kind="stable").reset_index(drop=True)
-    return FitReport(out.loc[:, list(FIT_COLUMNS)], source, low_confidence, missing_share)
+    cols = list(FIT_COLUMNS) + ([CLUSTER_NOVELTY] if CLUSTER_NOVELTY in out else [])
+    return FitReport(out.loc[:, cols], source, low_confidence, missing_share)
