@@ -391,6 +391,9 @@ DEFAULT_UNKNOWN_NEIGHBORS = 10
 """Reference cells of the predicted type whose mean distance makes the unknown score."""
 
 DEFAULT_UNKNOWN_CLUSTERS = True
+DEFAULT_NOVEL_CLUSTER = 0.99
+"""Fit report: a cluster whose mean ``cluster_novelty`` reaches this (its markers correlate with no
+reference type's: match <= 0.01) is listed as possibly missing, whatever its share of Unknown."""
 """Whether the unknown score includes the cell's query cluster's novelty (core/cluster_evidence.py)."""
 
 UNKNOWN = "Unknown"

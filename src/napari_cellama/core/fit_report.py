@@ -11,7 +11,8 @@ cluster's cells; all genes of the query, not only those the reference shares). C
 which at least half of the cells are ``Unknown`` are listed as types possibly missing from the
 reference: their markers say what they are. When the transfer's unknown score carried cluster
 evidence (``TransferOptions.unknown_clusters``), the mean ``cluster_novelty`` of each cluster's
-cells is a column too (1 - how well the cluster's markers match its best reference type).
+cells is a column too (1 - how well the cluster's markers match its best reference type), and a
+cluster whose markers match no reference type (novelty >= 0.99) is listed as well.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .._constants import (
     DEFAULT_FIT_REPORT_MARKERS,
     DEFAULT_LOW_CONFIDENCE,
     DEFAULT_MISSING_TYPE_SHARE,
+    DEFAULT_NOVEL_CLUSTER,
     DEFAULT_RANDOM_STATE,
     UNASSIGNED,
     UNKNOWN,
@@ -66,7 +68,8 @@ class FitReport:
             lines.append(f"... {len(t) - max_rows} more clusters (see --fit-report)")
         miss = self.possibly_missing
         if len(miss):
-            lines.append(f"types possibly missing from the reference (>= {self.missing_share:.0%} Unknown): "
+            lines.append(f"types possibly missing from the reference (>= {self.missing_share:.0%} Unknown, or "
+                         f"markers that match no reference type): "
                          + "; ".join(f"cluster {r['cluster']} ({int(r['n_cells'])} cells: {r['top_markers']})"
                                      for _, r in miss.iterrows()))
         else:
@@ -160,6 +163,8 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
             df[FIT_CLUSTER]).mean()
     out["top_markers"] = [", ".join(markers.get(c, [])) for c in out.index]
     out["possibly_missing"] = out["share_unknown"] >= missing_share
+    if CLUSTER_NOVELTY in out:
+        out["possibly_missing"] |= out[CLUSTER_NOVELTY].fillna(0.0) >= DEFAULT_NOVEL_CLUSTER
     out = out.rename_axis(FIT_CLUSTER).reset_index()
     out = out.sort_values(["possibly_missing", "share_unknown", "n_cells"], ascending=[False, False, False],
                           kind="stable").reset_index(drop=True)
