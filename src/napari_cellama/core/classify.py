@@ -150,28 +150,4 @@ def fit_heads(
     with threadpool_limits(1):
         emb_head = _logreg(c, seed, balanced).fit(_unit(embeddings), y)
         expr_head = _logreg(expression_c, seed, False).fit(expression, y) if method == METHOD_ENSEMBLE else None
-    import os as _os
-    if _os.environ.get("CELLAMA_CVW") and expr_head is not None:
-        expression_weight = _cv_weight(_unit(embeddings), expression, y, c, expression_c, seed, balanced)
     return HeadModel(cats, emb_head, expr_head, float(expression_weight))
-
-
-def _cv_weight(e, x, y, c, expression_c, seed, balanced, grid=(0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)):
-    from sklearn.metrics import f1_score
-    from sklearn.model_selection import StratifiedKFold
-    from threadpoolctl import threadpool_limits
-
-    cats = np.unique(y)
-    counts = np.array([(y == t).sum() for t in cats])
-    folds = int(min(3, counts.min())) if counts.min() >= 2 else 0
-    if folds < 2:
-        return DEFAULT_EXPRESSION_WEIGHT
-    pe, px = np.zeros((len(y), len(cats))), np.zeros((len(y), len(cats)))
-    with threadpool_limits(1):
-        for tr, te in StratifiedKFold(folds, shuffle=True, random_state=seed).split(e, y):
-            a = _logreg(c, seed, balanced).fit(e[tr], y[tr])
-            b = _logreg(expression_c, seed, False).fit(x[tr], y[tr])
-            pe[np.ix_(te, np.searchsorted(cats, a.classes_))] = a.predict_proba(e[te])
-            px[np.ix_(te, np.searchsorted(cats, b.classes_))] = b.predict_proba(x[te])
-    scores = [f1_score(y, cats[np.argmax((1 - w) * pe + w * px, axis=1)], average="macro") for w in grid]
-    return float(grid[int(np.argmax(scores))])
