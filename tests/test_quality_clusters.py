@@ -76,3 +76,12 @@ def test_given_clusters_lift_the_missing_type_above_the_present_ones(split_witho
     t = report.table.set_index("cluster")
     assert t[CLUSTER_NOVELTY].idxmax() == MISSING and t.loc[MISSING, "possibly_missing"]
     assert pd.api.types.is_float_dtype(t[CLUSTER_NOVELTY])
+
+
+def test_small_or_single_cluster_queries_keep_the_cells_own_scores(split_without_b):
+    query, ref = split_without_b
+    small = run_transfer(query[:30].copy(), ref, LABEL).table  # too few cells for Leiden
+    assert CLUSTER_NOVELTY not in small and small[UNKNOWN_SCORE].between(0, 1).all()
+    one = run_transfer(query[:60].copy(), ref, LABEL,
+                       clusters=pd.Series("all", index=query.obs_names[:60])).table
+    assert CLUSTER_NOVELTY not in one

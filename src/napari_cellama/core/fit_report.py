@@ -78,7 +78,7 @@ class FitReport:
 
 
 def leiden_clusters(counts, resolution: float = 1.0, seed: int = DEFAULT_RANDOM_STATE) -> pd.Categorical:
-    """Leiden clusters of cells from their expression (log-normalised, 30 PCs, 15 neighbours)."""
+    """Leiden clusters of cells from their expression (log-normalised, 30 PCs, 15 exact neighbours)."""
     import anndata as ad
     import scanpy as sc
 
@@ -88,7 +88,9 @@ def leiden_clusters(counts, resolution: float = 1.0, seed: int = DEFAULT_RANDOM_
     a = ad.AnnData(X=x)
     n_pcs = max(1, min(30, a.n_obs - 1, a.n_vars - 1))
     sc.pp.pca(a, n_comps=n_pcs, random_state=seed)
-    sc.pp.neighbors(a, n_neighbors=max(2, min(15, a.n_obs - 1)), random_state=seed)
+    # exact neighbours (scikit-learn): scanpy's default approximate search for more than 4,096
+    # cells fails with the installed scipy (csr_array has no getnnz) and is slower here
+    sc.pp.neighbors(a, n_neighbors=max(2, min(15, a.n_obs - 1)), random_state=seed, transformer="sklearn")
     sc.tl.leiden(a, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
     return pd.Categorical(a.obs["leiden"].astype(str))
 

@@ -49,6 +49,9 @@ from .._constants import (
     UNKNOWN_SCORE,
 )
 
+MIN_LEIDEN_CELLS = 50
+"""Queries with fewer cells (and no given clusters) get no cluster evidence."""
+
 QUERY_CLUSTER = "query_cluster"
 """Table column: the query cluster whose novelty entered a cell's unknown score."""
 
@@ -202,16 +205,21 @@ def with_cluster_evidence(score: np.ndarray, query, reference) -> tuple[np.ndarr
     ``query.clusters`` (None: Leiden on ``query.counts``) and ``reference`` are
     :class:`~.head_transfer.CellSet` s on the shared panel. Returns the combined score and the
     extra table columns (``cluster_novelty``, ``query_cluster``); cells without a cluster keep
-    their own score.
+    their own score. A query of fewer than ``MIN_LEIDEN_CELLS`` cells without given clusters, or
+    with a single cluster, keeps the per-cell scores (no extra columns).
     """
     from .cluster_evidence import CLUSTER_NOVELTY, cluster_novelty
     from .fit_report import leiden_clusters
 
     clusters = query.clusters
     if clusters is None:
+        if query.counts.shape[0] < MIN_LEIDEN_CELLS:  # too few cells to cluster: the cells' own scores
+            return score, {}
         clusters = np.asarray(leiden_clusters(query.counts), dtype=object)
     clusters = np.asarray(clusters, dtype=object)
     has = pd.notna(clusters)
+    if len(pd.unique(clusters[has])) < 2:  # one cluster has no rest of the query to contrast with
+        return score, {}
     novelty = np.full(len(clusters), np.nan, dtype=np.float32)
     if has.any():
         novelty[has] = cluster_novelty(_rows(query.counts, has), clusters[has], (reference.counts, reference.labels))
