@@ -5,7 +5,7 @@ For each method (default ``ensemble``; ``knn`` for comparison) it runs the real 
 ``$NAPARI_CELLAMA_CACHE`` when warm - say so in the table) and prints: wall time, label
 counts, ARI of the labels with the run's own graph clusters
 (``analysis/clustering/gene_expression_graphclust``), the share of cells called Unknown
-among cells whose top gene is an erythroid marker vs an immune marker, and the reference fit
+(the unknown score uses the graph clusters as its cluster evidence) among cells whose top gene is an erythroid marker vs an immune marker, and the reference fit
 report with its flagged clusters and their markers.
 
     python benchmarks/quality_section.py [--query DIR] [--methods ensemble,knn]
@@ -26,8 +26,23 @@ HERE = Path(__file__).resolve().parent
 QUERY = Path("/work/shared/data/xenium_bone_marrow")
 REFERENCE = Path("/work/shared/data/references/pbmc3k/pbmc3k.h5ad")
 ERYTHROID = {"SLC4A1", "AHSP", "GYPA", "ALAS2", "HBB", "HBA1", "HEMGN", "TRAK2", "CA1", "GATA1", "KLF1"}
+GRANULOCYTIC = {"MPO", "ELANE", "LTF", "CAMP", "S100A8", "S100A9", "S100A12", "MMP8", "MMP9", "CEACAM8", "CTSG",
+                "AZU1", "PRTN3", "CRISP3", "ARG1"}
 IMMUNE = {"CD3E", "CD3D", "CD2", "IL7R", "CCR7", "CD8A", "MS4A1", "CD79A", "CD19", "CD14", "LYZ",
           "FCGR3A", "NKG7", "GNLY", "CD4"}
+
+
+def _kinds(table) -> dict:
+    """Clusters (and cells) by their first top marker that is erythroid / granulocytic / immune (PBMC), else other."""
+    out = {}
+    for _, r in table.iterrows():
+        genes = [g.strip() for g in str(r["top_markers"]).split(",")]
+        kind = next((name for g in genes for name, group in (("erythroid", ERYTHROID), ("granulocytic", GRANULOCYTIC),
+                                                             ("immune (PBMC)", IMMUNE)) if g in group), "other")
+        k = out.setdefault(kind, [0, 0])
+        k[0] += 1
+        k[1] += int(r["n_cells"])
+    return {k: f"{v[0]} clusters, {v[1]} cells" for k, v in out.items()}
 
 
 def main(argv=None) -> int:
@@ -35,6 +50,8 @@ def main(argv=None) -> int:
     p.add_argument("--query", type=Path, default=QUERY)
     p.add_argument("--reference", type=Path, default=REFERENCE)
     p.add_argument("--methods", default="ensemble,knn")
+    p.add_argument("--time-leiden", action="store_true",
+                   help="also time the Leiden clustering a query without graph clusters gets (GUI, h5ad)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "quality_section.json")
     args = p.parse_args(argv)
     from sklearn.metrics import adjusted_rand_score
@@ -53,7 +70,8 @@ def main(argv=None) -> int:
     for method in args.methods.split(","):
         embedder = Embedder(cache=True)
         t1 = time.perf_counter()
-        res = run_transfer(query, reference, "cell_type", embedder=embedder, options=TransferOptions(method=method))
+        res = run_transfer(query, reference, "cell_type", embedder=embedder, options=TransferOptions(method=method),
+                           clusters=clusters)
         seconds = time.perf_counter() - t1
         t = res.table
         labels = t["cell_type"].astype(str)
@@ -80,6 +98,8 @@ def main(argv=None) -> int:
             "n_immune_top_gene": int(imm.sum()),
             "immune_top_gene_unknown": float(unknown[imm].mean()) if imm.any() else None,
             "flagged_clusters": report.possibly_missing.to_dict(orient="records"),
+            "flagged_kind": _kinds(report.possibly_missing),
+            "not_flagged_kind": _kinds(report.table[~report.table["possibly_missing"]]),
             "options": res.params.get("options"),
         }
         results["methods"][method] = entry
@@ -94,7 +114,20 @@ def main(argv=None) -> int:
               f"{entry['erythroid_top_gene_unknown']:.1%}; immune top gene ({imm.sum()}): {entry['immune_top_gene_unknown']:.1%}; "
               f"erythroid-top-gene cells called {entry['erythroid_top_gene_labels']}")
         print(report.summary(max_rows=60))
+        print(f"[{method}] flagged clusters by top markers: {entry['flagged_kind']}; "
+              f"not flagged: {entry['not_flagged_kind']}")
         print(f"wrote {csv}")
+    if args.time_leiden:
+        from napari_cellama.core.fit_report import leiden_clusters
+        from napari_cellama.core.panel import shared_panel
+
+        q, _, _ = shared_panel(query, reference, 20)
+        t3 = time.perf_counter()
+        leiden = leiden_clusters(q.X)
+        results["leiden_seconds"] = round(time.perf_counter() - t3, 1)
+        results["leiden_clusters"] = int(len(leiden.categories))
+        print(f"Leiden on the shared panel ({q.n_vars} genes): {results['leiden_clusters']} clusters in "
+              f"{results['leiden_seconds']} s (load {os.getloadavg()[0]:.1f}) - added to a transfer without graph clusters")
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"\nwrote {args.out}")
     return 0

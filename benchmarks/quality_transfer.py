@@ -19,7 +19,9 @@ not a class). ``transferred`` = before the Unknown call, ``cell_type`` = after i
 
 Run from the repository root (embeddings come from $NAPARI_CELLAMA_CACHE when present)::
 
-    python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0]
+    python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0] [--no-cluster-evidence]
+
+The Unknown levels of the per-level columns are ``$QUALITY_ALPHAS`` (default 0.01,0.02,0.05,0.1,0.2,0.3).
 
 Writes ``benchmarks/results/quality_transfer[_panelseedN].json``.
 """
@@ -39,8 +41,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 SEEDS = (0, 1, 2)
+OPTIONS = {}
+"""TransferOptions fields set from the command line (``--no-cluster-evidence``)."""
 DROPS = ("B", "NK", "CD14+ Mono", "CD8 T")
-ALPHAS = (0.01, 0.02, 0.05, 0.1)
+ALPHAS = tuple(float(a) for a in os.environ.get("QUALITY_ALPHAS", "0.01,0.02,0.05,0.1,0.2,0.3").split(","))
 
 
 def macro_f1(y, pred) -> float:
@@ -75,12 +79,17 @@ def evaluate_setting(s, seeds) -> dict:
         lr = LogisticRegression(max_iter=10000).fit(log_normalise(rx), ry)
         out["logistic regression (expression)"] = macro_f1(qy, lr.predict(log_normalise(qx)))
         for method in ("head", "ensemble"):
-            t = head_table(rx, re_, ry, qx, qe, TransferOptions(method=method))
+            t = head_table(rx, re_, ry, qx, qe, TransferOptions(method=method, **OPTIONS))
             out[f"{method} (transferred)"] = macro_f1(qy, t["transferred_type"])
             out[f"{method} (cell_type)"] = macro_f1(qy, t["cell_type"])
             out[f"{method} Unknown share"] = float((t["cell_type"] == "Unknown").mean())
+            if method == "ensemble":
+                for a in ALPHAS:
+                    call = np.where(t["unknown_score"].to_numpy() > 1 - a, "Unknown", t["transferred_type"].to_numpy())
+                    out[f"ensemble @{a}"] = macro_f1(qy, call)
         rows.append(out)
         print(f"  {s.name} seed {seed}: " + ", ".join(f"{k} {v:.3f}" for k, v in out.items() if k != "seed"), flush=True)
+    print(f"  {s.name} mean: " + ", ".join(f"{k} {np.mean([r[k] for r in rows]):.3f}" for k in rows[0] if k != "seed"), flush=True)
     keys = [k for k in rows[0] if k != "seed"]
     return {"n_genes": len(s.genes), "per_seed": rows,
             "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys}}
@@ -95,7 +104,7 @@ def leave_one_out(s, seeds) -> dict:
     for seed, (rx, re_, ry, qx, qe, qy) in s.splits(seeds):
         for drop in DROPS:
             keep = ry != drop
-            t = head_table(rx[keep], re_[keep], ry[keep], qx, qe, TransferOptions())
+            t = head_table(rx[keep], re_[keep], ry[keep], qx, qe, TransferOptions(**OPTIONS))
             miss = qy == drop
             score = t["unknown_score"].to_numpy()
             row = {"seed": seed, "dropped": drop, "n_missing": int(miss.sum()),
@@ -146,7 +155,11 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="b1,b2,b3,b4")
     p.add_argument("--panel-seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--no-cluster-evidence", action="store_true",
+                   help="the unknown score from each cell alone (TransferOptions(unknown_clusters=False))")
     args = p.parse_args(argv)
+    if args.no_cluster_evidence:
+        OPTIONS["unknown_clusters"] = False
     import _quality_data as Q
 
     from napari_cellama._constants import DEFAULT_UNKNOWN_ALPHA
@@ -161,7 +174,7 @@ def main(argv=None) -> int:
     print(f"embedded {len(settings)} settings in {time.perf_counter() - t0:.0f} s "
           f"(load {os.getloadavg()[0]:.1f})", flush=True)
     results = {"model": embedder.model_id, "mode": embedder.mode, "default_options": TransferOptions().to_dict(),
-               "default_alpha": DEFAULT_UNKNOWN_ALPHA, "seeds": list(SEEDS), "panel_seed": args.panel_seed,
+               "default_alpha": DEFAULT_UNKNOWN_ALPHA, "options": dict(OPTIONS), "seeds": list(SEEDS), "panel_seed": args.panel_seed,
                "coarse_mapping": Q.COARSE, "accuracy": {}, "loto": {}}
     for s in settings:
         if ("b4" in which and s.name == "pbmc3k/panel477") or ("b4" in which and "b2" not in which):

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import scanpy as sc
 
-COLUMNS = ["cell_id", "cell_type", "confidence", "distance", "runner_up", "unknown_score", "unassigned_reason"]
+COLUMNS = ["cell_id", "cell_type", "confidence", "distance", "runner_up", "unknown_score", "unassigned_reason",
+           "cluster_novelty", "query_cluster"]
 
 
 def _cli(*args):
@@ -53,9 +54,11 @@ def test_knn_method_and_no_unknown_call(files, tmp_path):
     assert "method knn" in r.stderr
     off = tmp_path / "off.csv"
     r = _cli("transfer", files / "query.h5ad", "--reference", files / "ref.h5ad", "--label-key", "bulk_labels",
-             "--out", off, "--unknown-alpha", "0")
+             "--out", off, "--unknown-alpha", "0", "--no-cluster-evidence")
     assert r.returncode == 0, r.stderr
-    assert "Unknown" not in set(pd.read_csv(off, keep_default_na=False)["cell_type"])
+    df = pd.read_csv(off, keep_default_na=False)
+    assert "Unknown" not in set(df["cell_type"])
+    assert list(df.columns) == COLUMNS[:7]  # the unknown score from each cell alone
 
 
 @pytest.mark.parametrize("args, message", [(["--method", "svm"], "invalid choice: 'svm'"),

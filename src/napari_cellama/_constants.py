@@ -411,11 +411,18 @@ DEFAULT_EXPRESSION_WEIGHT = 0.6
 
 DEFAULT_UNKNOWN_ALPHA = 0.05
 """Level of the Unknown call: a cell is ``Unknown`` when its ``unknown_score`` (the mean of two
-per-type conformal scores, core/unknown.py) exceeds ``1 - alpha``. Chosen on benchmark 4 of
-benchmarks/quality_transfer.py (docs/quality.md)."""
+per-type conformal scores, core/unknown.py, averaged with its cluster's novelty,
+core/cluster_evidence.py) exceeds ``1 - alpha``. Chosen on benchmarks 1-4 of
+benchmarks/quality_transfer.py: higher levels call Unknown across donors (docs/quality.md)."""
 
 DEFAULT_UNKNOWN_NEIGHBORS = 10
 """Reference cells of the predicted type whose mean distance makes the unknown score."""
+
+DEFAULT_UNKNOWN_CLUSTERS = True
+DEFAULT_NOVEL_CLUSTER = 0.99
+"""Fit report: a cluster whose mean ``cluster_novelty`` reaches this (its markers correlate with no
+reference type's: match <= 0.01) is listed as possibly missing, whatever its share of Unknown."""
+"""Whether the unknown score includes the cell's query cluster's novelty (core/cluster_evidence.py)."""
 
 UNKNOWN = "Unknown"
 """Label of cells that look like no reference type (a type the reference lacks)."""

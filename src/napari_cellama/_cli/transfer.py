@@ -38,6 +38,10 @@ def add_arguments(p) -> None:
     p.add_argument("--unknown-alpha", type=float, default=DEFAULT_UNKNOWN_ALPHA, metavar="A",
                    help=f"cells whose unknown_score exceeds 1 - A become Unknown (type missing from the "
                         f"reference; default {DEFAULT_UNKNOWN_ALPHA}; 0 turns the Unknown call off)")
+    p.add_argument("--no-cluster-evidence", action="store_true",
+                   help="unknown_score from each cell alone; by default it is the mean of the cell's own score "
+                        "and its query cluster's novelty (the Xenium run's graph clusters, else Leiden on "
+                        "expression; see docs/quality.md)")
     p.add_argument("--fit-report", default=None, metavar="FIT.csv",
                    help="also write the reference fit report per query cluster (the Xenium run's graph "
                         "clusters, else Leiden on expression): size, Unknown and low-confidence shares, "
@@ -93,10 +97,11 @@ def run(args) -> None:
     query = read_query(args.query)
     reference = read_reference(args.reference)
     print(f"query: {query.n_obs} cells x {query.n_vars} genes; reference: {reference.n_obs} cells", file=sys.stderr)
+    clusters, cluster_source = _query_clusters(args)
     progress = StderrProgress()
     try:
         result = run_transfer(query, reference, args.label_key, embedder=embedder, options=options,
-                              callback=progress)
+                              callback=progress, clusters=clusters if options.unknown_clusters else None)
     finally:
         progress.close()
         if args.dask_scheduler:
@@ -104,7 +109,8 @@ def run(args) -> None:
     print(result.panel.summary(), file=sys.stderr)
     _print_embedding_stats(result.params)
     print_surrogate_check(result.params)
-    columns = list(TRANSFER_COLUMNS) + [c for c in (UNKNOWN_SCORE, UNASSIGNED_REASON) if c in result.table]
+    columns = list(TRANSFER_COLUMNS) + [c for c in (UNKNOWN_SCORE, UNASSIGNED_REASON, "cluster_novelty",
+                                                    "query_cluster") if c in result.table]
     table = result.table.loc[:, columns]
     table.index.name = CELL_ID
     write_csv(out, table, float_format="%.6g")
@@ -112,7 +118,9 @@ def run(args) -> None:
           f"{embedder.mode} mode)", file=sys.stderr)
     _print_label_summary(result.table)
     if fit_out is not None:
-        report = _fit_report(args, result, query)
+        from ..core.fit_report import reference_fit_report
+
+        report = reference_fit_report(result.table, query, clusters, cluster_source=cluster_source)
         print(report.summary(), file=sys.stderr)
         write_csv(fit_out, report.table, index=False, float_format="%.4g")
         print(f"wrote the fit report of {len(report.table)} query clusters to {fit_out}", file=sys.stderr)
@@ -134,18 +142,16 @@ def _print_label_summary(table) -> None:
     print("labels: " + "; ".join(parts), file=sys.stderr)
 
 
-def _fit_report(args, result, query):
-    """The reference fit report over the Xenium run's graph clusters, else Leiden on expression."""
-    from ..core.fit_report import reference_fit_report
+def _query_clusters(args):
+    """The Xenium run's graph clusters (and where they come from), else (None, None): Leiden."""
     from ..io import xenium_root
     from ..io.xenium import read_xenium_clusters
 
     root = xenium_root(args.query)
     clusters = read_xenium_clusters(root) if root is not None else None
-    source = None
-    if clusters is not None:
-        source = "the Xenium run's graph clusters (analysis/clustering/gene_expression_graphclust)"
-    return reference_fit_report(result.table, query, clusters, cluster_source=source)
+    if clusters is None:
+        return None, None
+    return clusters, "the Xenium run's graph clusters (analysis/clustering/gene_expression_graphclust)"
 
 
 def _check_exports(args) -> dict:

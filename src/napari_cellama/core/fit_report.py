@@ -9,7 +9,10 @@ and its share, and the cluster's top marker genes (highest mean log-normalised e
 the cluster minus that in the other cells, over genes detected in at least 10% of the
 cluster's cells; all genes of the query, not only those the reference shares). Clusters in
 which at least half of the cells are ``Unknown`` are listed as types possibly missing from the
-reference: their markers say what they are.
+reference: their markers say what they are. When the transfer's unknown score carried cluster
+evidence (``TransferOptions.unknown_clusters``), the mean ``cluster_novelty`` of each cluster's
+cells is a column too (1 - how well the cluster's markers match its best reference type), and a
+cluster whose markers match no reference type (novelty >= 0.99) is listed as well.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ from .._constants import (
     DEFAULT_FIT_REPORT_MARKERS,
     DEFAULT_LOW_CONFIDENCE,
     DEFAULT_MISSING_TYPE_SHARE,
+    DEFAULT_NOVEL_CLUSTER,
     DEFAULT_RANDOM_STATE,
     UNASSIGNED,
     UNKNOWN,
 )
+from .cluster_evidence import CLUSTER_NOVELTY
 
 FIT_CLUSTER = "cluster"
 FIT_COLUMNS = ("cluster", "n_cells", "share_unknown", "share_low_confidence", "share_unassigned",
@@ -63,7 +68,8 @@ class FitReport:
             lines.append(f"... {len(t) - max_rows} more clusters (see --fit-report)")
         miss = self.possibly_missing
         if len(miss):
-            lines.append(f"types possibly missing from the reference (>= {self.missing_share:.0%} Unknown): "
+            lines.append(f"types possibly missing from the reference (>= {self.missing_share:.0%} Unknown, or "
+                         f"markers that match no reference type): "
                          + "; ".join(f"cluster {r['cluster']} ({int(r['n_cells'])} cells: {r['top_markers']})"
                                      for _, r in miss.iterrows()))
         else:
@@ -72,7 +78,7 @@ class FitReport:
 
 
 def leiden_clusters(counts, resolution: float = 1.0, seed: int = DEFAULT_RANDOM_STATE) -> pd.Categorical:
-    """Leiden clusters of cells from their expression (log-normalised, 30 PCs, 15 neighbours)."""
+    """Leiden clusters of cells from their expression (log-normalised, 30 PCs, 15 exact neighbours)."""
     import anndata as ad
     import scanpy as sc
 
@@ -82,7 +88,9 @@ def leiden_clusters(counts, resolution: float = 1.0, seed: int = DEFAULT_RANDOM_
     a = ad.AnnData(X=x)
     n_pcs = max(1, min(30, a.n_obs - 1, a.n_vars - 1))
     sc.pp.pca(a, n_comps=n_pcs, random_state=seed)
-    sc.pp.neighbors(a, n_neighbors=max(2, min(15, a.n_obs - 1)), random_state=seed)
+    # exact neighbours (scikit-learn): scanpy's default approximate search for more than 4,096
+    # cells fails with the installed scipy (csr_array has no getnnz) and is slower here
+    sc.pp.neighbors(a, n_neighbors=max(2, min(15, a.n_obs - 1)), random_state=seed, transformer="sklearn")
     sc.tl.leiden(a, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False)
     return pd.Categorical(a.obs["leiden"].astype(str))
 
@@ -152,9 +160,15 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
         "dominant_label": dominant,
         "dominant_share": share,
     })
+    if CLUSTER_NOVELTY in t:  # cluster evidence of the unknown score (core/cluster_evidence.py)
+        out[CLUSTER_NOVELTY] = pd.Series(t[CLUSTER_NOVELTY].to_numpy(dtype=float), index=df.index).groupby(
+            df[FIT_CLUSTER]).mean()
     out["top_markers"] = [", ".join(markers.get(c, [])) for c in out.index]
     out["possibly_missing"] = out["share_unknown"] >= missing_share
+    if CLUSTER_NOVELTY in out:
+        out["possibly_missing"] |= out[CLUSTER_NOVELTY].fillna(0.0) >= DEFAULT_NOVEL_CLUSTER
     out = out.rename_axis(FIT_CLUSTER).reset_index()
     out = out.sort_values(["possibly_missing", "share_unknown", "n_cells"], ascending=[False, False, False],
                           kind="stable").reset_index(drop=True)
-    return FitReport(out.loc[:, list(FIT_COLUMNS)], source, low_confidence, missing_share)
+    cols = list(FIT_COLUMNS) + ([CLUSTER_NOVELTY] if CLUSTER_NOVELTY in out else [])
+    return FitReport(out.loc[:, cols], source, low_confidence, missing_share)

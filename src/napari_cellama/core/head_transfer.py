@@ -43,6 +43,9 @@ class CellSet:
     sentence_codes: np.ndarray | None = None
     """Per cell, the code of its distinct sentence (cells with equal codes share an embedding row
     of ``embeddings``, which then holds one row per distinct sentence); None: one row per cell."""
+    clusters: np.ndarray | None = None
+    """Query only: a cluster id per cell for the cluster evidence of the unknown score (None:
+    Leiden on the cells' expression when ``TransferOptions.unknown_clusters`` is on)."""
 
     def per_cell(self, values: np.ndarray) -> np.ndarray:
         return values if self.sentence_codes is None else values[self.sentence_codes]
@@ -85,6 +88,11 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     score = unknown_scores(CellSet(query.embeddings, query_expr, query.index, sentence_codes=query.sentence_codes),
                            CellSet(reference.embeddings, ref_expr, reference.index, reference.labels),
                            cats[best], k=options.unknown_neighbors)
+    extra = {}
+    if options.unknown_clusters:
+        from .unknown import with_cluster_evidence
+
+        score, extra = with_cluster_evidence(score, query, reference)
     table = pd.DataFrame(
         {
             TRANSFERRED_TYPE: cats[best],
@@ -94,6 +102,7 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
             NEAREST_REFERENCE: ref_ids[query.per_cell(near)],
             UNKNOWN_SCORE: score,
             UNASSIGNED_REASON: np.full(len(best), "", dtype=object),
+            **extra,
         },
         index=pd.Index(query.index),
     )

@@ -70,12 +70,15 @@ def iter_transfer(
     min_confidence: float = 0.0,
     max_distance: float | None = None,
     options: TransferOptions | None = None,
+    clusters: pd.Series | None = None,
 ) -> Iterator:
     """Generator of :func:`run_transfer`: yields ``(stage, done, total)``, returns a :class:`TransferResult`.
 
     ``options`` (:class:`TransferOptions`) holds the method and every threshold; when given,
     it replaces ``top_k``, ``k``, ``metadata``, ``max_per_type``, ``min_confidence`` and
-    ``max_distance``. Without it those keywords make the options, with the default method."""
+    ``max_distance``. Without it those keywords make the options, with the default method.
+    ``clusters``: query clusters by cell id (e.g. :func:`napari_cellama.io.read_xenium_clusters`)
+    for the cluster evidence of the unknown score; None: Leiden on the query's shared panel."""
     if options is None:
         options = TransferOptions(top_k=check_top_k(top_k), k=check_n_neighbors(k), metadata=tuple(metadata or ()),
                                   max_per_type=max_per_type or None, min_confidence=min_confidence,
@@ -136,7 +139,9 @@ def iter_transfer(
                           CellSet(ref_emb, r.X, r.obs_names, labels=labels.to_numpy()), options=options)
     else:
         table = yield from iter_head_transfer(
-            CellSet(query_emb[first], q.X, q.obs_names, sentence_codes=codes),
+            CellSet(query_emb[first], q.X, q.obs_names, sentence_codes=codes,
+                    clusters=None if clusters is None else
+                    pd.Series(clusters).astype(object).reindex(q.obs_names).to_numpy(dtype=object)),
             CellSet(ref_emb, r.X, r.obs_names, labels=labels.to_numpy()),
             options,
         )

@@ -17,6 +17,7 @@ from .._constants import (
     DEFAULT_TOP_K,
     DEFAULT_TRANSFER_METHOD,
     DEFAULT_UNKNOWN_ALPHA,
+    DEFAULT_UNKNOWN_CLUSTERS,
     DEFAULT_UNKNOWN_NEIGHBORS,
     METHOD_KNN,
     TRANSFER_METHODS,
@@ -45,6 +46,10 @@ class TransferOptions:
     unknown_alpha: float | None = DEFAULT_UNKNOWN_ALPHA
     """Cells with ``unknown_score > 1 - unknown_alpha`` become ``Unknown`` (None: never; the
     ``knn`` method never calls Unknown, so that its labels stay the paper's)."""
+    unknown_clusters: bool = DEFAULT_UNKNOWN_CLUSTERS
+    """Add cluster-level evidence to the unknown score: the mean of a cell's own score and its
+    query cluster's novelty (:mod:`.cluster_evidence`; the Xenium run's graph clusters when
+    given, else Leiden on the query's expression)."""
     unknown_neighbors: int = DEFAULT_UNKNOWN_NEIGHBORS
     """Reference cells of the predicted type averaged in the unknown score."""
     head_c: float = DEFAULT_HEAD_C
@@ -97,5 +102,6 @@ class TransferOptions:
             min_confidence=args.min_confidence,
             max_distance=args.max_distance,
             unknown_alpha=None if alpha is None or alpha <= 0 else alpha,
+            unknown_clusters=not getattr(args, "no_cluster_evidence", False),
             seed=getattr(args, "seed", DEFAULT_RANDOM_STATE),
         )
