@@ -80,14 +80,17 @@ from .transfer_review import POLYGON_LAYER, ReviewMixin  # noqa: F401 (POLYGON_L
 HOVER_COLUMNS = (CELL_TYPE, CONFIDENCE, RUNNER_UP, SOURCE, SENTENCE)
 
 
-def transfer_job(query, reference, label_key, top_k, model, k, metadata, device, mode, cache):
-    """The engine generator run by the widget (a plain function, testable without Qt)."""
+def transfer_job(query, reference, label_key, top_k, model, k, metadata, device, mode, cache, root=None):
+    """The engine generator run by the widget (a plain function, testable without Qt); ``root``:
+    the Xenium run, whose graph clusters feed the Unknown call (else Leiden on expression)."""
     from ..core import iter_transfer
     from ..core.embedding_options import make_embedder
+    from ..io.xenium import read_xenium_clusters
 
     embedder = make_embedder(model=model or None, device=device, mode=mode, cache=cache or None)
+    clusters = read_xenium_clusters(root) if root is not None else None
     result = yield from iter_transfer(query, reference, label_key, top_k=top_k, k=k,
-                                      metadata=metadata, embedder=embedder)
+                                      metadata=metadata, embedder=embedder, clusters=clusters)
     return result
 
 
@@ -296,7 +299,7 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
             return None
         p = self.parameters()
         args = (s.query, s.reference, p["label_key"], p["top_k"], p["model"], p["k"], p["metadata"],
-                p["device"], p["mode"], p["cache"])
+                p["device"], p["mode"], p["cache"], s.xenium_root)
         self._run_inputs = self._run_record(p["label_key"])  # provenance: the inputs of THIS run
         on_done = partial(self._on_result, carry=choice == CARRY)
         if sync:

@@ -54,6 +54,7 @@ from .._constants import (
 from ..validators import CellamaInputError
 from .annotation_display import TRANSPARENT, DisplayMixin  # noqa: F401 (TRANSPARENT: public name)
 from .annotation_edits import EDIT_ASSIGN, EDIT_CLEAR, Edit, EditsMixin, clean_name  # noqa: F401
+from .annotation_table import _as_category, _base_sources, _check_table, _manual_reasons
 from .palette import TypeColors, palette_color, to_hex, to_rgba  # noqa: F401 (re-exported)
 from .provenance import ProvenanceMixin
 from .transfer import apply_threshold
@@ -489,42 +490,3 @@ class Annotation(EditsMixin, DisplayMixin, ProvenanceMixin):
                 f"{int((self._manual >= 0).sum())} manual, threshold "
                 f"conf>={self._min_confidence:g}"
                 + ("" if self._max_distance is None else f", dist<={self._max_distance:g}") + ")")
-
-
-def _base_sources(base: pd.DataFrame) -> np.ndarray:
-    """Source of each cell's non-manual label: the table's ``label_source`` (manual entries of a
-    saved table fall back to ``transfer``), else ``transfer``."""
-    if LABEL_SOURCE not in base:
-        return np.full(len(base), "transfer", dtype=object)
-    src = base[LABEL_SOURCE].astype(object).where(base[LABEL_SOURCE].notna(), "transfer").astype(str)
-    return np.where(src.str.startswith("manual:"), "transfer", src).astype(object)
-
-
-def _manual_reasons(base: pd.DataFrame, is_manual: np.ndarray) -> np.ndarray:
-    """Reasons of restored manual labels, from a saved ``label_source`` (``manual:<reason>``)."""
-    if LABEL_SOURCE not in base:
-        return np.full(int(is_manual.sum()), "manual", dtype=object)
-    src = base[LABEL_SOURCE].astype(str).to_numpy()[is_manual]
-    return np.array([s.split(":", 1)[1] if s.startswith("manual:") else "manual" for s in src], dtype=object)
-
-
-def _as_category(values: pd.Series) -> pd.Series:
-    """Categorical with string categories (missing values stay missing)."""
-    cat = pd.Categorical(values.to_numpy(dtype=object))
-    names = [str(c) for c in cat.categories]
-    if len(set(names)) == len(names):
-        cat = cat.rename_categories(names)
-    return pd.Series(cat, index=values.index, name=NICHE_CLUSTER)
-
-
-def _check_table(table) -> None:
-    if not isinstance(table, pd.DataFrame):
-        raise CellamaInputError("the annotation needs the per-cell transfer table (a pandas DataFrame)")
-    missing = [c for c in (TRANSFERRED_TYPE, CONFIDENCE, DISTANCE) if c not in table.columns]
-    if missing:
-        raise CellamaInputError(
-            f"the transfer table lacks column(s) {', '.join(missing)}; use the table of run_transfer"
-        )
-    if not table.index.is_unique:
-        dup = table.index[table.index.duplicated()][:3].tolist()
-        raise CellamaInputError(f"the transfer table has duplicate cell ids (e.g. {dup})")
