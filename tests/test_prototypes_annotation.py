@@ -81,6 +81,7 @@ def test_prototype_run_as_annotation_and_combined(viewer, qtbot, crop_dir, tmp_p
     row = legend.item(proto_counts.index[0])
     assert row.text(1) == str(proto_counts.iloc[0])  # the legend's count column
     assert (ann.label_source == "prototypes").all()
+    assert [step["step"] for step in ann.provenance] == ["prototypes", "threshold"]  # recorded like a transfer
     n0 = int(ann.counts(include_empty=True).get(UNASSIGNED, 0))
     transfer.set_threshold(0.5)
     assert int(ann.counts(include_empty=True)[UNASSIGNED]) > n0  # the threshold acts on the prototype confidence
@@ -116,6 +117,9 @@ def test_prototype_run_as_annotation_and_combined(viewer, qtbot, crop_dir, tmp_p
     assert (comb.cell_type[edited] == "Stromal (checked)").all()  # manual labels kept
     assert UNKNOWN not in comb.cell_type[filled].astype(str).tolist()
     assert "prototype labels for" in box.note.text()
+    steps = [step["step"] for step in comb.provenance]
+    assert steps.index("combine") == steps.index("prototypes") + 1 and steps[-1] == "threshold"
+    assert comb.provenance[steps.index("combine")]["prototype_labels_for"] == int((t[LABEL_SOURCE] == "prototypes").sum())
     # the legend and the cell types layer follow the combined annotation
     assert transfer.legend.names() == comb.categories
     types_layer = viewer.layers["cell types"]
@@ -169,3 +173,4 @@ def test_real_model_prototypes_fill_the_unknown_cells_of_a_real_transfer(viewer,
     assert (shown[below] == UNASSIGNED).all() and (shown[~below] == t.loc[took, "prototype_cell_type"][~below]).all()
     print(f"\nreal transfer + prototypes: {int(took.sum())} of {len(t)} cells labelled by prototypes "
           f"(transfer calls there: {call[took].value_counts().to_dict()})")
+

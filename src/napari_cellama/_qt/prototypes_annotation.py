@@ -38,6 +38,7 @@ from .._constants import (
     SOURCE_MANUAL,
     UNKNOWN,
 )
+from ..core.provenance import STEP_PROTOTYPES, STEP_TRANSFER, now, prototype_step
 from ..validators import CellamaInputError
 from .selection_view import cells_layer
 
@@ -159,6 +160,7 @@ class PrototypeAnnotationBox(QGroupBox):
         table = prototype_table(result.table)
         ann = Annotation(table, types=list(result.types), label_ids=self._label_ids(table.index),
                          palette=self.session.type_colors)
+        ann.add_provenance(prototype_step(result, self._inputs()))
         if self._base is not None:
             carry_manual_labels(self._base.annotation, ann)
         self._show(TransferState(result, ann))
@@ -200,10 +202,21 @@ class PrototypeAnnotationBox(QGroupBox):
         ann = Annotation(table, min_confidence=b.min_confidence, max_distance=b.max_distance,
                          types=list(b.types) + list(proto.types), palette=self.session.type_colors,
                          label_ids=b.label_ids)
+        for step in b.provenance:  # the transfer's run step(s), then the prototype run, then the combination
+            if step.get("step") in (STEP_TRANSFER, STEP_PROTOTYPES):
+                ann.add_provenance(step)
+        ann.add_provenance(prototype_step(proto, self._inputs()))
+        ann.add_provenance({"step": "combine", "time": now(), "where": where,
+                            "prototype_labels_for": int((table[LABEL_SOURCE] == LABEL_SOURCE_PROTOTYPES).sum())})
         if shown is not None and self._is_own(shown):
             carry_manual_labels(shown, ann)  # edits made on the previous combination
         self._show(TransferState(base.result, ann))
         return ann
+
+    def _inputs(self) -> dict:
+        """The inputs of the prototype run (the query run) for its provenance step."""
+        root = self.session.xenium_root
+        return {"query": str(root)} if root is not None else {}
 
     def show_transfer(self):
         """Show the transfer again (manual labels set meanwhile are carried onto it)."""
