@@ -15,7 +15,8 @@ from napari_cellama.cli import main
 from napari_cellama.io import expression_for_sentences
 
 CROP = Path(__file__).resolve().parents[2] / "shared" / "data" / "xenium_bone_marrow_crop"
-COLUMNS = ["cell_id", "cell_type", "confidence", "distance", "runner_up", "unknown_score", "unassigned_reason"]
+COLUMNS = ["cell_id", "cell_type", "confidence", "distance", "runner_up", "unknown_score", "unassigned_reason",
+           "cluster_novelty", "query_cluster"]  # the last two: the Unknown call's cluster evidence (docs/cli.md)
 
 
 def _cli(*args):
