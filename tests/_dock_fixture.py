@@ -18,7 +18,7 @@ NICHES = "3. Niche clusters"
 TIMEOUT = 120_000
 
 
-def fake_transfer_job(query, reference, label_key, top_k, model, k, metadata, device, mode, cache, delay=0.0):
+def fake_transfer_job(query, reference, label_key, top_k, model, k, metadata, device, mode, cache, root=None, delay=0.0):
     from napari_cellama.core import iter_transfer
 
     gen = iter_transfer(query, reference, label_key, top_k=top_k, k=k, metadata=metadata,

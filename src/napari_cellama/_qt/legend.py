@@ -85,6 +85,7 @@ class CategoryLegend(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.title = QLabel(title)
+        self.title.setWordWrap(True)  # a long hint never widens the dock
         layout.addWidget(self.title)
         layout.addWidget(self.tree)
         layout.addLayout(buttons)
