@@ -66,6 +66,7 @@ from ._wiring import rewire
 from .confidence_histogram import ConfidenceHistogram
 from .selection_view import SelectionView, cells_layer
 from .transfer_export import ExportMixin
+from .transfer_job import transfer_job  # noqa: F401 (the dock's job; tests swap it here)
 from .transfer_maps import (  # noqa: F401 (public names)
     CONFIDENCE_LAYER,
     DISTANCE_LAYER,
@@ -78,20 +79,6 @@ from .transfer_rerun import CARRY, RerunMixin, carry_work
 from .transfer_review import POLYGON_LAYER, ReviewMixin  # noqa: F401 (POLYGON_LAYER: public name)
 
 HOVER_COLUMNS = (CELL_TYPE, CONFIDENCE, RUNNER_UP, SOURCE, SENTENCE)
-
-
-def transfer_job(query, reference, label_key, top_k, model, k, metadata, device, mode, cache, root=None):
-    """The engine generator run by the widget (a plain function, testable without Qt); ``root``:
-    the Xenium run, whose graph clusters feed the Unknown call (else Leiden on expression)."""
-    from ..core import iter_transfer
-    from ..core.embedding_options import make_embedder
-    from ..io.xenium import read_xenium_clusters
-
-    embedder = make_embedder(model=model or None, device=device, mode=mode, cache=cache or None)
-    clusters = read_xenium_clusters(root) if root is not None else None
-    result = yield from iter_transfer(query, reference, label_key, top_k=top_k, k=k,
-                                      metadata=metadata, embedder=embedder, clusters=clusters)
-    return result
 
 
 class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDock):

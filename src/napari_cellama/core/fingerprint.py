@@ -50,13 +50,20 @@ def model_fingerprint(folder: str | os.PathLike) -> str:
     files = _fingerprint_files(folder)
     if not files:
         raise FileNotFoundError(f"no model files in {folder}")
-    stamp = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return files_digest(files, folder)
+
+
+def files_digest(files: list[Path], root: Path | None = None) -> str:
+    """SHA-256 (16 hex characters) over the bytes of ``files`` (and, with ``root``, their names
+    relative to it), memoised per process on the files' sizes and modification times."""
+    stamp = (str(root), *((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
     with _FP_LOCK:
         if stamp in _FP_MEMO:
             return _FP_MEMO[stamp]
     h = hashlib.sha256()
     for p in files:
-        h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+        if root is not None:
+            h.update(p.relative_to(root).as_posix().encode() + b"\0")
         with open(p, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 h.update(block)

@@ -19,8 +19,6 @@ An :class:`~napari_cellama.core.Annotation` carries a list of *steps* (plain dic
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import threading
 from pathlib import Path
 
 STEP_TRANSFER = "transfer"
@@ -31,8 +29,6 @@ RUN_STEPS = (STEP_TRANSFER, STEP_PROTOTYPES, "combine")
 
 # files of a Xenium output folder that the query is read from (the rest: images, transcripts)
 _XENIUM_QUERY_FILES = ("experiment.xenium", "cell_feature_matrix.h5", "cells.parquet", "cells.csv.gz")
-_MEMO: dict[tuple, str] = {}
-_LOCK = threading.Lock()
 
 
 def now() -> str:
@@ -60,23 +56,10 @@ def content_fingerprint(path) -> str | None:
     p = Path(path).expanduser()
     if not p.exists():
         return None
-    files = _files_of(p)
-    stamp = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    with _LOCK:
-        if stamp in _MEMO:
-            return _MEMO[stamp]
-    h = hashlib.sha256()
-    for f in files:
-        if p.is_dir():  # a file's fingerprint is its content alone: a renamed copy keeps it
-            h.update(f.relative_to(p).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        h.update(b"\0")
-    digest = h.hexdigest()[:16]
-    with _LOCK:
-        _MEMO[stamp] = digest
-    return digest
+    from .fingerprint import files_digest
+
+    # a file's fingerprint is its content alone: a renamed copy keeps it
+    return files_digest(_files_of(p), p if p.is_dir() else None)
 
 
 def input_record(path) -> dict | None:
