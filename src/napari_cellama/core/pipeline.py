@@ -114,12 +114,15 @@ def iter_transfer(
     query_emb = yield from embedder.iter_encode(query_sentences, STAGE_EMBED_QUERY)
     query_stats = dict(getattr(embedder, "last_stats", {}))
     labels = r.obs[label_key].astype(str)
-    if hasattr(embedder, "iter_refine"):  # surrogate mode: exact re-embedding where a label is not robust
-        from .surrogate_check import knn_score_function
-
-        query_emb = yield from embedder.iter_refine(query_emb, knn_score_function(ref_emb, labels.to_numpy(), k))
     # identical sentences have identical embeddings: search once per distinct sentence
     codes, _ = pd.factorize(pd.Series(query_sentences, dtype=object))
+    query_clusters = None if clusters is None else \
+        pd.Series(clusters).astype(object).reindex(q.obs_names).to_numpy(dtype=object)
+    heads = None
+    if hasattr(embedder, "iter_refine"):  # surrogate mode: exact re-embedding where a label is not robust
+        label_fn, heads, query_clusters = _label_function(q, r, (ref_emb, labels.to_numpy(), codes),
+                                                          options, query_clusters)
+        query_emb = yield from embedder.iter_refine(query_emb, label_fn)
     first = np.unique(codes, return_index=True)[1] if len(codes) else np.zeros(0, dtype=np.int64)
     no_genes = np.asarray((q.X > 0).sum(axis=1)).ravel() == 0
     if options.method == METHOD_KNN:
@@ -139,11 +142,10 @@ def iter_transfer(
                           CellSet(ref_emb, r.X, r.obs_names, labels=labels.to_numpy()), options=options)
     else:
         table = yield from iter_head_transfer(
-            CellSet(query_emb[first], q.X, q.obs_names, sentence_codes=codes,
-                    clusters=None if clusters is None else
-                    pd.Series(clusters).astype(object).reindex(q.obs_names).to_numpy(dtype=object)),
+            CellSet(query_emb[first], q.X, q.obs_names, sentence_codes=codes, clusters=query_clusters),
             CellSet(ref_emb, r.X, r.obs_names, labels=labels.to_numpy()),
             options,
+            heads=heads,
         )
     table.index.name = CELL_ID
     table[SENTENCE] = query_sentences
@@ -172,6 +174,27 @@ def iter_transfer(
     if hasattr(embedder, "iter_refine"):
         params["surrogate_check"] = embedder.last_check
     return TransferResult(table, query_emb, ref_emb, labels, report, params)
+
+
+def _label_function(q, r, reference, options: TransferOptions, query_clusters):
+    """``(label_fn, heads, clusters)`` for the surrogate check: the final labels of
+    ``options.method`` (:mod:`.surrogate_label`); the heads are fitted here once and the query
+    clusters picked once (both then go to the transfer itself)."""
+    from .surrogate_label import KnnLabelFunction, head_label_function
+    from .surrogate_label import query_clusters as pick_clusters
+
+    ref_emb, labels, codes = reference
+    if options.method == METHOD_KNN:
+        return KnnLabelFunction(ref_emb, labels, codes, options.k), None, query_clusters
+    from .classify import fit_heads, log_normalise
+
+    heads = fit_heads(ref_emb, log_normalise(r.X), labels, method=options.method, c=options.head_c,
+                      expression_weight=options.expression_weight, seed=options.seed)
+    if options.calls_unknown and options.unknown_clusters:
+        query_clusters = pick_clusters(q.X, query_clusters)
+    fn = head_label_function(CellSet(None, q.X, q.obs_names, sentence_codes=codes, clusters=query_clusters),
+                             CellSet(ref_emb, r.X, r.obs_names, labels=labels), options, heads)
+    return fn, heads, query_clusters
 
 
 def run_transfer(query, reference, label_key, *, top_k=DEFAULT_TOP_K, model=None, k=DEFAULT_N_NEIGHBORS,

@@ -108,13 +108,54 @@ def choose_threshold(heldout_margin: np.ndarray, heldout_disagree: np.ndarray, p
     return float(m[ok[0]]), float(est[ok[0]])
 
 
-def iter_refine(embedder, embeddings: np.ndarray, score_fn, *, target: float | None = None,
+class _ScoreLabels:
+    """A plain ``score_fn(embeddings) -> class scores`` as a label function (arg-max, margin)."""
+
+    def __init__(self, score_fn, codes):
+        self.score_fn, self.codes = score_fn, np.asarray(codes)
+        self.components = ("score margin",)
+
+    def label(self, vectors, cells, inv):
+        s = self.score_fn(vectors)
+        best = s.argmax(axis=1) if len(s) else np.zeros(0, dtype=np.int64)
+        return best[inv], margins(s)[inv][:, None]
+
+
+_CHUNK_CELLS = 131072
+_SCALE_QUANTILE = 0.9
+
+
+def _label_all(fn, emb: np.ndarray, n_cells: int):
+    """Labels and robustness components of every cell, in chunks (bounded memory)."""
+    labels, comps = [], []
+    for start in range(0, n_cells, _CHUNK_CELLS):
+        cells = np.arange(start, min(start + _CHUNK_CELLS, n_cells))
+        rows, inv = np.unique(fn.codes[cells], return_inverse=True)
+        lab, comp = fn.label(emb[rows], cells, inv)
+        labels.append(np.asarray(lab, dtype=object))
+        comps.append(np.asarray(comp, dtype=np.float64))
+    if not labels:
+        return np.zeros(0, dtype=object), np.zeros((0, 1))
+    return np.concatenate(labels), np.concatenate(comps)
+
+
+def robustness(components: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Per cell: the smallest robustness component in units of its typical surrogate error."""
+    if components.shape[1] == 0:
+        return np.full(len(components), np.inf)
+    return (components / scales).min(axis=1)
+
+
+def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | None = None,
                 max_share: float | None = None) -> Iterator:
     """Generator: re-embed exactly the predicted cells whose label is not robust (module docstring).
 
     ``embedder`` is the :class:`~napari_cellama.core.surrogate.SurrogateEmbedder` whose last
     :meth:`~napari_cellama.core.surrogate.SurrogateEmbedder.iter_encode` returned ``embeddings``
-    (one row per sentence given). Returns the corrected embeddings; the numbers go to
+    (one row per sentence given, i.e. per cell). ``label_fn`` is a label function of
+    :mod:`.surrogate_label` (the transfer method's final labels; its ``codes`` must be the
+    cells' distinct-sentence codes of that call) or a plain ``score_fn(embeddings) -> class
+    scores`` (label: the arg-max). Returns the corrected embeddings; the numbers go to
     ``embedder.last_check`` (also returned in the result params by the pipeline).
     """
     t0 = time.perf_counter()
@@ -122,52 +163,73 @@ def iter_refine(embedder, embeddings: np.ndarray, score_fn, *, target: float | N
     target = embedder.target if target is None else float(target)
     max_share = getattr(embedder, "max_exact_share", 1.0) if max_share is None else float(max_share)
     check = dict(embedder.last_check or {})
-    check.update(target=target, label_function=getattr(score_fn, "__qualname__", str(score_fn)))
+    name = getattr(label_fn, "__qualname__", None) or type(label_fn).__name__
+    check.update(target=target, label_function=name)
     if last is None or not last["predicted"].any():
         check.update(predicted=0, reembedded=0, share_reembedded=0.0, estimated_agreement=1.0, meets_target=True)
         embedder.last_check = check
         return embeddings
     codes, uniques, predicted, heldout = last["codes"], last["uniques"], last["predicted"], last["heldout"]
+    if not hasattr(label_fn, "label"):
+        label_fn = _ScoreLabels(label_fn, codes)
+    elif len(label_fn.codes) != len(codes) or not np.array_equal(label_fn.codes, codes):
+        raise ValueError("the label function's sentence codes are not those of the last iter_encode call")
+    check["components"] = list(getattr(label_fn, "components", ()))
     first = np.unique(codes, return_index=True)[1]
     emb = np.array(embeddings[first], dtype=np.float32)
-    weight = np.bincount(codes, minlength=len(uniques)).astype(np.float64)
-    total_w = weight.sum()
-    yield (STAGE_SURROGATE_CHECK, 0, 2)
-    scores = score_fn(emb)
-    margin = margins(scores)
-    disagree = np.zeros(len(heldout), dtype=bool)
-    if len(heldout):
-        sur_h = score_fn(last["heldout_surrogate"])
-        disagree = sur_h.argmax(axis=1) != scores[heldout].argmax(axis=1)  # emb[heldout] is exact
-        hm = margins(sur_h)
+    n_cells = len(codes)
+    yield (STAGE_SURROGATE_CHECK, 0, 3)
+    _, comp = _label_all(label_fn, emb, n_cells)
+    yield (STAGE_SURROGATE_CHECK, 1, 3)
+    # held-out cells: labels from exact (emb[heldout] is exact) and from surrogate vectors
+    hcells = np.flatnonzero(np.isin(codes, heldout)) if len(heldout) else np.zeros(0, dtype=np.int64)
+    scales = np.ones(comp.shape[1])
+    if len(hcells):
+        inv = np.searchsorted(heldout, codes[hcells])
+        lab_x, comp_x = label_fn.label(emb[heldout], hcells, inv)
+        lab_s, comp_s = label_fn.label(last["heldout_surrogate"], hcells, inv)
+        disagree = np.asarray(lab_x, dtype=object) != np.asarray(lab_s, dtype=object)
+        comp_s = np.asarray(comp_s, dtype=np.float64)
+        delta = np.abs(comp_s - np.asarray(comp_x, dtype=np.float64))
+        scales = np.maximum(np.quantile(delta, _SCALE_QUANTILE, axis=0), 1e-9)
+        hm = robustness(comp_s, scales)
     else:
-        hm = np.zeros(0)
-    yield (STAGE_SURROGATE_CHECK, 1, 2)
-    share = float(weight[predicted].sum() / total_w)
+        disagree, hm = np.zeros(0, dtype=bool), np.zeros(0)
+    r = robustness(comp, scales)
+    cell_pred = predicted[codes]
+    share = float(cell_pred.mean())
     t, est = choose_threshold(hm, disagree, share, target)
-    redo = np.flatnonzero(predicted & (margin < t))
+    fragile = cell_pred & (r < t)
+    redo = np.unique(codes[fragile])
+    # a sentence's robustness is that of its least robust cell
+    sent_r = np.full(len(uniques), np.inf)
+    np.minimum.at(sent_r, codes, r)
     cap = int(np.floor(max_share * predicted.sum()))
     capped = len(redo) > cap
-    if capped:  # keep the least robust cells
-        redo = redo[np.argsort(margin[redo], kind="stable")[:cap]]
+    if capped:  # keep the least robust sentences
+        redo = redo[np.argsort(sent_r[redo], kind="stable")[:cap]]
         kept = predicted.copy()
         kept[redo] = False
-        est = 1.0 - float(weight[kept].sum() / total_w) * float(_upper_rate(disagree.sum(), max(len(heldout), 1)))
+        est = 1.0 - float(kept[codes].mean()) * float(_upper_rate(disagree.sum(), max(len(hcells), 1)))
+    yield (STAGE_SURROGATE_CHECK, 2, 3)
     if len(redo):
         emb[redo] = yield from embedder.base.iter_encode([uniques[i] for i in redo], STAGE_SURROGATE_CHECK)
     remaining = predicted.copy()
     remaining[redo] = False
     if not remaining.any():  # every predicted cell was re-embedded: the labels are exact
         est = 1.0
-    meets = bool(est >= target and (len(heldout) > 0 or not remaining.any()))
+    meets = bool(est >= target and (len(hcells) > 0 or not remaining.any()))
+    weight_redo = np.isin(codes, redo).mean() if len(redo) else 0.0
     check.update(
         predicted=int(predicted.sum()),
-        heldout_label_agreement=round(float(1.0 - disagree.mean()), 5) if len(heldout) else None,
-        margin_threshold=None if not np.isfinite(t) else round(float(t), 6),
+        heldout_cells=int(len(hcells)),
+        heldout_label_agreement=round(float(1.0 - disagree.mean()), 5) if len(hcells) else None,
+        component_scales=[round(float(x), 6) for x in scales],
+        robustness_threshold=None if not np.isfinite(t) else round(float(t), 6),
         reembedded=len(redo),
         share_reembedded=round(float(len(redo) / len(uniques)), 5),
-        share_cells_reembedded=round(float(weight[redo].sum() / total_w), 5),
-        share_cells_surrogate=round(float((weight[predicted].sum() - weight[redo].sum()) / total_w), 5),
+        share_cells_reembedded=round(float(weight_redo), 5),
+        share_cells_surrogate=round(float(remaining[codes].mean()), 5),
         estimated_agreement=round(float(est), 5),
         meets_target=meets,
         seconds=round(time.perf_counter() - t0, 3),
@@ -176,12 +238,12 @@ def iter_refine(embedder, embeddings: np.ndarray, score_fn, *, target: float | N
     if not meets:
         warnings.warn(
             f"surrogate embeddings: estimated label agreement with the exact model {est:.1%} is below the "
-            f"target {target:.0%} (held-out check of {len(heldout)} sentences, {len(redo)} re-embedded "
+            f"target {target:.0%} (held-out check of {len(hcells)} cells, {len(redo)} sentences re-embedded "
             f"exactly); use the exact model (mode onnx or exact) for labels you can rely on",
             SurrogateAgreementWarning, stacklevel=2)
-    yield (STAGE_SURROGATE_CHECK, 2, 2)
+    yield (STAGE_SURROGATE_CHECK, 3, 3)
     return emb[codes]
 
 
 __all__ = ["CHECK_KEY", "SurrogateAgreementWarning", "choose_threshold", "iter_refine", "knn_score_function",
-           "margins"]
+           "margins", "robustness"]
