@@ -1,26 +1,30 @@
 """Check surrogate embeddings against the exact model, label by label, and re-embed where needed.
 
 The surrogate (:mod:`napari_cellama.core.surrogate`) predicts embeddings with a small
-error. Whether that error changes a cell's *label* depends on the label function
-and on how clear-cut the cell is. :func:`iter_refine` works with any label function
-given as ``score_fn(embeddings) -> (n, n_classes)`` class scores (the label is the
-arg-max; :func:`knn_score_function` gives the distance-weighted kNN vote of
-:mod:`napari_cellama.core.transfer`, the default classifier):
+error. Whether that error changes a cell's *label* depends on the label function and on
+how clear-cut the cell is, so the check uses the label function of the transfer method
+actually run (:mod:`napari_cellama.core.surrogate_label`: the ensemble's / head's final
+``cell_type`` including the Unknown call and the thresholds, or the kNN vote); a plain
+``score_fn(embeddings) -> (n, n_classes)`` class-score function also works (label: arg-max).
+:func:`iter_refine` works per *cell* (cells sharing a sentence share its vector but differ
+in expression):
 
-1. the held-out sentences (embedded exactly by the surrogate embedder, never used in
-   fitting) are scored twice: with their surrogate vectors and with the exact ones;
-   a held-out cell *disagrees* when the two labels differ;
-2. every predicted cell gets its *margin* (top score minus second score under the
-   surrogate vectors);
-3. the smallest margin threshold ``t`` is chosen such that the estimated share of all
-   cells whose label would still differ from exact - predicted cells with margin
-   ``>= t``, at the upper 95% bound of the held-out rate of cells with margin ``>= t`` that
-   disagree - is at most ``1 - target``;
-4. the predicted cells with margin ``< t`` are embedded exactly.
+1. the cells of the held-out sentences (embedded exactly by the surrogate embedder, never
+   used in fitting) are labelled twice: from their surrogate and from their exact vectors;
+   a held-out cell *disagrees* when the two final labels differ;
+2. every cell gets its robustness components (distance of each decision to its boundary:
+   probability margin, unknown score to ``1 - alpha``, ...), each divided by its typical
+   surrogate error (the 90th percentile of the held-out cells' change between surrogate and
+   exact vectors); the cell's *robustness* is the smallest of these;
+3. the smallest robustness threshold ``t`` is chosen such that the estimated share of all
+   cells whose label would still differ from exact - predicted cells with robustness
+   ``>= t``, at the upper 95% Wilson bound of the held-out rate of cells with robustness
+   ``>= t`` that disagree - is at most ``1 - target``;
+4. the sentences of predicted cells with robustness ``< t`` are embedded exactly (a sentence
+   is as fragile as its least robust cell).
 
 The result's ``params`` record the numbers (:data:`CHECK_KEY`). When the estimate
-cannot reach the target (``max_share`` caps the exact re-embedding), a
-:class:`SurrogateAgreementWarning` says so and ``meets_target`` is ``False``.
+cannot reach the target (``max_share`` caps the exact re-embedding), a :class:`SurrogateAgreementWarning` says so and ``meets_target`` is ``False``.
 """
 
 from __future__ import annotations
@@ -180,6 +184,10 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
     n_cells = len(codes)
     yield (STAGE_SURROGATE_CHECK, 0, 3)
     _, comp = _label_all(label_fn, emb, n_cells)
+    # each predicted sentence's expected error size (1 for exact vectors): robustness is relative to it
+    unc = last.get("uncertainty")
+    if unc is not None:
+        comp = comp / unc[codes][:, None]
     yield (STAGE_SURROGATE_CHECK, 1, 3)
     # held-out cells: labels from exact (emb[heldout] is exact) and from surrogate vectors
     hcells = np.flatnonzero(np.isin(codes, heldout)) if len(heldout) else np.zeros(0, dtype=np.int64)
@@ -191,6 +199,9 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
         disagree = np.asarray(lab_x, dtype=object) != np.asarray(lab_s, dtype=object)
         comp_s = np.asarray(comp_s, dtype=np.float64)
         delta = np.abs(comp_s - np.asarray(comp_x, dtype=np.float64))
+        h_unc = last.get("heldout_uncertainty")
+        if h_unc is not None and len(h_unc) == len(heldout):
+            comp_s, delta = comp_s / h_unc[inv][:, None], delta / h_unc[inv][:, None]
         scales = np.maximum(np.quantile(delta, _SCALE_QUANTILE, axis=0), 1e-9)
         hm = robustness(comp_s, scales)
     else:
