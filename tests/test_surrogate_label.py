@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
+from tests._hash_embedder import HashEmbedder, hash_vector
 
 from napari_cellama._constants import UNASSIGNED, UNKNOWN
 from napari_cellama.core import run_transfer
@@ -18,7 +19,6 @@ from napari_cellama.core.surrogate_check import SurrogateAgreementWarning, iter_
 from napari_cellama.core.surrogate_label import HeadLabelFunction, KnnLabelFunction, head_label_function
 from napari_cellama.core.transfer_options import TransferOptions
 from napari_cellama.io import expression_for_sentences
-from tests._hash_embedder import HashEmbedder, hash_vector
 
 LABEL = "bulk_labels"
 
