@@ -25,8 +25,8 @@ map
 3. otherwise embeds a random ``n_fit + n_check`` of them exactly, fits the map on the
    ``n_fit`` plus every exact vector it has seen in this session (e.g. the
    reference), measures it on the ``n_check`` held-out sentences (cosine), and
-   predicts the others. Sentences with a word never seen in fitting are embedded
-   exactly.
+   predicts the others. Sentences with a word never seen in fitting, and sentences shared
+   by at least ``FREQUENT_CELLS`` cells, are embedded exactly.
 
 The exact vectors go to the cache as usual; predictions never do. Whether the
 predictions are good enough for *labels* is decided by
@@ -82,6 +82,22 @@ def sentence_words(sentence: str) -> list[str]:
     if words and len(words[-1]) > 1 and words[-1].endswith("."):
         words[-1] = words[-1][:-1]
     return words
+
+
+FREQUENT_CELLS = 5
+"""Sentences shared by at least this many cells are embedded exactly (at most ``MAX_FREQUENT``, the
+most shared first): one exact vector fixes many cells, and the check's held-out sample then
+holds no sentence that stands for thousands of cells."""
+
+MAX_FREQUENT = 3000
+
+
+def _frequent(missing: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    c = counts[missing]
+    rows = missing[c >= FREQUENT_CELLS]
+    if len(rows) > MAX_FREQUENT:
+        rows = rows[np.argsort(-counts[rows], kind="stable")[:MAX_FREQUENT]]
+    return np.sort(rows)
 
 
 class SurrogateModel:
@@ -291,10 +307,12 @@ class SurrogateEmbedder:
         if len(missing) <= self.exact_below:
             exact_rows = missing
         else:
+            frequent = _frequent(missing, np.bincount(codes, minlength=total))
+            pool = np.setdiff1d(missing, frequent)
             rng = np.random.default_rng(self.seed)
-            sample = rng.choice(missing, self.n_fit + self.n_check, replace=False)
+            sample = rng.choice(pool, min(self.n_fit + self.n_check, len(pool)), replace=False)
             fit_rows, heldout = np.sort(sample[: self.n_fit]), np.sort(sample[self.n_fit :])
-            exact_rows = np.concatenate([fit_rows, heldout])
+            exact_rows = np.concatenate([fit_rows, heldout, frequent])
         if len(exact_rows):
             new = yield from self.base.iter_encode([uniques[i] for i in exact_rows], stage)
             if vectors is None or vectors.shape[1] != new.shape[1]:
@@ -318,6 +336,7 @@ class SurrogateEmbedder:
             check = self._heldout_check([uniques[i] for i in heldout], vectors[heldout])
             check["n_fit"] = len(fit_s)
             check["unknown_words_exact"] = int(unknown.sum())
+            check["frequent_exact"] = int(len(frequent))
         exact_now = np.flatnonzero(~predicted & ~found)
         self._remember([uniques[i] for i in exact_now], vectors[exact_now])
         self._last = {"codes": codes, "uniques": uniques, "predicted": predicted, "heldout": heldout,

@@ -88,14 +88,16 @@ def _upper_rate(d, n: int):
 
 
 def choose_threshold(heldout_margin: np.ndarray, heldout_disagree: np.ndarray, predicted_share: float,
-                     target: float) -> tuple[float, float]:
+                     target: float, *, effective_n: float | None = None) -> tuple[float, float]:
     """``(t, estimated_agreement)``: the smallest margin threshold whose estimated agreement over
     all cells is at least ``target`` (``inf`` when even re-embedding every predicted cell is needed).
 
     For a threshold ``t`` the accepted predicted cells are those with margin ``>= t``; their
     estimated share of disagreeing cells is ``predicted_share`` times the upper 95% Wilson bound
     of ``d(t) / n``, where ``d(t)`` counts held-out disagreements with margin ``>= t`` among the
-    ``n`` held-out cells.
+    ``n`` held-out cells. ``effective_n``: the held-out cells' effective sample size when they
+    are not independent (cells sharing a held-out sentence, see :func:`effective_size`); the
+    bound is then taken at that size with the same observed rate.
     """
     n = len(heldout_margin)
     if n == 0 or predicted_share == 0:
@@ -105,11 +107,19 @@ def choose_threshold(heldout_margin: np.ndarray, heldout_disagree: np.ndarray, p
     d = heldout_disagree[order].astype(np.int64)
     # disagreements among held-out cells with margin >= m[i] (suffix sums), for t = m[i]
     suffix = np.cumsum(d[::-1])[::-1]
-    est = 1.0 - predicted_share * _upper_rate(suffix, n)
+    f = 1.0 if effective_n is None else min(float(effective_n), n) / n
+    est = 1.0 - predicted_share * _upper_rate(suffix * f, n * f)
     ok = np.flatnonzero(est >= target)
     if len(ok) == 0:
         return np.inf, 1.0
     return float(m[ok[0]]), float(est[ok[0]])
+
+
+def effective_size(cells_per_sentence: np.ndarray) -> float:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` of held-out cells drawn as whole
+    sentences of ``w`` cells each (all cells of a sentence share its vector and mostly its label)."""
+    w = np.asarray(cells_per_sentence, dtype=np.float64)
+    return float(w.sum() ** 2 / max((w * w).sum(), 1e-12)) if len(w) else 0.0
 
 
 class _ScoreLabels:
@@ -209,7 +219,8 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
     r = robustness(comp, scales)
     cell_pred = predicted[codes]
     share = float(cell_pred.mean())
-    t, est = choose_threshold(hm, disagree, share, target)
+    n_eff = effective_size(np.bincount(codes[hcells])[heldout]) if len(hcells) else 0.0
+    t, est = choose_threshold(hm, disagree, share, target, effective_n=n_eff)
     fragile = cell_pred & (r < t)
     redo = np.unique(codes[fragile])
     # a sentence's robustness is that of its least robust cell
@@ -221,7 +232,8 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
         redo = redo[np.argsort(sent_r[redo], kind="stable")[:cap]]
         kept = predicted.copy()
         kept[redo] = False
-        est = 1.0 - float(kept[codes].mean()) * float(_upper_rate(disagree.sum(), max(len(hcells), 1)))
+        f = min(n_eff, len(hcells)) / max(len(hcells), 1)
+        est = 1.0 - float(kept[codes].mean()) * float(_upper_rate(disagree.sum() * f, max(len(hcells), 1) * f))
     yield (STAGE_SURROGATE_CHECK, 2, 3)
     if len(redo):
         emb[redo] = yield from embedder.base.iter_encode([uniques[i] for i in redo], STAGE_SURROGATE_CHECK)
@@ -234,6 +246,7 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
     check.update(
         predicted=int(predicted.sum()),
         heldout_cells=int(len(hcells)),
+        heldout_effective_cells=round(float(n_eff), 1),
         heldout_label_agreement=round(float(1.0 - disagree.mean()), 5) if len(hcells) else None,
         component_scales=[round(float(x), 6) for x in scales],
         robustness_threshold=None if not np.isfinite(t) else round(float(t), 6),
@@ -256,5 +269,5 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
     return emb[codes]
 
 
-__all__ = ["CHECK_KEY", "SurrogateAgreementWarning", "choose_threshold", "iter_refine", "knn_score_function",
-           "margins", "robustness"]
+__all__ = ["CHECK_KEY", "SurrogateAgreementWarning", "choose_threshold", "effective_size", "iter_refine",
+           "knn_score_function", "margins", "robustness"]
