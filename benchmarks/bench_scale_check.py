@@ -1,0 +1,91 @@
+"""The surrogate check's re-embedded share and label agreement, without the model's time (issue 15).
+
+Runs the real pipeline (default method, Xenium clusters) twice on the bone-marrow section with
+the pbmc3k reference: once with an "exact" embedder that serves exact onnx vectors from a warm
+cache (``--truth-cache``; every section and reference sentence must be there), once in
+surrogate mode on top of that embedder. Only the embedding *time* is missing: the surrogate's
+fit, predictions, check and labels are the real ones, so the share re-embedded and the
+agreement on all cells are what ``bench_scale.py`` would measure with the same sample (seed).
+Use it to compare check variants, fit sizes and seeds cheaply (about a minute each, idle).
+
+    python benchmarks/bench_scale_check.py --truth-cache /work/cache --fit 3000 --check 1000 --seed 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from bench_scale import LABEL, SHARED, exact_vectors, section_clusters  # noqa: E402
+
+
+def served(table: dict):
+    from napari_cellama.core.embed import Embedder
+
+    class Served(Embedder):
+        def __init__(self):
+            super().__init__(mode="onnx", cache=None)
+            self.n = 0
+
+        @property
+        def loaded(self):
+            return True
+
+        def load(self):
+            return None
+
+        def encode_batch(self, sentences):
+            self.n += len(sentences)
+            return np.stack([table[s] for s in sentences]).astype(np.float32)
+
+    return Served()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=SHARED / "xenium_bone_marrow")
+    p.add_argument("--reference", type=Path, default=SHARED / "references" / "pbmc3k" / "pbmc3k.h5ad")
+    p.add_argument("--truth-cache", required=True)
+    p.add_argument("--fit", type=int, default=3000)
+    p.add_argument("--check", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    from napari_cellama.core import run_transfer
+    from napari_cellama.core.panel import shared_panel
+    from napari_cellama.core.sentences import cell_sentences
+    from napari_cellama.core.surrogate import SurrogateEmbedder
+    from napari_cellama.io import read_query, read_reference
+
+    query, reference = read_query(args.data), read_reference(args.reference)
+    clusters = section_clusters(args.data, 1)
+    q, r, _ = shared_panel(query, reference, 20)
+    sentences = sorted(set(cell_sentences(q.X, list(q.var_names), 20)) | set(cell_sentences(r.X, list(q.var_names), 20)))
+    vec, stats = exact_vectors(sentences, args.truth_cache)
+    table = dict(zip(sentences, vec, strict=True))
+    exact = run_transfer(query, reference, LABEL, k=10, embedder=served(table), clusters=clusters)
+    base = served(table)
+    emb = SurrogateEmbedder(base, n_fit=args.fit, n_check=args.check, seed=args.seed)
+    t = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = run_transfer(query, reference, LABEL, k=10, embedder=emb, clusters=clusters)
+    agree = float((res.table["cell_type"].to_numpy() == exact.table["cell_type"].to_numpy()).mean())
+    print("RESULT " + json.dumps({"fit": args.fit, "check": args.check, "seed": args.seed, "exact_vectors": stats,
+                                  "exact_sentences_in_run": base.n, "seconds_without_model": round(time.perf_counter() - t, 1),
+                                  "load": [round(x, 2) for x in os.getloadavg()],
+                                  "surrogate_check": res.params["surrogate_check"], "agreement_all_cells": round(agree, 5),
+                                  "warnings": [str(w.message) for w in caught if "surrogate" in str(w.message)]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
