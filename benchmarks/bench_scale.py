@@ -16,11 +16,13 @@ and is made before timing). It records each pipeline stage's time, the total, th
 RSS of the process, the load average (the machine is shared: 2 cores, other jobs
 running), and the surrogate check's numbers from ``params``.
 
-Agreement with exact (float32, mode onnx, which agrees with PyTorch exact on 100% of the
-section's cells): labels of every cell (``--truth all``) or of a random 5,000 (``--truth
-5000``) are recomputed after the timed run from exact vectors - read from ``--truth-cache``
-(a warm cache of the section, e.g. /work/cache) where present, embedded otherwise - against
-the run's own (exact) reference vectors, and compared with the run's labels.
+The run uses the default transfer method (ensemble) with the Xenium run's own graph clusters
+(repeated per copy), as the CLI does. Agreement with exact: the final ``cell_type`` of every
+cell (``--truth all``) or of a random 5,000 (``--truth 5000``) from the same method with exact
+float32 (onnx) vectors - the whole pipeline re-run with an embedder serving exact vectors for
+those cells' sentences and the reference (read from ``--truth-cache``, a warm cache, read-only,
+embedded where missing) and the run's own vectors elsewhere; a cell's label depends only on its
+own sentence's vector - compared with the run's labels.
 
 Run from the repository root::
 
