@@ -33,6 +33,10 @@ DEFAULT_CLUSTER_GENES = 30
 
 CLUSTER_NOVELTY = "cluster_novelty"
 CLUSTER_MATCH_COLUMNS = ("cluster", "n_cells", "best_match", "match")
+CLUSTER_RESIDUAL = "cluster_residual"
+"""Table column: the query cluster's profile residual (:func:`cluster_residual`) divided by the
+query's typical cluster's (its cell-weighted median): how much worse than the rest of the
+query the reference types explain it (1 or less: as well as a typical cluster)."""
 
 
 def _group_sums(x, groups) -> tuple[list, np.ndarray, np.ndarray]:
@@ -85,3 +89,37 @@ def cluster_novelty(query_counts, clusters, reference, *, n_genes: int = DEFAULT
     m = cluster_match(query_counts, clusters, reference, n_genes=n_genes)
     novelty = pd.Series(np.clip(1.0 - m["match"].to_numpy(), 0.0, 1.0), index=m["cluster"].to_numpy())
     return novelty.reindex(np.asarray(clusters, dtype=object)).to_numpy(dtype=np.float32)
+
+
+def cluster_residual(query_counts, clusters, reference, *, n_genes: int = DEFAULT_CLUSTER_GENES) -> pd.DataFrame:
+    """Per query cluster: how badly a non-negative mix of the reference types' profiles explains it.
+
+    Profiles are mean log-normalised expression over the union of each reference type's
+    ``n_genes`` most up-regulated genes (type mean minus the reference's mean); the cluster's
+    profile ``q`` is fitted by non-negative least squares on the types' profiles and
+    ``residual = |q - fit| / |q|`` (0: a mix of reference types; near 1: none of them; NaN: a
+    cluster with no counts on those genes). A cluster of a present type - or a mix of present
+    types, such as a cluster of naive and memory T cells - has a small residual; a cluster of a
+    type the reference lacks a large one. Columns ``cluster``, ``n_cells``, ``residual``;
+    ``DataFrame.attrs['n_genes']``: how many genes the profiles use.
+    """
+    from scipy.optimize import nnls
+
+    ref_counts, ref_labels = reference
+    cats, sums, n = _group_sums(query_counts, clusters)
+    types, rsums, rn = _group_sums(ref_counts, np.asarray(ref_labels).astype(str))
+    rmean = rsums / np.maximum(rn, 1.0)[:, None]
+    overall = rsums.sum(axis=0) / max(rn.sum(), 1.0)
+    k = max(1, min(int(n_genes), rmean.shape[1]))
+    genes = np.unique(np.concatenate([np.argsort(-(rmean[j] - overall), kind="stable")[:k]
+                                      for j in range(len(types))]))
+    basis = rmean[:, genes].T
+    rows = []
+    for i, c in enumerate(cats):
+        q = sums[i, genes] / max(n[i], 1.0)
+        norm = float(np.linalg.norm(q))
+        res = float(nnls(basis, q)[1]) / norm if norm > 0 else np.nan
+        rows.append((c, int(n[i]), res))
+    out = pd.DataFrame(rows, columns=["cluster", "n_cells", "residual"])
+    out.attrs["n_genes"] = int(len(genes))
+    return out
