@@ -411,9 +411,10 @@ DEFAULT_EXPRESSION_WEIGHT = 0.6
 
 DEFAULT_UNKNOWN_ALPHA = 0.05
 """Level of the Unknown call: a cell is ``Unknown`` when its ``unknown_score`` (the mean of two
-per-type conformal scores, core/unknown.py, averaged with its cluster's novelty,
+per-type conformal scores, core/unknown.py, combined with its query cluster's evidence,
 core/cluster_evidence.py) exceeds ``1 - alpha``. Chosen on benchmarks 1-4 of
-benchmarks/quality_transfer.py: higher levels call Unknown across donors (docs/quality.md)."""
+benchmarks/quality_transfer.py: 0.3 calls a pbmc68k plasma-cell cluster Unknown across donors
+(docs/quality.md)."""
 
 DEFAULT_UNKNOWN_NEIGHBORS = 10
 """Reference cells of the predicted type whose mean distance makes the unknown score."""
