@@ -40,8 +40,8 @@ import scipy.sparse as sp
 from .._constants import (
     CELL_TYPE,
     CONFIDENCE,
-    DEFAULT_UNKNOWN_ALPHA,
     DEFAULT_OUTLIER_RATIO,
+    DEFAULT_UNKNOWN_ALPHA,
     DEFAULT_UNKNOWN_NEIGHBORS,
     DISTANCE,
     REASON_FAR,
