@@ -15,7 +15,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from napari_cellama._constants import CELL_TYPE, TRANSFERRED_TYPE, UNKNOWN, UNKNOWN_SCORE
-from napari_cellama.core import run_transfer
+from napari_cellama.core import Embedder, run_transfer
 
 DATA = Path("/work/shared/data")
 PBMC3K = DATA / "references/pbmc3k/pbmc3k.h5ad"
@@ -38,16 +38,22 @@ def split():
     return a[np.sort(q_idx)].copy(), a[np.sort(ref_idx)].copy()
 
 
+@pytest.fixture(scope="module")
+def embedder(tmp_path_factory):
+    """One embedding of the 2,638 cells for the module's three transfers (a fresh cache folder)."""
+    return Embedder(cache=tmp_path_factory.mktemp("embeddings"))
+
+
 def _unknown(table) -> np.ndarray:
     return (table[CELL_TYPE] == UNKNOWN).to_numpy()
 
 
 @pytest.mark.parametrize("missing", ["NK", "CD14+ Mono"])
-def test_cells_of_a_type_the_reference_lacks_are_called_unknown(split, missing):
+def test_cells_of_a_type_the_reference_lacks_are_called_unknown(split, embedder, missing):
     """NK cells are called CD8 T and CD14+ monocytes FCGR3A+ Mono with ordinary per-cell scores;
     their query cluster is explained by the remaining types 4-7 times worse than the typical one."""
     query, ref = split
-    table = run_transfer(query, ref[ref.obs[LABEL].astype(str) != missing].copy(), LABEL).table
+    table = run_transfer(query, ref[ref.obs[LABEL].astype(str) != missing].copy(), LABEL, embedder=embedder).table
     miss = (query.obs[LABEL].astype(str) == missing).to_numpy()
     unknown = _unknown(table)
     auc = roc_auc_score(miss, table[UNKNOWN_SCORE].to_numpy())
@@ -58,9 +64,9 @@ def test_cells_of_a_type_the_reference_lacks_are_called_unknown(split, missing):
     assert auc >= 0.9
 
 
-def test_a_query_of_reference_types_keeps_its_labels(split):
+def test_a_query_of_reference_types_keeps_its_labels(split, embedder):
     query, ref = split
-    table = run_transfer(query, ref, LABEL).table
+    table = run_transfer(query, ref, LABEL, embedder=embedder).table
     truth = query.obs[LABEL].astype(str).to_numpy()
 
     def f1(pred):
