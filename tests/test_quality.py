@@ -96,7 +96,12 @@ def test_missing_type_gets_high_unknown_scores(split, without_b):
     unknown = (t[CELL_TYPE] == UNKNOWN).to_numpy()
     print(f"B left out: AUROC {auroc:.3f}, Unknown {unknown[missing].mean():.2f} of B vs {unknown[~missing].mean():.3f}")
     assert auroc > 0.85
-    assert unknown[missing].mean() > 0.3
+    # the query-relative call (docs/quality.md): measured 0.10 of B vs 0.003 on this 350-cell
+    # query (the B cluster's residual is 3.2 times the typical cluster's, just under the default
+    # level's 3.5; the absolute call before it made more than 30% Unknown, and 7% of a
+    # cross-donor query of present types)
+    assert unknown[missing].mean() > 0.05
+    assert unknown[missing].mean() > 10 * unknown[~missing].mean()
     assert unknown[~missing].mean() < 0.05
     assert (t.loc[unknown, UNASSIGNED_REASON] == REASON_UNKNOWN).all()
 
@@ -138,7 +143,7 @@ def test_fit_report_flags_the_missing_type(split, without_b):
     assert set(t["cluster"]) == set(clusters)
     assert t["n_cells"].sum() == query.n_obs
     assert t.iloc[0]["cluster"] == MISSING  # sorted: the most Unknown cluster first
-    assert t.set_index("cluster").loc[MISSING, "share_unknown"] > 0.3
+    assert t.set_index("cluster").loc[MISSING, "share_unknown"] > 0.05  # 0.10 measured, see above
     assert t["top_markers"].str.len().gt(0).all()
     assert "possibly missing" in report.summary() or "no cluster" in report.summary()
 

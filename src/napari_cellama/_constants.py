@@ -411,18 +411,41 @@ DEFAULT_EXPRESSION_WEIGHT = 0.6
 
 DEFAULT_UNKNOWN_ALPHA = 0.05
 """Level of the Unknown call: a cell is ``Unknown`` when its ``unknown_score`` (the mean of two
-per-type conformal scores, core/unknown.py, averaged with its cluster's novelty,
+per-type conformal scores, core/unknown.py, combined with its query cluster's evidence,
 core/cluster_evidence.py) exceeds ``1 - alpha``. Chosen on benchmarks 1-4 of
-benchmarks/quality_transfer.py: higher levels call Unknown across donors (docs/quality.md)."""
+benchmarks/quality_transfer.py: 0.3 calls a pbmc68k plasma-cell cluster Unknown across donors
+(docs/quality.md)."""
 
 DEFAULT_UNKNOWN_NEIGHBORS = 10
 """Reference cells of the predicted type whose mean distance makes the unknown score."""
 
 DEFAULT_UNKNOWN_CLUSTERS = True
+"""Whether the unknown score includes the cell's query cluster's evidence (core/cluster_evidence.py)."""
+
+DEFAULT_OUTLIER_RATIO = 3.5
+"""Query-relative Unknown call (core/unknown.py): a query cluster whose profile residual is this
+many times the query's typical cluster's reaches the default level (alpha 0.05); the level maps
+to the ratio as ``1 - ratio ** -(ln 20 / ln DEFAULT_OUTLIER_RATIO)``. Chosen on benchmarks 1-4
+(docs/quality.md): 3.0 called 2.8% of an all-present 458-gene query Unknown."""
+
+UNKNOWN_CELL_MARGIN = 0.45
+"""Query-relative Unknown call: a cell's own score plus this margin caps its unknown score, so a
+cell closer to its predicted type than about half of that type's reference cells (own score
+below 0.5) is not Unknown at the default level, whatever its cluster."""
+
+RELATIVE_MAX_BASELINE = 0.5
+"""Query-relative Unknown call: when the query's typical cluster's residual exceeds this (the
+reference explains even the query's ordinary clusters poorly: another tissue or platform, a tiny
+panel), there is no well-matched part of the query to measure a shift against, and the unknown
+score is the earlier absolute one (mean of the cell's score and its cluster's novelty)."""
+
+RELATIVE_MIN_GENES_PER_TYPE = 5
+"""Query-relative Unknown call: fewer marker genes than this per reference type (a 30-gene panel,
+47 genes for 10 types) make cluster profiles too alike to compare; the absolute score is used."""
+
 DEFAULT_NOVEL_CLUSTER = 0.99
 """Fit report: a cluster whose mean ``cluster_novelty`` reaches this (its markers correlate with no
 reference type's: match <= 0.01) is listed as possibly missing, whatever its share of Unknown."""
-"""Whether the unknown score includes the cell's query cluster's novelty (core/cluster_evidence.py)."""
 
 UNKNOWN = "Unknown"
 """Label of cells that look like no reference type (a type the reference lacks)."""

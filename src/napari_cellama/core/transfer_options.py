@@ -47,9 +47,10 @@ class TransferOptions:
     """Cells with ``unknown_score > 1 - unknown_alpha`` become ``Unknown`` (None: never; the
     ``knn`` method never calls Unknown, so that its labels stay the paper's)."""
     unknown_clusters: bool = DEFAULT_UNKNOWN_CLUSTERS
-    """Add cluster-level evidence to the unknown score: the mean of a cell's own score and its
-    query cluster's novelty (:mod:`.cluster_evidence`; the Xenium run's graph clusters when
-    given, else Leiden on the query's expression)."""
+    """Add cluster-level evidence to the unknown score: whether the cell's query cluster is
+    explained by the reference types far worse than the query's typical cluster
+    (:func:`.unknown.with_cluster_evidence`; the Xenium run's graph clusters when given, else
+    Leiden on the query's expression)."""
     unknown_neighbors: int = DEFAULT_UNKNOWN_NEIGHBORS
     """Reference cells of the predicted type averaged in the unknown score."""
     head_c: float = DEFAULT_HEAD_C
