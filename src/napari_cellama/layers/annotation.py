@@ -65,23 +65,58 @@ def _type_features(annotation) -> pd.DataFrame:
 
 
 def refresh_annotation_labels(layer, annotation) -> None:
-    """After a threshold change, an edit, undo / redo or a new type: rewrite the lookup table
-    (``label -> type code``) of an :func:`annotation_layer_data` layer, its type list and colours."""
+    """After a threshold change, an edit, undo / redo or a new type: bring an
+    :func:`annotation_layer_data` layer in step with ``annotation``, at the cost of what changed.
+
+    Only the entries of the lookup table (``label -> type code``) that differ are written; the
+    type list (hover features) is replaced only when the types changed; the colormap (one
+    entry per type) is replaced only when the type -> colour mapping changed (napari re-maps
+    the shown tile on every colormap assignment); the layer is redrawn once, and not at all
+    when nothing changed."""
     lut = annotation.label_code_lut()
     current = lookup_table(layer)
+    redraw = False
     if len(lut) == len(current):
-        current[:] = lut
+        changed = np.flatnonzero(current != lut)
+        if changed.size:
+            current[changed] = lut[changed]
+            redraw = True
     else:  # label range changed: swap the lookup of every level
         _set_lookup_table(layer, lut)
+        redraw = True
     if len(layer.features) != len(annotation.categories) or list(layer.features["cell_type"]) != annotation.categories:
         layer.features = _type_features(annotation)
-    layer.colormap = _direct_colormap(annotation.type_color_dict())
-    layer.refresh()
+    if _set_colors(layer, annotation.type_color_dict()):
+        return  # assigning the colormap redrew the layer
+    if redraw:
+        layer.refresh()
 
 
 def refresh_annotation_colors(layer, annotation) -> None:
-    """After a visibility or colour change: swap the per-type colormap only (K entries)."""
-    layer.colormap = _direct_colormap(annotation.type_color_dict())
+    """After a visibility or colour change: swap the per-type colormap (K entries), if it changed."""
+    _set_colors(layer, annotation.type_color_dict())
+
+
+def _set_colors(layer, color_dict: Mapping) -> bool:
+    """Assign a :class:`DirectLabelColormap` of ``color_dict`` unless the layer already shows
+    exactly these colours; True when it was assigned (napari then redraws the layer)."""
+    if same_colors(layer.colormap, color_dict):
+        return False
+    layer.colormap = _direct_colormap(color_dict)
+    return True
+
+
+def same_colors(colormap, color_dict: Mapping) -> bool:
+    """Whether a napari label colormap maps every key of ``color_dict`` to the same RGBA and
+    any other key to ``color_dict[None]`` (K comparisons; False for a non-direct colormap)."""
+    current = getattr(colormap, "color_dict", None)
+    if current is None or not set(color_dict) <= set(current):
+        return False
+    # napari adds entries of its own (the background 0): they must show the default colour
+    default = color_dict.get(None, TRANSPARENT)
+    return all(np.allclose(np.asarray(current[key], np.float32),
+                           np.asarray(color_dict.get(key, default), np.float32), atol=1e-6)
+               for key in current)
 
 
 def selection_layer(cells_layer, *, name: str = "selected cells"):
