@@ -95,3 +95,36 @@ def test_hiding_or_adding_a_type_replaces_the_colormap(shown):
     plasma = ann.categories.index("Plasma cell") + 1
     assert _colour_of(layer, plasma)[3] > 0
     assert (lookup_table(layer)[ann.label_ids[:2]] == plasma).all()
+
+
+@pytest.mark.gui
+def test_a_zoomed_out_multiscale_view_shows_the_new_labels(viewer, qtbot):
+    """napari keeps a copy of the coarsest level; a threshold change must still show there."""
+    from napari.layers import Labels, Layer
+
+    from napari_cellama.layers.meta import _meta
+
+    n = 400
+    base = np.repeat(np.repeat(np.arange(1, n + 1, dtype=np.uint32).reshape(20, 20), 16, 0), 16, 1)
+    ids = np.array([f"c{i}" for i in range(1, n + 1)])
+    cells = viewer.add_layer(Labels([base, base[::2, ::2], base[::4, ::4]], multiscale=True, name="cells",
+                                    features=pd.DataFrame({"index": np.arange(1, n + 1), "cell_id": ids}),
+                                    metadata=_meta("cells", None, 1.0)))
+    table = pd.DataFrame({TRANSFERRED_TYPE: np.array(["B cell", "T cell"], dtype=object)[np.arange(n) % 2],
+                          CONFIDENCE: np.linspace(0.0, 0.99, n), DISTANCE: 0.1}, index=ids)
+    ann = Annotation(table, label_ids=np.arange(1, n + 1))
+    layer = viewer.add_layer(Layer.create(*annotation_layer_data(cells, ann)))
+    viewer.window.resize(800, 600)
+    viewer.reset_view()
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    camera.zoom = camera.zoom / 8  # far out: napari shows the coarsest level
+    qtbot.waitUntil(lambda: layer.data_level == 2, timeout=10_000)
+    unassigned = ann.categories.index(UNASSIGNED) + 1
+    assert not (np.asarray(layer._slice.image.raw) == unassigned).any()
+
+    ann.set_threshold(0.5)
+    refresh_annotation_labels(layer, ann)
+    qtbot.wait(50)
+    shown = np.asarray(layer._slice.image.raw)
+    assert layer.data_level == 2
+    assert 0.3 < (shown == unassigned).mean() < 0.7

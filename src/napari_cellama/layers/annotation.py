@@ -15,8 +15,10 @@ from .lookup import (
     LabelLookup,
     _cell_levels,
     _placement,
+    _drop_level_copy,
     _set_lookup_table,
     lookup_table,
+    redraw,
 )
 from .meta import _meta, layer_info
 
@@ -75,20 +77,22 @@ def refresh_annotation_labels(layer, annotation) -> None:
     when nothing changed."""
     lut = annotation.label_code_lut()
     current = lookup_table(layer)
-    redraw = False
+    changed_lut = False
     if len(lut) == len(current):
         changed = np.flatnonzero(current != lut)
         if changed.size:
             current[changed] = lut[changed]
-            redraw = True
+            changed_lut = True
     else:  # label range changed: swap the lookup of every level
         _set_lookup_table(layer, lut)
-        redraw = True
+        changed_lut = True
     if len(layer.features) != len(annotation.categories) or list(layer.features["cell_type"]) != annotation.categories:
         layer.features = _type_features(annotation)
+    if changed_lut:
+        _drop_level_copy(layer)  # see lookup.redraw
     if _set_colors(layer, annotation.type_color_dict()):
         return  # assigning the colormap redrew the layer
-    if redraw:
+    if changed_lut:
         layer.refresh()
 
 
@@ -149,4 +153,4 @@ def set_selected_cells(layer, label_ids: Sequence[int]) -> None:
     ids = np.asarray(label_ids, dtype=np.int64)
     ids = ids[(ids > 0) & (ids < len(lut))]
     lut[ids] = 1
-    layer.refresh()
+    redraw(layer)

@@ -98,6 +98,24 @@ def _set_lookup_table(layer, lut: np.ndarray) -> None:
         level.lut = lut
 
 
+def redraw(layer) -> None:
+    """``layer.refresh()`` after its lookup table changed in place.
+
+    napari 0.9 keeps the coarsest level of a multiscale layer materialised (its thumbnail
+    level, ``layer._level_materializer``, an ``lru_cache``) and shows that copy whenever the
+    view is zoomed out to that level, so a plain refresh would keep the old colours there;
+    the copy is dropped first (re-made from the lookup at the next slice: one small level).
+    """
+    _drop_level_copy(layer)
+    layer.refresh()
+
+
+def _drop_level_copy(layer) -> None:
+    materializer = getattr(layer, "_level_materializer", None)
+    if materializer is not None and hasattr(materializer, "cache_clear"):
+        materializer.cache_clear()
+
+
 def _placement(cells_layer) -> dict:
     return {"scale": tuple(cells_layer.scale), "translate": tuple(cells_layer.translate)}
 
