@@ -459,3 +459,8 @@ LABEL_SOURCE = "label_source"
 REVIEWED = "reviewed"
 """Column: True once a person looked at the cell in the review queue (accepted or reassigned)."""
 LABEL_SOURCE_PROTOTYPES = "prototypes"
+
+# ---------------------------------------------------------------- devices (issue 15, GUI)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""Devices a front end offers for embedding; ``auto``: a GPU (CUDA, then Apple MPS) when present, else the CPU."""
+DEFAULT_DEVICE = "auto"

@@ -49,11 +49,9 @@ from .._constants import (
     CELL_ID,
     CELL_TYPE,
     CONFIDENCE,
-    DEFAULT_EMBED_MODE,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
     DISTANCE,
-    EMBED_MODES,
     RUNNER_UP,
     SENTENCE,
     SOURCE,
@@ -64,6 +62,7 @@ from ._fold import fold_button, set_unfolded
 from ._runner import JobRunner
 from ._wiring import rewire
 from .confidence_histogram import ConfidenceHistogram
+from .embedding_form import EmbeddingForm
 from .selection_view import SelectionView, cells_layer
 from .transfer_export import ExportMixin
 from .transfer_job import transfer_job  # noqa: F401 (the dock's job; tests swap it here)
@@ -125,11 +124,6 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 200)
         self.k_spin.setValue(DEFAULT_N_NEIGHBORS)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(list(EMBED_MODES))
-        self.mode_combo.setCurrentText(DEFAULT_EMBED_MODE)
         self.cache_check = QCheckBox("cache embeddings on disk (re-runs are fast)")
         self.cache_check.setChecked(True)
         form.addRow("label column", self.label_combo)
@@ -137,8 +131,8 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
         form.addRow("model", model_row)
         form.addRow("metadata", self.metadata_list)
         form.addRow("k neighbours", self.k_spin)
-        form.addRow("device", self.device_combo)
-        form.addRow("embedding", self.mode_combo)
+        self.embedding = EmbeddingForm(form)  # device + embedding mode rows (issue 15)
+        self.device_combo, self.mode_combo = self.embedding.device_combo, self.embedding.mode_combo
         form.addRow("", self.cache_check)
         self.run_button = QPushButton("Run transfer")
         self.run_button.clicked.connect(lambda: self.run())
@@ -258,8 +252,8 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
             "model": self.model_edit.text().strip() or None,
             "k": int(self.k_spin.value()),
             "metadata": [i.text() for i in self.metadata_list.selectedItems()],
-            "device": self.device_combo.currentText(),
-            "mode": self.mode_combo.currentText(),
+            "device": self.embedding.device(),
+            "mode": self.embedding.mode(),
             "cache": self.cache_check.isChecked(),
         }
 
