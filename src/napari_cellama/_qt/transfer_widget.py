@@ -63,6 +63,7 @@ from ._runner import JobRunner
 from ._wiring import rewire
 from .confidence_histogram import ConfidenceHistogram
 from .embedding_form import EmbeddingForm
+from .provisional_view import ProvisionalView
 from .selection_view import SelectionView, cells_layer
 from .transfer_export import ExportMixin
 from .transfer_job import transfer_job  # noqa: F401 (the dock's job; tests swap it here)
@@ -140,6 +141,7 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
         self.runner.started.connect(lambda _what: self.run_button.setEnabled(False))
         self.runner.finished.connect(lambda: self.run_button.setEnabled(self.session.ready))
         self.track_jobs(self.runner)  # session.running; a closed dock's run still reaches the session
+        self.provisional = ProvisionalView(self)  # a run's provisional labels (surrogate mode), then the final ones
 
         # ---------------------------------------------------------------- results
         self.results_box = QGroupBox("Results")
@@ -283,9 +285,10 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
                 p["device"], p["mode"], p["cache"], s.xenium_root)
         self._run_inputs = self._run_record(p["label_key"])  # provenance: the inputs of THIS run
         on_done = partial(self._on_result, carry=choice == CARRY)
+        job = self.provisional.wrap(transfer_job)
         if sync:
-            return self.runner.run_sync(transfer_job, *args, on_done=on_done)
-        return self.runner.start(transfer_job, *args, on_done=on_done, what="label transfer")
+            return self.runner.run_sync(job, *args, on_done=on_done)
+        return self.runner.start(job, *args, on_done=on_done, what="label transfer")
 
     def _on_result(self, result, carry: bool = False) -> None:
         """A run finished: it becomes the session's transfer; the run it replaces is kept as

@@ -115,6 +115,10 @@ def iter_transfer(
     query_stats = dict(getattr(embedder, "last_stats", {}))
     labels = r.obs[label_key].astype(str)
     if hasattr(embedder, "iter_refine"):  # surrogate mode: exact re-embedding where a label is not robust
+        from .provisional import iter_publish_knn  # first labels for a front end that listens
+
+        yield from iter_publish_knn(query_emb, ref_emb, labels.to_numpy(), sentences=query_sentences,
+                                    cell_ids=q.obs_names, k=k, embedding_mode=getattr(embedder, "mode", None))
         from .surrogate_check import knn_score_function
 
         query_emb = yield from embedder.iter_refine(query_emb, knn_score_function(ref_emb, labels.to_numpy(), k))
