@@ -17,15 +17,19 @@ Figures (seconds; each interaction the median of ``--repeat`` with its max):
 * **labels**: the transfer (or clusters) of the section;
 * **build 1M**: mosaic pyramids, the 1M-row table, ``Annotation`` with label ids;
 * **first image**: layers created and added to a 1920x1080 viewer until the first frame is
-  drawn (Qt events processed and the canvas rendered); **total to first image** adds the above;
+  drawn (Qt events processed and the canvas rendered); **time to first image, labels
+  excluded**: read + build + first image; **total to first image** adds the labels;
 * each interaction: the change, then Qt events processed and the canvas rendered (the redraw
   napari needs to show it): **redraw alone**, **pan** (a quarter view), **zoom in 8x / out**,
   **cell types <-> confidence** (the layers' visibility, as the dock's "show" control),
   **threshold change** (``Annotation.set_threshold`` + ``refresh_annotation_labels``, the
   dock's handler), **one type shown / all types** (``show_only`` / ``show_all`` +
   ``refresh_annotation_colors``); "changed" says whether the rendered picture changed;
-* **hover features (dock)**: the transfer dock also copies the cell types onto the cells
-  layer's features after a threshold change (``layers.add_cell_features``, no redraw);
+* **edit one cell**: ``Annotation.assign`` of one cell + ``refresh_annotation_labels`` (the
+  layer part of the review dock's accept);
+* **hover features**: the transfer dock also copies the cell types onto the cells layer's
+  features after each threshold change or edit (``layers.add_cell_features``, no redraw):
+  the first call adds the columns, an update replaces them in place;
 * **memory**: resident set size after the first image and the process peak.
 
 Run from the repository root (software OpenGL under Xvfb)::
@@ -178,6 +182,8 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     draw()
     first = time.perf_counter() - t0
     add("first image (layers added, drawn)", first)
+    open_s = sum(sec for name, sec, _n, _l in rows if name.startswith(("read section", "build ")))
+    add("time to first image, labels excluded", open_s + first, "read + build 1M + first image")
     add("total to first image", time.perf_counter() - start, "from the start of this script")
     rss_open = _rss_gb()
 
@@ -242,7 +248,17 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     timed("threshold change (0.5 -> 0.3)", threshold(0.3), threshold(0.5))
     threshold(0.0)()
     counts = ann.counts()
-    top = str(counts.drop("Unassigned", errors="ignore").sort_values(ascending=False).index[0])
+    ranked = counts.drop("Unassigned", errors="ignore").sort_values(ascending=False)
+    top = str(ranked.index[0])
+    one = ann.cell_ids[:1]
+    flip = {"n": 0}
+
+    def edit_one_cell():
+        flip["n"] += 1
+        ann.assign(one, str(ranked.index[flip["n"] % 2]))
+        refresh_annotation_labels(types, ann)  # as the review's accept: one cell's label changes
+
+    timed("edit one cell (review accept)", edit_one_cell, note="assign + refresh_annotation_labels")
 
     def one_type():
         ann.show_only([top])
@@ -257,7 +273,11 @@ def main() -> None:  # noqa: PLR0915 - one linear script
     all_types()
     t0 = time.perf_counter()
     add_cell_features(cells, ann.table[["cell_type", CONFIDENCE]])
-    add("hover features (dock; no redraw)", time.perf_counter() - t0, "add_cell_features, 1M rows")
+    add("hover features, first (no redraw)", time.perf_counter() - t0, "add_cell_features: new columns")
+    ann.set_threshold(0.4)
+    t0 = time.perf_counter()
+    add_cell_features(cells, ann.table[["cell_type", CONFIDENCE]])
+    add("hover features, update (no redraw)", time.perf_counter() - t0, "the dock's, after each threshold / edit")
 
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     add("memory: RSS after first image (GB)", rss_open)
