@@ -183,7 +183,7 @@ def add_cell_features(layer, values: pd.DataFrame | pd.Series, *, on: str = CELL
         values = values.to_frame()
     df = values.set_index(on) if on in values.columns else values
     feats = layer.features
-    pos = _feature_rows(layer, feats, df.index, on)
+    pos = _feature_rows(feats, df.index, on)
     missing = pos < 0
     safe = np.where(missing, 0, pos)
     new = {}
@@ -200,24 +200,40 @@ def add_cell_features(layer, values: pd.DataFrame | pd.Series, *, on: str = CELL
         for col, vals in new.items():
             feats[col] = vals  # in place: napari keeps its table and its label index
         return
+    matched = _ROWS[id(feats)][1:]
     feats = feats.copy()
     for col, vals in new.items():
         feats[col] = vals
     layer.features = feats
-    cached = layer._cellama_feature_rows
-    layer._cellama_feature_rows = (layer.features, cached[1], cached[2])  # napari stored a copy
+    _remember(layer.features, *matched)  # napari keeps a copy: the same rows
 
 
-def _feature_rows(layer, feats: pd.DataFrame, index: pd.Index, on: str) -> np.ndarray:
-    """Position in ``index`` of each row of ``feats`` (-1: absent), cached on the layer for the
-    same ``index`` and the same feature table."""
-    cached = getattr(layer, "_cellama_feature_rows", None)
-    if cached is not None and cached[0] is feats and len(cached[1]) == len(index) and (
+_ROWS: dict = {}
+"""``id(features) -> (weakref to features, index, positions)`` of :func:`_feature_rows` (a few)."""
+
+
+def _feature_rows(feats: pd.DataFrame, index: pd.Index, on: str) -> np.ndarray:
+    """Position in ``index`` of each row of ``feats`` (-1: absent), kept for the same ``index``
+    and the same feature table (napari's ``layer.features`` object; no attribute is put on
+    the layer itself, which napari forbids to plugins)."""
+
+    cached = _ROWS.get(id(feats))
+    if cached is not None and cached[0]() is feats and len(cached[1]) == len(index) and (
             cached[1] is index or cached[1].equals(index)):
         return cached[2]
     index = pd.Index(index.astype(str))
     if not index.is_unique:
         raise ValueError("values must have one row per cell_id")
     pos = index.get_indexer(pd.Index(feats[on].astype(str)))
-    layer._cellama_feature_rows = (feats, index, pos)
+    _remember(feats, index, pos)
     return pos
+
+
+def _remember(feats, index, pos) -> None:
+    import weakref
+
+    for key in [k for k, v in _ROWS.items() if v[0]() is None]:
+        del _ROWS[key]
+    while len(_ROWS) >= 8:
+        del _ROWS[next(iter(_ROWS))]
+    _ROWS[id(feats)] = (weakref.ref(feats), index, pos)
