@@ -121,3 +121,38 @@ def test_the_dock_shows_provisional_labels_then_the_final_ones(viewer, qtbot, de
     assert dock.parameters()["mode"] is None
     dock.run(sync=True, keep="discard")
     assert not seen and PROVISIONAL_LAYER not in viewer.layers
+
+
+def _slow_after_provisional(*args, **kwargs):
+    """:func:`_job_by_mode`, pausing at each step after the provisional labels (time to cancel)."""
+    import time
+
+    gen = _job_by_mode(*args, **kwargs)
+    seen = False
+    try:
+        while True:
+            step = next(gen)
+            if seen:
+                time.sleep(0.3)
+            seen = seen or step[0] == STAGE_PROVISIONAL
+            yield step
+    except StopIteration as stop:
+        return stop.value
+
+
+@pytest.mark.gui
+def test_a_cancelled_run_leaves_no_provisional_labels(viewer, qtbot, demo_data, monkeypatch):
+    from _dock_fixture import TRANSFER, load_demo
+
+    from napari_cellama._qt import transfer_widget
+
+    monkeypatch.setattr(transfer_widget, "transfer_job", _slow_after_provisional)
+    dock = load_demo(viewer, qtbot, demo_data)[TRANSFER]
+    dock.embedding.set_mode(EMBED_MODE_SURROGATE)
+    dock.run()  # in a worker
+    qtbot.waitUntil(lambda: PROVISIONAL_LAYER in viewer.layers, timeout=120_000)
+    assert dock.runner.busy  # shown before the run ended
+    dock.runner.cancel()
+    qtbot.waitUntil(lambda: not dock.runner.busy, timeout=60_000)
+    assert PROVISIONAL_LAYER not in viewer.layers and "cell types" not in viewer.layers
+    assert dock.session.transfer is None
