@@ -11,6 +11,7 @@ dock's status line.
 
 from __future__ import annotations
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel
 
 from .._constants import (
@@ -54,7 +55,7 @@ class EmbeddingForm:
         for mode in EMBEDDING_MODES:
             self.mode_combo.addItem(mode, mode)
         for i in range(self.mode_combo.count()):
-            self.mode_combo.setItemData(i, MODE_HINTS.get(self.mode_combo.itemData(i), ""), 3)  # Qt.ToolTipRole
+            self.mode_combo.setItemData(i, MODE_HINTS.get(self.mode_combo.itemData(i), ""), Qt.ToolTipRole)
         self.hint = QLabel()
         self.hint.setWordWrap(True)
         self.mode_combo.currentIndexChanged.connect(lambda _i: self._show_hint())
