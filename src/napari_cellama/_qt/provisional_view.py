@@ -100,8 +100,14 @@ class ProvisionalView:
         if stage != STAGE_PROVISIONAL or self.channel is None:
             return
         table = self.channel.take()
-        if table is not None:
+        if table is None:
+            return
+        from ..validators import CellamaInputError
+
+        try:
             self.show(table, self.channel.info)
+        except CellamaInputError:  # no cells layer to paint on (closed meanwhile): the final result says so
+            return
 
     def _on_transfer(self, _state) -> None:
         self.clear()  # the final result (or a cleared session) replaces the provisional labels
