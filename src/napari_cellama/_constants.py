@@ -482,3 +482,12 @@ LABEL_SOURCE = "label_source"
 REVIEWED = "reviewed"
 """Column: True once a person looked at the cell in the review queue (accepted or reassigned)."""
 LABEL_SOURCE_PROTOTYPES = "prototypes"
+
+# ---------------------------------------------------------------- devices (issue 15, GUI)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+"""Devices a front end offers for embedding; ``auto``: a GPU (CUDA, then Apple MPS) when present, else the CPU."""
+DEFAULT_DEVICE = "auto"
+STAGE_PROVISIONAL = "provisional labels"
+"""Progress stage a run yields right after it published provisional labels (:mod:`napari_cellama.core.provisional`)."""
+PROVISIONAL_LAYER = "cell types (provisional)"
+"""Name of the layer that shows a run's provisional labels until its final result replaces them."""

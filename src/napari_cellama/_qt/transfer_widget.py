@@ -49,11 +49,9 @@ from .._constants import (
     CELL_ID,
     CELL_TYPE,
     CONFIDENCE,
-    DEFAULT_EMBED_MODE,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_TOP_K,
     DISTANCE,
-    EMBED_MODES,
     RUNNER_UP,
     SENTENCE,
     SOURCE,
@@ -64,6 +62,8 @@ from ._fold import fold_button, set_unfolded
 from ._runner import JobRunner
 from ._wiring import rewire
 from .confidence_histogram import ConfidenceHistogram
+from .embedding_form import EmbeddingForm
+from .provisional_view import ProvisionalView
 from .selection_view import SelectionView, cells_layer
 from .transfer_export import ExportMixin
 from .transfer_job import transfer_job  # noqa: F401 (the dock's job; tests swap it here)
@@ -125,11 +125,6 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
         self.k_spin = QSpinBox()
         self.k_spin.setRange(1, 200)
         self.k_spin.setValue(DEFAULT_N_NEIGHBORS)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
-        self.mode_combo = QComboBox()
-        self.mode_combo.addItems(list(EMBED_MODES))
-        self.mode_combo.setCurrentText(DEFAULT_EMBED_MODE)
         self.cache_check = QCheckBox("cache embeddings on disk (re-runs are fast)")
         self.cache_check.setChecked(True)
         form.addRow("label column", self.label_combo)
@@ -137,8 +132,8 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
         form.addRow("model", model_row)
         form.addRow("metadata", self.metadata_list)
         form.addRow("k neighbours", self.k_spin)
-        form.addRow("device", self.device_combo)
-        form.addRow("embedding", self.mode_combo)
+        self.embedding = EmbeddingForm(form)  # device + embedding mode rows (issue 15)
+        self.device_combo, self.mode_combo = self.embedding.device_combo, self.embedding.mode_combo
         form.addRow("", self.cache_check)
         self.run_button = QPushButton("Run transfer")
         self.run_button.clicked.connect(lambda: self.run())
@@ -146,6 +141,7 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
         self.runner.started.connect(lambda _what: self.run_button.setEnabled(False))
         self.runner.finished.connect(lambda: self.run_button.setEnabled(self.session.ready))
         self.track_jobs(self.runner)  # session.running; a closed dock's run still reaches the session
+        self.provisional = ProvisionalView(self)  # a run's provisional labels (surrogate mode), then the final ones
 
         # ---------------------------------------------------------------- results
         self.results_box = QGroupBox("Results")
@@ -258,8 +254,8 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
             "model": self.model_edit.text().strip() or None,
             "k": int(self.k_spin.value()),
             "metadata": [i.text() for i in self.metadata_list.selectedItems()],
-            "device": self.device_combo.currentText(),
-            "mode": self.mode_combo.currentText(),
+            "device": self.embedding.device(),
+            "mode": self.embedding.mode(),
             "cache": self.cache_check.isChecked(),
         }
 
@@ -289,9 +285,10 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
                 p["device"], p["mode"], p["cache"], s.xenium_root)
         self._run_inputs = self._run_record(p["label_key"])  # provenance: the inputs of THIS run
         on_done = partial(self._on_result, carry=choice == CARRY)
+        job = self.provisional.wrap(transfer_job)
         if sync:
-            return self.runner.run_sync(transfer_job, *args, on_done=on_done)
-        return self.runner.start(transfer_job, *args, on_done=on_done, what="label transfer")
+            return self.runner.run_sync(job, *args, on_done=on_done)
+        return self.runner.start(job, *args, on_done=on_done, what="label transfer")
 
     def _on_result(self, result, carry: bool = False) -> None:
         """A run finished: it becomes the session's transfer; the run it replaces is kept as

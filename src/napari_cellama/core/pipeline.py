@@ -120,6 +120,10 @@ def iter_transfer(
         pd.Series(clusters).astype(object).reindex(q.obs_names).to_numpy(dtype=object)
     heads = None
     if hasattr(embedder, "iter_refine"):  # surrogate mode: exact re-embedding where a label is not robust
+        from .provisional import iter_publish_knn  # first labels for a front end that listens
+
+        yield from iter_publish_knn(query_emb, ref_emb, labels.to_numpy(), sentences=query_sentences,
+                                    cell_ids=q.obs_names, k=k, embedding_mode=getattr(embedder, "mode", None))
         label_fn, heads, query_clusters = _label_function(q, r, (ref_emb, labels.to_numpy(), codes),
                                                           options, query_clusters)
         query_emb = yield from embedder.iter_refine(query_emb, label_fn)

@@ -43,8 +43,8 @@ napari (about 2-3 s for 85,000 cells here), so no layer here uses one. Categorie
 (:func:`cell_categories_layer_data`, :func:`cell_values_layer_data`,
 :func:`annotation_layer_data`) show ``lut[label]`` through :class:`LabelLookup`, a lazy
 array that maps each requested tile through a per-label lookup table: changing what cells
-show is an in-place update of the table (:func:`lookup_table`) plus ``layer.refresh()``,
-and hiding or recolouring a category changes a colormap with one entry per category
+show is an in-place update of the table (:func:`lookup_table`) plus a redraw
+(:func:`redraw`: also drops napari's cached copy of the coarsest level) and hiding or recolouring a category changes a colormap with one entry per category
 (:func:`set_category_colors`). The lookup table lives in the layer's data only; the
 metadata holds plain, serialisable descriptors (kind, run, category names, hidden names,
 hex colours).
@@ -71,6 +71,7 @@ from .lookup import (
     cell_categories_layer_data,
     cell_values_layer_data,
     lookup_table,
+    redraw,
     set_category_colors,
 )
 from .meta import find_layers, layer_info, layer_kind
@@ -104,6 +105,7 @@ __all__ = [
     "layer_kind",
     "lookup_table",
     "niche_layer_data",
+    "redraw",
     "refresh_annotation_colors",
     "refresh_annotation_labels",
     "selection_layer",

@@ -72,14 +72,15 @@ def _cell_levels(cells_layer) -> list:
 
 
 def _label_lut(cells_layer, cell_ids, values, fill, dtype) -> np.ndarray:
+    from .xenium import _feature_rows  # the cells layer's row matching, cached per id index
+
     feats = cells_layer.features
     labels = feats["index"].to_numpy(np.int64)
     lut = np.full(int(labels.max(initial=0)) + 1, fill, dtype=dtype)
-    pos = pd.Index(feats[CELL_ID].astype(str)).get_indexer(
-        pd.Index(np.asarray(cell_ids).astype(str))
-    )
+    index = cell_ids if isinstance(cell_ids, pd.Index) else pd.Index(np.asarray(cell_ids))
+    pos = _feature_rows(feats, index, CELL_ID)  # each feature row's position in cell_ids
     ok = pos >= 0
-    lut[labels[pos[ok]]] = np.asarray(values)[ok]
+    lut[labels[ok]] = np.asarray(values)[pos[ok]]
     lut[0] = fill
     return lut
 
@@ -96,6 +97,28 @@ def lookup_table(layer) -> np.ndarray:
 def _set_lookup_table(layer, lut: np.ndarray) -> None:
     for level in layer.data if layer.multiscale else [layer.data]:
         level.lut = lut
+
+
+def redraw(layer) -> None:
+    """``layer.refresh()`` after its lookup table changed in place.
+
+    napari 0.9 keeps the coarsest level of a multiscale layer materialised (its thumbnail
+    level, ``layer._level_materializer``, an ``lru_cache``) and shows that copy whenever the
+    view is zoomed out to that level, so a plain refresh would keep the old colours there;
+    the copy is dropped first (re-made from the lookup at the next slice: one small level).
+    """
+    _drop_level_copy(layer)
+    layer.refresh()
+
+
+def _drop_level_copy(layer) -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # napari 0.9 warns on private attributes read by plugins
+        warnings.simplefilter("ignore", FutureWarning)
+        materializer = getattr(layer, "_level_materializer", None)
+    if materializer is not None and hasattr(materializer, "cache_clear"):
+        materializer.cache_clear()
 
 
 def _placement(cells_layer) -> dict:

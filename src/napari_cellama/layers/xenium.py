@@ -173,17 +173,67 @@ def add_cell_features(layer, values: pd.DataFrame | pd.Series, *, on: str = CELL
 
     ``values`` is a DataFrame with a ``cell_id`` column or indexed by cell id (or a named
     Series indexed by cell id). Cells without a value get NaN (shown as nothing on hover).
+
+    Cheap when repeated (the transfer dock calls it after every threshold change or edit):
+    the row of each cell is matched once per ``values`` index and kept with the layer, and
+    columns the layer already has are replaced in place (napari re-indexes a Labels layer's
+    whole feature table, one dict entry per cell, when ``features`` is assigned).
     """
     if isinstance(values, pd.Series):
         values = values.to_frame()
-    df = values.copy()
-    if on in df.columns:
-        df = df.set_index(on)
-    df.index = df.index.astype(str)
-    if not df.index.is_unique:
-        raise ValueError("values must have one row per cell_id")
-    feats = layer.features.copy()
-    keys = feats[on].astype(str)
+    df = values.set_index(on) if on in values.columns else values
+    feats = layer.features
+    pos = _feature_rows(feats, df.index, on)
+    missing = pos < 0
+    safe = np.where(missing, 0, pos)
+    new = {}
     for col in df.columns:
-        feats[col] = df[col].reindex(keys).to_numpy()
+        vals = df[col].to_numpy()
+        if not len(vals):
+            new[col] = np.full(len(pos), np.nan)
+            continue
+        taken = vals[safe]
+        if missing.any():
+            taken = pd.Series(taken).where(~missing).to_numpy()
+        new[col] = taken
+    if all(col in feats.columns for col in new):
+        for col, vals in new.items():
+            feats[col] = vals  # in place: napari keeps its table and its label index
+        return
+    matched = _ROWS[id(feats)][1:]
+    feats = feats.copy()
+    for col, vals in new.items():
+        feats[col] = vals
     layer.features = feats
+    _remember(layer.features, *matched)  # napari keeps a copy: the same rows
+
+
+_ROWS: dict = {}
+"""``id(features) -> (weakref to features, index, positions)`` of :func:`_feature_rows` (a few)."""
+
+
+def _feature_rows(feats: pd.DataFrame, index: pd.Index, on: str) -> np.ndarray:
+    """Position in ``index`` of each row of ``feats`` (-1: absent), kept for the same ``index``
+    and the same feature table (napari's ``layer.features`` object; no attribute is put on
+    the layer itself, which napari forbids to plugins)."""
+
+    cached = _ROWS.get(id(feats))
+    if cached is not None and cached[0]() is feats and len(cached[1]) == len(index) and (
+            cached[1] is index or cached[1].equals(index)):
+        return cached[2]
+    index = pd.Index(index.astype(str))
+    if not index.is_unique:
+        raise ValueError("values must have one row per cell_id")
+    pos = index.get_indexer(pd.Index(feats[on].astype(str)))
+    _remember(feats, index, pos)
+    return pos
+
+
+def _remember(feats, index, pos) -> None:
+    import weakref
+
+    for key in [k for k, v in _ROWS.items() if v[0]() is None]:
+        del _ROWS[key]
+    while len(_ROWS) >= 8:
+        del _ROWS[next(iter(_ROWS))]
+    _ROWS[id(feats)] = (weakref.ref(feats), index, pos)
