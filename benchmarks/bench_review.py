@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--reference", default=str(SHARED / "references" / "pbmc3k" / "pbmc3k.h5ad"))
     ap.add_argument("--label-key", default="cell_type")
     ap.add_argument("--cells", type=int, default=20)
+    ap.add_argument("--profile", action="store_true",
+                    help="print a cProfile of next-in-queue including napari's redraw (what the redraw costs)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_review.json"))
     args = ap.parse_args()
 
@@ -117,6 +119,8 @@ def main() -> None:
     rows.append(("evidence for a clicked cell", float(np.median(times)), f"max {max(times):.3f} s", _load()))
 
     review.tabs.setCurrentIndex(0)
+    if args.profile:
+        _profile(review, app, args.cells)
     for action, label in (("next", "next in queue"), ("accept", "accept + next")):
         handler, shown = [], []
         for _ in range(args.cells):
@@ -144,6 +148,20 @@ def main() -> None:
     out.write_text(json.dumps({"cells": len(ann.cell_ids), "rows": [
         {"step": n, "seconds": s, "note": note, "load": load} for n, s, note, load in rows]}, indent=1))
     viewer.close()
+
+
+def _profile(review, app, n: int) -> None:
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        review.queue_action("next")
+        app.processEvents()
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

@@ -378,7 +378,9 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
         return None
 
     def _bind_keys(self) -> None:
+        """Bind :data:`QUEUE_KEYS` in the viewer (while the dock is open; see :meth:`event`)."""
         ref = weakref.ref(self)
+        self._key_actions = {}
         for name, key in QUEUE_KEYS.items():
             def action(_viewer, name=name):
                 widget = ref()
@@ -386,6 +388,38 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
                     widget.queue_action(name)
             action.__doc__ = f"napari-cellama review queue: {name}"
             self.viewer.bind_key(key, action, overwrite=True)
+            self._key_actions[key] = action
+
+    def _unbind_keys(self) -> None:
+        """Give the queue's keys back to napari (only those still bound to this dock)."""
+        from napari.utils.key_bindings import coerce_keybinding
+
+        keymap = self.viewer.keymap
+        for key, action in getattr(self, "_key_actions", {}).items():
+            if keymap.get(coerce_keybinding(key)) is action:
+                self.viewer.bind_key(key, None)
+        self._key_actions = {}
+
+    @property
+    def keys_bound(self) -> bool:
+        """True while the queue's keys are bound in the viewer to this dock."""
+        from napari.utils.key_bindings import coerce_keybinding
+
+        actions = getattr(self, "_key_actions", {})
+        return bool(actions) and all(self.viewer.keymap.get(coerce_keybinding(k)) is a for k, a in actions.items())
+
+    def event(self, event) -> bool:
+        """Keys follow the dock: unbound when napari closes it, bound again when it is docked again."""
+        from qtpy.QtCore import QEvent
+
+        handled = super().event(event)
+        if event.type() == QEvent.ParentChange:
+            if self.parentWidget() is None:
+                self._unbind_keys()
+            elif not self.keys_bound:
+                self._bind_keys()
+        return handled
+
 
 def _camera(viewer):
     """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
