@@ -43,3 +43,37 @@ def test_queue_keys_unbound_when_the_dock_closes_and_rebound_when_it_reopens(vie
     viewer.bind_key("Shift-U", mine, overwrite=True)
     viewer.window.remove_dock_widget(again)
     assert _bound(viewer, "Shift-U") is mine and _bound(viewer, ".") is None
+
+
+@pytest.mark.gui
+def test_marker_dotplot_in_the_plots_dock_selects_a_type_and_shows_a_gene(viewer, qtbot, crop_dir, tmp_path):
+    from napari_cellama._qt.dotplot_view import DotplotView
+    from napari_cellama._qt.plots_widget import DOTPLOT, VIEWS
+    from napari_cellama._qt.review_jobs import cached_markers
+
+    session, transfer, review = _setup(viewer, qtbot, crop_dir, tmp_path, HashEmbedder())
+    ann = review.annotation
+    _, plots = viewer.window.add_plugin_dock_widget(PLUGIN, "Plots")
+    assert DOTPLOT in VIEWS
+    plots.view_combo.setCurrentText(DOTPLOT)
+    qtbot.waitUntil(lambda: plots.data is not None and not plots.runner.busy, timeout=TIMEOUT)
+    view = plots.dotplot
+    assert type(view) is DotplotView and type(review.dotplot) is DotplotView  # one widget class, two docks
+    assert plots.stack.currentWidget() is view and view.isVisible()
+    # the review dock's markers were reused (computed once per result)
+    assert plots.data.markers is review.data.markers and cached_markers(review.result)[0] is review.data.markers
+    t = view.table
+    assert set(t["group"]) == set(ann.cell_type.astype(str)) and len(view.genes) >= 5
+    group = ann.counts().index[0]
+    view.click_tick("group", group)  # a mouse click on the type's tick
+    assert sorted(session.selection.ids) == sorted(ann.cells_of(group))
+    assert f"{len(ann.cells_of(group)):,} cells selected" in view.info.text()
+    gene = view.genes[1]
+    view.click_tick("gene", gene)
+    layer = viewer.layers[f"expression: {gene}"]
+    assert layer.colorbar.visible and viewer.layers.selection.active.name == CELLS_LAYER_NAME
+    # an edit re-groups it; other views still draw on the figure
+    ann.assign(ann.cell_ids[:5], "Reviewed type", reason="review")
+    assert "Reviewed type" in set(view.table["group"])
+    plots.view_combo.setCurrentText("composition")
+    assert plots.stack.currentWidget() is plots.canvas
