@@ -77,3 +77,34 @@ def test_marker_dotplot_in_the_plots_dock_selects_a_type_and_shows_a_gene(viewer
     assert "Reviewed type" in set(view.table["group"])
     plots.view_combo.setCurrentText("composition")
     assert plots.stack.currentWidget() is plots.canvas
+
+
+@pytest.mark.gui
+def test_queue_edits_update_hover_features_and_empty_selection_hides_outlines(viewer, qtbot, crop_dir, tmp_path):
+    session, transfer, review = _setup(viewer, qtbot, crop_dir, tmp_path, HashEmbedder())
+    ann = review.annotation
+    cells = viewer.layers[CELLS_LAYER_NAME]
+    row = {c: i for i, c in enumerate(cells.features["cell_id"].astype(str))}
+    first = review.next_cell()
+    new_type = next(t for t in ann.categories if t != ann.cell_type.loc[first])
+    review.evidence.type_combo.setCurrentText(new_type)
+    review.queue_action("reassign")  # an edit: hover features follow in place
+    feats = cells.features
+    assert feats["cell_type"].iloc[row[first]] == new_type and feats["source"].iloc[row[first]] == "manual"
+    review.accept()
+    second = review.queue.current
+    review.queue_action("undo")
+    review.queue_action("undo")
+    feats = cells.features
+    assert feats["cell_type"].iloc[row[first]] == ann.cell_type.loc[first] != new_type
+    assert (feats["cell_type"].astype(str).to_numpy() == ann.cell_type.astype(str).reindex(
+        feats["cell_id"].astype(str)).to_numpy()).all()
+    assert second is not None
+    # the outline layer is hidden while nothing is selected
+    session.selection.select([first])
+    outlines = viewer.layers["selected cells"]
+    assert outlines.visible
+    session.selection.select([])
+    assert not outlines.visible
+    session.selection.select(list(ann.cell_ids[:3]))
+    assert outlines.visible
