@@ -2,8 +2,10 @@
 
 :func:`replay_export` reads ``uns['cellama']['provenance']`` of an ``.h5ad`` / ``.zarr`` export
 (:mod:`napari_cellama.core.provenance`), checks that the recorded inputs are there and
-unchanged (content fingerprints), re-runs the recorded transfer with the recorded options and
-model, applies the recorded manual edits in order and the threshold, and compares the labels
+unchanged (content fingerprints), re-runs the recorded run(s) with the recorded options and
+model - a label transfer, a marker-prototype run (its markers are recorded), or a transfer
+combined with a prototype run (:mod:`napari_cellama.core.run_annotations`, as the dock made
+it) - applies the recorded manual edits in order and the threshold, and compares the labels
 with the export's. :func:`replay_script` writes the same steps as a readable Python script
 that uses the public API.
 """
@@ -18,16 +20,21 @@ import pandas as pd
 
 from .._constants import CELL_TYPE, LABEL_SOURCE, REVIEWED
 from ..core.provenance import (
+    STEP_COMBINE,
     STEP_EDIT,
+    STEP_PROTOTYPES,
     STEP_THRESHOLD,
     STEP_TRANSFER,
     content_fingerprint,
     last_run,
+    run_steps,
 )
 from ..validators import CellamaInputError
 
 REPLAY_COLUMNS = (CELL_TYPE, LABEL_SOURCE, REVIEWED)
 """Columns of the replay's CSV (index: ``cell_id``)."""
+REPLAYABLE = ([STEP_TRANSFER], [STEP_PROTOTYPES], [STEP_TRANSFER, STEP_PROTOTYPES, STEP_COMBINE])
+"""The sequences of run steps a replay re-makes."""
 
 
 @dataclass
@@ -79,10 +86,13 @@ def read_provenance(path) -> tuple[list, pd.Series]:
 def check_inputs(run: dict, query=None, reference=None, allow_changed: bool = False) -> tuple[dict, list]:
     """The input paths to replay ``run`` from (``query`` / ``reference`` replace moved files) and
     notes; an input that is missing, or whose content changed (unless ``allow_changed``), is an
-    input error that says what to do."""
+    input error that says what to do. A prototype run has a query only."""
     recorded = run.get("inputs") or {}
     paths, notes = {}, []
-    for key, given in (("query", query), ("reference", reference)):
+    given_paths = (("query", query), ("reference", reference))
+    if run.get("step") == STEP_PROTOTYPES:
+        given_paths = given_paths[:1]
+    for key, given in given_paths:
         rec = recorded.get(key) or {}
         path = given if given is not None else rec.get("path")
         if not path:
@@ -100,6 +110,8 @@ def check_inputs(run: dict, query=None, reference=None, allow_changed: bool = Fa
                 raise CellamaInputError(msg + "; pass the original file, or --allow-changed to replay anyway")
             notes.append(msg + " (replayed anyway: labels may differ)")
         paths[key] = p
+    if run.get("step") == STEP_PROTOTYPES:
+        return paths, notes
     paths["label_key"] = recorded.get("label_key") or (run.get("params") or {}).get("label_key")
     if not paths["label_key"]:
         raise CellamaInputError("the export records no label key of the reference")
@@ -116,6 +128,18 @@ def transfer_options(run: dict):
         return TransferOptions(**{k: v for k, v in opts.items() if k in known})
     except TypeError as err:
         raise CellamaInputError(f"the export's recorded transfer options are damaged ({err})") from None
+
+
+def prototype_options(run: dict):
+    """The :class:`~napari_cellama.core.PrototypeOptions` a prototype run step recorded."""
+    from ..core.options import PrototypeOptions
+
+    opts = dict(run.get("options") or {})
+    known = set(PrototypeOptions.__dataclass_fields__)
+    try:
+        return PrototypeOptions(**{k: v for k, v in opts.items() if k in known})
+    except (TypeError, CellamaInputError) as err:
+        raise CellamaInputError(f"the export's recorded prototype options are damaged ({err})") from None
 
 
 def model_of(run: dict):
@@ -148,47 +172,99 @@ class ReplayPlan:
     steps: list
     expected: pd.Series
     run: dict
+    """The last transfer or prototype run step."""
     paths: dict
+    """The input paths of the first run (``query``, ``reference``, ``label_key``)."""
     notes: list
+    runs: list = field(default_factory=list)
+    """``(run step, input paths)`` of each transfer / prototype run, in order."""
+
+    @property
+    def kinds(self) -> list:
+        """The run steps, e.g. ``["transfer", "prototypes", "combine"]``."""
+        return [s.get("step") for s in run_steps(self.steps)]
 
 
 def plan_replay(path, *, query=None, reference=None, allow_changed: bool = False) -> ReplayPlan:
     """Read and check an export's steps and inputs before anything long runs (input errors here)."""
     steps, expected = read_provenance(path)
-    run = last_run(steps)
-    if run is None or run.get("step") != STEP_TRANSFER:
-        what = "no run" if run is None else f"a {run.get('step')} run"
-        raise CellamaInputError(f"the export records {what}; replay re-runs label transfers only")
-    paths, notes = check_inputs(run, query, reference, allow_changed)
-    transfer_options(run)  # damaged options fail here
-    return ReplayPlan(steps, expected, run, paths, notes)
+    kinds = [s.get("step") for s in run_steps(steps)]
+    if kinds not in REPLAYABLE:
+        raise CellamaInputError(
+            f"the export records {' + '.join(kinds) if kinds else 'no run'}; replay re-makes a label transfer, "
+            "a marker-prototype run, or a transfer combined with a prototype run")
+    runs, notes = [], []
+    for run in run_steps(steps):
+        if run.get("step") == STEP_COMBINE:
+            continue
+        paths, run_notes = check_inputs(run, query, reference, allow_changed)
+        notes += run_notes
+        if run.get("step") == STEP_TRANSFER:
+            transfer_options(run)  # damaged options fail here
+        else:
+            prototype_options(run)
+            if not (run.get("params") or {}).get("markers"):
+                raise CellamaInputError("the export's prototype run records no markers (written by an older "
+                                        "napari-cellama); re-run the prototypes and export again to replay it")
+        runs.append((run, paths))
+    return ReplayPlan(steps, expected, runs[-1][0], runs[0][1], notes, runs)
 
 
-def replay_export(path, *, query=None, reference=None, allow_changed: bool = False, cache=None,
-                  callback=None, plan: ReplayPlan | None = None) -> ReplayResult:
-    """Re-run the steps recorded in the export at ``path`` (see the module docstring)."""
-    from ..core import run_transfer
+def _embedder(run: dict, cache, notes: list):
     from ..core.embedding_options import make_embedder
-    from ..core.provenance import annotation_from_result
-    from .readers import read_query, read_reference
 
-    if plan is None:
-        plan = plan_replay(path, query=query, reference=reference, allow_changed=allow_changed)
-    run, paths, notes = plan.run, plan.paths, list(plan.notes)
-    options = transfer_options(run)
     model, mode, device = model_of(run)
-    embedder = make_embedder(model=model, mode=mode, device=device, cache=cache)
+    kwargs = {"mode": mode} if mode else {}
+    embedder = make_embedder(model=model, device=device, cache=cache, **kwargs)
     want = (run.get("model") or {}).get("fingerprint")
     if want:
         got = embedder.fingerprint()
         if got != want:
             notes.append(f"the model {model} now has fingerprint {got}, the export recorded {want}")
-    q = read_query(paths["query"])
-    r = read_reference(paths["reference"])
-    result = run_transfer(q, r, paths["label_key"], embedder=embedder, options=options, callback=callback)
-    inputs = {"query": paths["query"], "reference": paths["reference"], "label_key": paths["label_key"]}
-    annotation = annotation_from_result(result, inputs)
-    apply_steps(annotation, plan.steps)
+    return embedder
+
+
+def replay_export(path, *, query=None, reference=None, allow_changed: bool = False, cache=None,
+                  callback=None, plan: ReplayPlan | None = None) -> ReplayResult:
+    """Re-run the steps recorded in the export at ``path`` (see the module docstring)."""
+    from ..core import annotate_by_prototypes, run_transfer
+    from ..core.provenance import annotation_from_result
+    from ..core.run_annotations import combined_annotation, prototype_annotation
+    from .readers import read_query, read_reference
+
+    if plan is None:
+        plan = plan_replay(path, query=query, reference=reference, allow_changed=allow_changed)
+    notes = list(plan.notes)
+    runs = iter(plan.runs)
+    queries: dict = {}
+    annotation, prototypes = None, None
+    for step in plan.steps:
+        kind = step.get("step")
+        if kind in (STEP_TRANSFER, STEP_PROTOTYPES):
+            run, paths = next(runs)
+            key = str(paths["query"])
+            if key not in queries:
+                queries[key] = read_query(paths["query"])
+            q = queries[key]
+        if kind == STEP_TRANSFER:
+            embedder = _embedder(run, cache, notes)
+            r = read_reference(paths["reference"])
+            result = run_transfer(q, r, paths["label_key"], embedder=embedder, options=transfer_options(run),
+                                  callback=callback)
+            inputs = {"query": paths["query"], "reference": paths["reference"], "label_key": paths["label_key"]}
+            annotation = annotation_from_result(result, inputs)
+        elif kind == STEP_PROTOTYPES:
+            prototypes = annotate_by_prototypes(q, run["params"]["markers"], prototype_options(run),
+                                                embedder=_embedder(run, cache, notes), callback=callback)
+            if annotation is None:  # the prototype labels alone (else: combined with the transfer next)
+                annotation = prototype_annotation(prototypes, {"query": paths["query"]})
+        elif kind == STEP_COMBINE:
+            if step.get("min_confidence") is not None:  # the threshold the combination used
+                annotation.set_threshold(step["min_confidence"], annotation.max_distance)
+            annotation = combined_annotation(annotation, prototypes, step.get("where") or "unknown",
+                                             method=step.get("method"))
+        elif kind in (STEP_EDIT, STEP_THRESHOLD):
+            apply_steps(annotation, [step])
     return ReplayResult(annotation, plan.expected, plan.steps, notes)
 
 
