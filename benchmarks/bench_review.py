@@ -133,6 +133,7 @@ def main() -> None:
                      f"max {max(handler):.3f} s", _load()))
         rows.append((f"{label}: + napari redraw of the view", float(np.median(shown)), f"max {max(shown):.3f} s",
                      _load()))
+    rows += _save_rows(transfer, app)
     report = session.fit_report
     flagged = report.possibly_missing if report is not None else []
 
@@ -148,6 +149,38 @@ def main() -> None:
     out.write_text(json.dumps({"cells": len(ann.cell_ids), "rows": [
         {"step": n, "seconds": s, "note": note, "load": load} for n, s, note, load in rows]}, indent=1))
     viewer.close()
+
+
+def _save_rows(transfer, app) -> list:
+    """"Save session" and "Export .h5ad" as the buttons do them (background=True): the time the
+    click holds the GUI thread (the snapshot), the longest the event loop then waited between two
+    turns while the worker wrote (the GIL is shared), and the time until the file was there."""
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for what, call in (("save session (.zarr)", lambda p: transfer.save_session(p, overwrite=True,
+                                                                                     background=True)),
+                           ("export cells table (.h5ad)", lambda p: transfer.export_h5ad(p, background=True))):
+            path = str(Path(tmp) / ("session.zarr" if "zarr" in what else "cells.h5ad"))
+            t0 = time.perf_counter()
+            call(path)
+            click = time.perf_counter() - t0
+            gaps, last = [], time.perf_counter()
+            while transfer.runner.busy:
+                app.processEvents()
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+                time.sleep(0.01)
+            total = time.perf_counter() - t0
+            gap = max(gaps, default=0.0)
+            rows.append((f"{what}: GUI thread (snapshot)", click, f"file after {total:.1f} s", _load()))
+            rows.append((f"{what}: longest GUI stall while writing", gap, f"{len(gaps)} event-loop turns",
+                         _load()))
+            if not Path(path).exists():
+                raise RuntimeError(f"{what}: {path} was not written ({transfer.status.text()})")
+    return rows
 
 
 def _profile(review, app, n: int) -> None:

@@ -5,6 +5,11 @@ before combining, on the combination, and the threshold."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from _transfer_fixture import DEMO_LABEL_KEY, cellama_tmp, transfer  # noqa: F401 (fixtures)
@@ -74,7 +79,16 @@ def test_replay_of_a_transfer_combined_with_prototypes(where, transfer, tmp_path
     assert kinds[:4] == ["transfer", "edit", "prototypes", "combine"] and kinds[-1] == "threshold"
     h5ad = write_h5ad(tmp_path / "combined.h5ad", comb, result, query=query)
     out = tmp_path / "replayed.csv"
-    assert main(["replay", str(h5ad), "--out", str(out)]) == 0
+    script = tmp_path / "remake.py"
+    assert main(["replay", str(h5ad), "--out", str(out), "--script", str(script)]) == 0
     assert "labels identical to the export's" in capsys.readouterr().err
     _compare(out, comb)
     assert (pd.read_csv(out)[LABEL_SOURCE] == "prototypes").sum() == int((comb.label_source == "prototypes").sum())
+    text = script.read_text()
+    assert "combined_annotation(annotation, prototypes" in text and "annotate_by_prototypes(" in text
+    if where == "unassigned":  # the script re-makes the same labels
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+        proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600,
+                              cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        _compare(out, comb)

@@ -36,8 +36,9 @@ def run(args) -> None:
 
     checked = check_outputs({"output CSV": args.out, "Python script": args.script}, sources=[args.export])
     plan = plan_replay(args.export, query=args.query, reference=args.reference, allow_changed=args.allow_changed)
-    runs = " + ".join(plan.kinds)
-    print(f"replaying {args.export}: {runs} ({plan.run.get('method')}) of {plan.run.get('time')}, "
+    runs = "1 transfer" if plan.kinds == ["transfer"] else " + ".join(plan.kinds)
+    what = f"{plan.run.get('method')} transfer" if plan.kinds == ["transfer"] else " + ".join(plan.kinds)
+    print(f"replaying {args.export}: {what} of {plan.run.get('time')}, "
           f"{sum(1 for s in plan.steps if s.get('step') == 'edit')} manual edit(s)", file=sys.stderr)
     progress = StderrProgress()
     try:

@@ -274,52 +274,83 @@ def _lit(value) -> str:
         .replace("false", "False") if not isinstance(value, str) else repr(value)
 
 
-def replay_script(steps, out_csv: str = "labels.csv") -> str:
-    """A readable Python script that re-makes the labels of ``steps`` with the public API:
-    read the recorded inputs, run the transfer with the recorded options and model, apply
-    the manual edits in order and the threshold, write ``out_csv``."""
-    run = last_run(steps)
-    if run is None or run.get("step") != STEP_TRANSFER:
-        raise CellamaInputError("this annotation records no label transfer to write as a script")
+def _embedder_line(run: dict) -> str:
+    model, mode, device = model_of(run)
+    mode_arg = f", mode={mode!r}" if mode else ""
+    return f"make_embedder(model={model!r}{mode_arg}, device={device!r})"
+
+
+def _run_lines(run: dict, first: bool) -> list[str]:
+    """The script lines re-making one transfer or prototype run."""
     inputs = run.get("inputs") or {}
     query = (inputs.get("query") or {}).get("path")
-    reference = (inputs.get("reference") or {}).get("path")
-    if not query or not reference:
-        raise CellamaInputError("the run does not record its query and reference paths")
+    if not query:
+        raise CellamaInputError(f"the {run.get('step')} run does not record its query path")
     options = {k: v for k, v in (run.get("options") or {}).items()}
-    model, mode, device = model_of(run)
+    model = (run.get("model") or {})
+    lines = ["", f"# {run.get('step')} run of {run.get('time')} ({run.get('package')}); model {model.get('name')} "
+             f"(fingerprint {model.get('fingerprint')}), query fingerprint {(inputs.get('query') or {}).get('fingerprint')}",
+             f"query = read_query({query!r})"]
+    if run.get("step") == STEP_TRANSFER:
+        reference = (inputs.get("reference") or {}).get("path")
+        if not reference:
+            raise CellamaInputError("the run does not record its query and reference paths")
+        label_key = inputs.get("label_key")
+        lines += [f"# reference fingerprint {(inputs.get('reference') or {}).get('fingerprint')}",
+                  f"reference = read_reference({reference!r})",
+                  f"options = TransferOptions(**{_lit(options)})",
+                  f"result = run_transfer(query, reference, {label_key!r}, embedder={_embedder_line(run)}, "
+                  "options=options)",
+                  f"annotation = annotation_from_result(result, {{'query': {query!r}, 'reference': {reference!r}, "
+                  f"'label_key': {label_key!r}}})"]
+    else:
+        markers = (run.get("params") or {}).get("markers") or {}
+        lines += [f"markers = {_lit(markers)}",
+                  f"prototypes = annotate_by_prototypes(query, markers, PrototypeOptions(**{_lit(options)}), "
+                  f"embedder={_embedder_line(run)})"]
+        if first:
+            lines.append(f"annotation = prototype_annotation(prototypes, {{'query': {query!r}}})")
+    return lines
+
+
+def replay_script(steps, out_csv: str = "labels.csv") -> str:
+    """A readable Python script that re-makes the labels of ``steps`` with the public API:
+    read the recorded inputs, re-run the recorded run(s) (a transfer, a prototype run, or a
+    transfer combined with a prototype run) with the recorded options and model, apply the
+    manual edits in order and the threshold, write ``out_csv``."""
+    kinds = [s.get("step") for s in run_steps(steps)]
+    if kinds not in REPLAYABLE:
+        raise CellamaInputError("this annotation records no label transfer or prototype run to write as a script")
+    run = last_run([s for s in steps if s.get("step") != STEP_COMBINE])
     lines = [
         '"""Re-make the labels of a napari-cellama annotation.',
         "",
-        f"Written by {run.get('package')}; the run was made at {run.get('time')}.",
-        f"Model {model} (fingerprint {(run.get('model') or {}).get('fingerprint')}),",
-        f"query fingerprint {(inputs.get('query') or {}).get('fingerprint')},",
-        f"reference fingerprint {(inputs.get('reference') or {}).get('fingerprint')}.",
+        f"Written by {run.get('package')}: {' + '.join(kinds)}, then the manual edits in the order they were",
+        "made and the threshold.",
         '"""',
         "",
-        "from napari_cellama.core import TransferOptions, make_embedder, run_transfer",
+        "from napari_cellama.core import (PrototypeOptions, TransferOptions, annotate_by_prototypes, make_embedder,",
+        "                                 run_transfer)",
         "from napari_cellama.core.provenance import annotation_from_result",
+        "from napari_cellama.core.run_annotations import combined_annotation, prototype_annotation",
         "from napari_cellama.io import read_query, read_reference, write_cells_csv",
         "",
-        f"QUERY = {query!r}",
-        f"REFERENCE = {reference!r}",
-        f"LABEL_KEY = {inputs.get('label_key')!r}",
         f"OUT = {str(out_csv)!r}",
-        "",
-        "query = read_query(QUERY)",
-        "reference = read_reference(REFERENCE)",
-        f"options = TransferOptions(**{_lit(options)})",
-        f"embedder = make_embedder(model={model!r}, mode={mode!r}, device={device!r})",
-        "result = run_transfer(query, reference, LABEL_KEY, embedder=embedder, options=options)",
-        "annotation = annotation_from_result(result, {'query': QUERY, 'reference': REFERENCE, "
-        "'label_key': LABEL_KEY})",
-        "",
-        "# manual edits, in the order they were made",
     ]
     n_edits = 0
     for s in steps:
         kind = s.get("step")
-        if kind == STEP_EDIT:
+        if kind in (STEP_TRANSFER, STEP_PROTOTYPES):
+            lines += _run_lines(s, first=kind == kinds[0])
+        elif kind == STEP_COMBINE:
+            lines += ["", f"# transfer combined with the prototype labels where it says {s.get('where')}"]
+            if s.get("min_confidence") is not None:
+                lines.append(f"annotation.set_threshold({s['min_confidence']!r}, annotation.max_distance)")
+            lines.append(f"annotation = combined_annotation(annotation, prototypes, {s.get('where') or 'unknown'!r}, "
+                         f"method={s.get('method')!r})")
+        elif kind == STEP_EDIT:
+            if not n_edits:
+                lines += ["", "# manual edits, in the order they were made"]
             n_edits += 1
             cells = _lit(list(s.get("cell_ids") or []))
             reason = s.get("reason") or "manual"
@@ -335,7 +366,7 @@ def replay_script(steps, out_csv: str = "labels.csv") -> str:
             lines += ["", "# the Unassigned threshold",
                       f"annotation.set_threshold({s.get('min_confidence') or 0.0!r}, {s.get('max_distance')!r})"]
     if not n_edits:
-        lines.insert(lines.index("# manual edits, in the order they were made") + 1, "# (none)")
+        lines += ["", "# manual edits: none"]
     lines += ["", "write_cells_csv(OUT, annotation)", "print(f'wrote {annotation.n_cells} cells to {OUT}')", ""]
     return "\n".join(lines)
 
