@@ -85,10 +85,12 @@ class PlotsWidget(DotplotMixin, SessionDock):
 
         row = QHBoxLayout()
         row.addWidget(self.view_combo)
-        row.addWidget(QLabel("colour"))
+        self.color_label = QLabel("colour")
+        row.addWidget(self.color_label)
         row.addWidget(self.color_combo)
         row2 = QHBoxLayout()
-        row2.addWidget(QLabel("compare with"))
+        self.other_label = QLabel("compare with")
+        row2.addWidget(self.other_label)
         row2.addWidget(self.other_combo, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
@@ -218,6 +220,10 @@ class PlotsWidget(DotplotMixin, SessionDock):
     def draw(self) -> None:
         view = self.view_combo.currentText()
         self.stack.setCurrentWidget(self.dotplot if view == DOTPLOT else self.canvas)
+        for widget, shown in ((self.color_combo, view == "UMAP"), (self.color_label, view == "UMAP"),
+                              (self.umap_button, view == "UMAP"), (self.other_combo, view == "contingency"),
+                              (self.other_label, view == "contingency"), (self.info, view != DOTPLOT)):
+            widget.setVisible(shown)  # only the controls of the shown view
         if view == DOTPLOT:
             self._draw_marker_dotplot()
             return
