@@ -222,7 +222,7 @@ class PlotsWidget(DotplotMixin, SessionDock):
         self.stack.setCurrentWidget(self.dotplot if view == DOTPLOT else self.canvas)
         for widget, shown in ((self.color_combo, view == "UMAP"), (self.color_label, view == "UMAP"),
                               (self.umap_button, view == "UMAP"), (self.other_combo, view == "contingency"),
-                              (self.other_label, view == "contingency"), (self.info, view != DOTPLOT)):
+                              (self.other_label, view == "contingency"), (self.info, view == "UMAP")):
             widget.setVisible(shown)  # only the controls of the shown view
         if view == DOTPLOT:
             self._draw_marker_dotplot()
