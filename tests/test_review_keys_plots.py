@@ -108,3 +108,65 @@ def test_queue_edits_update_hover_features_and_empty_selection_hides_outlines(vi
     assert not outlines.visible
     session.selection.select(list(ann.cell_ids[:3]))
     assert outlines.visible
+
+
+def test_queue_in_small_spatial_groups():
+    import numpy as np
+    import pandas as pd
+
+    from napari_cellama.core import Annotation
+    from napari_cellama.core.review_queue import ReviewQueue
+
+    rng = np.random.default_rng(1)
+    n = 400
+    t = pd.DataFrame({"transferred_type": rng.choice(list("AB"), n), "confidence": rng.random(n),
+                      "distance": rng.random(n)}, index=[f"c{i:03d}" for i in range(n)])
+    ann = Annotation(t)
+    xy = rng.random((n, 2)) * 300
+    queue = ReviewQueue(ann)
+    plain = list(queue.cell_ids)
+    n_groups = queue.set_grouping(xy, 30.0, max_cells=6)
+    assert 1 < n_groups < n and queue.n_groups == n_groups
+    ids = list(queue.cell_ids)
+    assert sorted(ids) == sorted(plain)  # the same cells, regrouped
+    pos = {c: i for i, c in enumerate(ann.cell_ids)}
+    conf = t["confidence"]
+    seeds = []
+    for g in range(n_groups):
+        members = [ids[i] for i in range(len(ids)) if queue.group_at(i) == g]
+        assert 1 <= len(members) <= 6
+        seed = members[0]
+        seeds.append(seed)
+        d = np.hypot(*(xy[[pos[c] for c in members]] - xy[pos[seed]]).T)
+        assert (d <= 30.0 + 1e-9).all()  # spatially contiguous: around the group's seed
+        assert list(conf[members]) == sorted(conf[members])  # most uncertain first inside a group
+    # groups come in the order of their seed's uncertainty
+    assert list(conf[seeds]) == sorted(conf[seeds])
+    assert ids[0] == plain[0]
+    queue.set_filters(below=0.5)  # filters keep the grouping
+    assert queue.n_groups > 0 and (conf[list(queue.cell_ids)] < 0.5).all()
+    assert queue.set_grouping(None) == 0 and list(queue.cell_ids) == [c for c in plain if conf[c] < 0.5]
+
+
+@pytest.mark.gui
+def test_queue_walks_groups_moving_the_camera_once_per_group(viewer, qtbot, crop_dir, tmp_path):
+    import numpy as np
+    from test_review_widget import _yx
+
+    from napari_cellama._qt.review_queue_view import GROUP_MICRONS
+
+    session, transfer, review = _setup(viewer, qtbot, crop_dir, tmp_path, HashEmbedder())
+    review.queue_panel.group_check.setChecked(True)
+    queue = review.queue
+    assert queue.n_groups > 0
+    seen = {}
+    for _ in range(12):
+        cell = review.next_cell()
+        g = queue.group_at()
+        seen.setdefault(g, cell)
+        seed = seen[g]
+        np.testing.assert_allclose(viewer.scene.camera.center[-2:], _yx(session, seed), atol=1e-3)
+        np.testing.assert_allclose(review.cursor_position, _yx(session, cell), atol=1e-3)
+        assert np.hypot(*np.subtract(_yx(session, cell), _yx(session, seed))) <= GROUP_MICRONS + 1e-6
+        assert f"group {g + 1:,} of" in review.queue_panel.current_label.text()
+    assert len(seen) < 12  # some groups held more than one cell
