@@ -60,9 +60,9 @@ class QueuePanel(QWidget):
         self.below_spin.setValue(1.0)
         self.below_spin.setToolTip("only cells whose confidence is below this (1.00: every cell)")
         self.below_spin.valueChanged.connect(lambda _v: self.filters_changed.emit())
-        self.group_check = QCheckBox(f"in small spatial groups (cells within {GROUP_MICRONS:.0f} µm of the "
-                                     "group's most uncertain one)")
-        self.group_check.setToolTip("neighbouring uncertain cells one after the other; the camera moves once per "
+        self.group_check = QCheckBox(f"in small groups ({GROUP_MICRONS:.0f} µm)")
+        self.group_check.setToolTip(f"walk groups of neighbouring uncertain cells: the most uncertain cell and the "
+                                    f"queue's cells within {GROUP_MICRONS:.0f} µm of it; the camera moves once per "
                                     "group, only the ring moves within it")
         self.group_check.toggled.connect(lambda _b: self.filters_changed.emit())
         form = QFormLayout()
