@@ -19,7 +19,15 @@ embeddings, so only sentences, the kNN and the heads are recomputed):
   position: the image, cells and the transfer's maps; software OpenGL under Xvfb here);
 * **accept + next**: ``Shift+K`` - an undoable edit marking the cell reviewed (every listener
   of the annotation runs: dock 2 repaints its ``cell types`` layer and hover features), then
-  the next cell.
+  the next cell;
+* **next in queue, in groups**: the queue walked in small spatial groups (the camera moves
+  once per group; within a group only the ring moves);
+* **save / export**: "Save session" and "Export .h5ad" as the buttons do them (in the
+  background): the time the click holds the GUI thread (the snapshot), the longest the event
+  loop then waited while the worker wrote, and when the file was there.
+
+``--profile`` prints a cProfile of next-in-queue including napari's redraw, the median with
+each visible layer hidden in turn, and a cProfile of accept.
 
 Each figure is the median (and max) over ``--cells`` cells. Run from the repository root::
 
@@ -52,6 +60,8 @@ def main() -> None:
     ap.add_argument("--reference", default=str(SHARED / "references" / "pbmc3k" / "pbmc3k.h5ad"))
     ap.add_argument("--label-key", default="cell_type")
     ap.add_argument("--cells", type=int, default=20)
+    ap.add_argument("--profile", action="store_true",
+                    help="print a cProfile of next-in-queue including napari's redraw (what the redraw costs)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_review.json"))
     args = ap.parse_args()
 
@@ -117,6 +127,8 @@ def main() -> None:
     rows.append(("evidence for a clicked cell", float(np.median(times)), f"max {max(times):.3f} s", _load()))
 
     review.tabs.setCurrentIndex(0)
+    if args.profile:
+        _profile(review, app, args.cells)
     for action, label in (("next", "next in queue"), ("accept", "accept + next")):
         handler, shown = [], []
         for _ in range(args.cells):
@@ -129,6 +141,20 @@ def main() -> None:
                      f"max {max(handler):.3f} s", _load()))
         rows.append((f"{label}: + napari redraw of the view", float(np.median(shown)), f"max {max(shown):.3f} s",
                      _load()))
+    review.queue_panel.group_check.setChecked(True)  # the queue in small spatial groups
+    handler, shown = [], []
+    for _ in range(args.cells):
+        t = time.perf_counter()
+        review.queue_action("next")
+        handler.append(time.perf_counter() - t)
+        app.processEvents()
+        shown.append(time.perf_counter() - t)
+    rows.append((f"next in queue, in groups ({review.queue.n_groups:,}): handler", float(np.median(handler)),
+                 f"max {max(handler):.3f} s", _load()))
+    rows.append(("next in queue, in groups: + napari redraw", float(np.median(shown)), f"max {max(shown):.3f} s",
+                 _load()))
+    review.queue_panel.group_check.setChecked(False)
+    rows += _save_rows(transfer, app)
     report = session.fit_report
     flagged = report.possibly_missing if report is not None else []
 
@@ -144,6 +170,79 @@ def main() -> None:
     out.write_text(json.dumps({"cells": len(ann.cell_ids), "rows": [
         {"step": n, "seconds": s, "note": note, "load": load} for n, s, note, load in rows]}, indent=1))
     viewer.close()
+
+
+def _save_rows(transfer, app) -> list:
+    """"Save session" and "Export .h5ad" as the buttons do them (background=True): the time the
+    click holds the GUI thread (the snapshot), the longest the event loop then waited between two
+    turns while the worker wrote (the GIL is shared), and the time until the file was there."""
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for what, call in (("save session (.zarr)", lambda p: transfer.save_session(p, overwrite=True,
+                                                                                     background=True)),
+                           ("export cells table (.h5ad)", lambda p: transfer.export_h5ad(p, background=True))):
+            path = str(Path(tmp) / ("session.zarr" if "zarr" in what else "cells.h5ad"))
+            t0 = time.perf_counter()
+            call(path)
+            click = time.perf_counter() - t0
+            gaps, last = [], time.perf_counter()
+            while transfer.runner.busy:
+                app.processEvents()
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+                time.sleep(0.01)
+            total = time.perf_counter() - t0
+            gap = max(gaps, default=0.0)
+            rows.append((f"{what}: GUI thread (snapshot)", click, f"file after {total:.1f} s", _load()))
+            rows.append((f"{what}: longest GUI stall while writing", gap, f"{len(gaps)} event-loop turns",
+                         _load()))
+            if not Path(path).exists():
+                raise RuntimeError(f"{what}: {path} was not written ({transfer.status.text()})")
+    return rows
+
+
+def _profile(review, app, n: int) -> None:
+    """What next-in-queue costs once napari has redrawn: a cProfile, then the median time with
+    each visible layer hidden in turn (its share of the redraw), then a cProfile of accept."""
+    import cProfile
+    import pstats
+
+    viewer = review.viewer
+    for layer in viewer.layers:
+        print(f"layer {layer.name!r}: {type(layer).__name__}, visible {layer.visible}, "
+              f"multiscale {getattr(layer, 'multiscale', None)}, contour {getattr(layer, 'contour', None)}, "
+              f"shape {getattr(layer.data, 'shape', None) if not getattr(layer, 'multiscale', False) else layer.data[0].shape}")
+
+    def walk(action: str, k: int) -> float:
+        shown = []
+        for _ in range(k):
+            t = time.perf_counter()
+            review.queue_action(action)
+            app.processEvents()
+            shown.append(time.perf_counter() - t)
+        return float(np.median(shown))
+
+    prof = cProfile.Profile()
+    prof.enable()
+    walk("next", n)
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(45)
+    print(f"next, all layers: {walk('next', n):.3f} s (load {_load()})")
+    for layer in [la for la in viewer.layers if la.visible]:
+        layer.visible = False
+        app.processEvents()
+        print(f"next, {layer.name!r} hidden: {walk('next', n):.3f} s (load {_load()})")
+        layer.visible = True
+        app.processEvents()
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        review.queue_action("accept")
+    prof.disable()
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 The real Xenium bone-marrow crop (4,595 cells) with the pbmc3k reference, the default
 transfer (real model) run by dock 2, and dock "4. Review" driven as a biologist does: the
 review queue walked with the keys, a cell's evidence, the reference-fit warning, a flagged
-cluster shown and named, the dotplot with a label clicked, the neighbours on the UMAP. What
+cluster shown and named, the neighbours on the UMAP, the marker dotplot in the Plots dock with
+a type clicked (its cells selected) and a gene clicked (its expression as a layer). What
 the page quotes (counts, flagged clusters, markers) is printed at the end.
 """
 
@@ -145,14 +146,23 @@ def main() -> None:
     shot(viewer, "umap_neighbours")
     review_dock.raise_()
 
-    # ---- the dotplot, a label clicked
-    review.tabs.setCurrentWidget(review.dotplot)
+    # ---- the marker dotplot in the Plots dock, a type clicked (its cells selected on the tissue)
+    plots.view_combo.setCurrentText("marker dotplot")
+    wait(lambda: plots.data is not None and not plots.runner.busy)
     pump()
     counts = ann.counts().drop(["Unknown", "Unassigned"], errors="ignore")
     top = counts.sort_values(ascending=False).index[0]
-    review.dotplot.click_tick("group", top)
+    plots_dock.raise_()
     pump()
+    plots.dotplot.click_tick("group", top)
+    pump()
+    report.append(plots.dotplot.info.text())
     shot(viewer, "dotplot")
+    gene = "HBB" if "HBB" in plots.dotplot.genes else plots.dotplot.genes[0]
+    plots.dotplot.click_tick("gene", gene)
+    pump()
+    report.append(plots.dotplot.info.text())
+    shot(viewer, "dotplot_gene")
     print("\n".join(report))
 
 

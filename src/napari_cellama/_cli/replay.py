@@ -9,8 +9,9 @@ from ._common import StderrProgress, write_csv
 from ._embedding import add_cache_argument
 
 NAME = "replay"
-HELP = ("re-run the label transfer recorded in an export (.h5ad or .zarr) from the recorded inputs with the "
-        "recorded options and model, apply the recorded manual edits in order, and write the labels")
+HELP = ("re-run the label transfer, marker-prototype run or their combination recorded in an export (.h5ad or "
+        ".zarr) from the recorded inputs with the recorded options and model, apply the recorded manual edits in "
+        "order, and write the labels")
 
 
 def add_arguments(p) -> None:
@@ -35,7 +36,9 @@ def run(args) -> None:
 
     checked = check_outputs({"output CSV": args.out, "Python script": args.script}, sources=[args.export])
     plan = plan_replay(args.export, query=args.query, reference=args.reference, allow_changed=args.allow_changed)
-    print(f"replaying {args.export}: {plan.run.get('method')} transfer of {plan.run.get('time')}, "
+    runs = "1 transfer" if plan.kinds == ["transfer"] else " + ".join(plan.kinds)
+    what = f"{plan.run.get('method')} transfer" if plan.kinds == ["transfer"] else " + ".join(plan.kinds)
+    print(f"replaying {args.export}: {what} of {plan.run.get('time')}, "
           f"{sum(1 for s in plan.steps if s.get('step') == 'edit')} manual edit(s)", file=sys.stderr)
     progress = StderrProgress()
     try:
@@ -48,7 +51,7 @@ def run(args) -> None:
     table.index.name = CELL_ID
     write_csv(checked["output CSV"], table)
     n_edits = sum(1 for s in replayed.steps if s.get("step") == "edit")
-    print(f"wrote {len(table)} cells to {args.out} (1 transfer, {n_edits} manual edit(s) replayed)",
+    print(f"wrote {len(table)} cells to {args.out} ({runs}, {n_edits} manual edit(s) replayed)",
           file=sys.stderr)
     if "Python script" in checked:
         from ..atomic import write_file

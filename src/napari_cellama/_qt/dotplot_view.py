@@ -161,8 +161,8 @@ class DotplotMixin:
         layer = self.viewer.add_layer(Layer.create(*L.cell_values_layer_data(cells, ids, values, name=name,
                                                                              colormap="magma")))
         layer.colorbar.visible = True
-        self.selection_view.raise_above_maps()
         self.viewer.layers.move(self.viewer.layers.index(cells), len(self.viewer.layers))
+        self.selection_view.raise_above_maps()  # the selection's outlines over the new map
         self.viewer.layers.selection.active = cells
         self.dotplot.info.setText(f"{gene}: expression layer '{name}' added")
         return layer

@@ -10,6 +10,11 @@
 * **Composition**: cells per type, with the types' legend colours.
 * **Contingency**: share of each transferred type in the values of another categorical
   column (a query ``obs`` column, or the Xenium run's own graph clusters from ``analysis/``).
+* **Marker dotplot**: the reference's top markers per type over the query cells grouped by
+  label (:class:`~.dotplot_view.DotplotView`, the same widget and clicks as the Review dock's:
+  click a type to select its cells on the tissue, a gene to add its expression as a layer);
+  its markers are computed once per result off the GUI thread
+  (:func:`~.review_jobs.prepare_dotplot`, shared with the Review dock).
 
 Switching views or colourings only redraws; nothing is recomputed but the UMAP, once.
 """
@@ -24,6 +29,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QSizePolicy,
+    QStackedWidget,
     QVBoxLayout,
 )
 
@@ -31,13 +37,15 @@ from .._constants import CELL_TYPE
 from ._dock import SessionDock
 from ._runner import JobRunner
 from ._wiring import rewire
+from .dotplot_view import DotplotMixin, DotplotView
 from .selection_view import SelectionView
 
-VIEWS = ("UMAP", "composition", "contingency")
+DOTPLOT = "marker dotplot"
+VIEWS = ("UMAP", "composition", "contingency", DOTPLOT)
 XENIUM_CLUSTERS = "Xenium graph clusters"
 
 
-class PlotsWidget(SessionDock):
+class PlotsWidget(DotplotMixin, SessionDock):
     """Plots of the session's annotation (see the module docstring)."""
 
     def __init__(self, napari_viewer):
@@ -52,6 +60,10 @@ class PlotsWidget(SessionDock):
         self._map_for = None
         self.n_computed = 0
         """UMAPs this dock computed (a cached one is not counted)."""
+        self.data = None
+        """Markers and dotplot of the shown result (:class:`~.review_jobs.ReviewData`, no evidence)."""
+        self._data_for = None
+        self._dotplot_dirty = True
 
         self.view_combo = QComboBox()
         self.view_combo.addItems(list(VIEWS))
@@ -73,10 +85,12 @@ class PlotsWidget(SessionDock):
 
         row = QHBoxLayout()
         row.addWidget(self.view_combo)
-        row.addWidget(QLabel("colour"))
+        self.color_label = QLabel("colour")
+        row.addWidget(self.color_label)
         row.addWidget(self.color_combo)
         row2 = QHBoxLayout()
-        row2.addWidget(QLabel("compare with"))
+        self.other_label = QLabel("compare with")
+        row2.addWidget(self.other_label)
         row2.addWidget(self.other_combo, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
@@ -84,7 +98,13 @@ class PlotsWidget(SessionDock):
         layout.addWidget(self.umap_button)
         layout.addWidget(self.runner.widget)
         layout.addWidget(self.info)
-        layout.addWidget(self.canvas, 1)
+        self.dotplot = DotplotView()
+        self.dotplot.group_clicked.connect(self.select_label)
+        self.dotplot.gene_clicked.connect(self.show_gene)
+        self.stack = QStackedWidget()
+        self.stack.addWidget(self.canvas)
+        self.stack.addWidget(self.dotplot)
+        layout.addWidget(self.stack, 1)
         # vertically expanding: napari then gives the dock's height to the figure instead of
         # adding a stretch below a 320-pixel plot
         self.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Expanding)
@@ -110,6 +130,7 @@ class PlotsWidget(SessionDock):
                                                    "colors_changed": self._redraw})
         self.annotation = state.annotation
         self.result = state.result
+        self.data, self._data_for = None, None
         self.map = None
         self._use_cached_map()
         self._fill_other_columns()
@@ -197,9 +218,17 @@ class PlotsWidget(SessionDock):
 
     # ------------------------------------------------------------------ drawing
     def draw(self) -> None:
+        view = self.view_combo.currentText()
+        self.stack.setCurrentWidget(self.dotplot if view == DOTPLOT else self.canvas)
+        for widget, shown in ((self.color_combo, view == "UMAP"), (self.color_label, view == "UMAP"),
+                              (self.umap_button, view == "UMAP"), (self.other_combo, view == "contingency"),
+                              (self.other_label, view == "contingency"), (self.info, view == "UMAP")):
+            widget.setVisible(shown)  # only the controls of the shown view
+        if view == DOTPLOT:
+            self._draw_marker_dotplot()
+            return
         self.figure.clear()
         ax = self.figure.add_subplot(111)
-        view = self.view_combo.currentText()
         if self.annotation is None:
             ax.text(0.5, 0.5, "no annotation yet", ha="center", va="center")
             ax.set_axis_off()
@@ -210,6 +239,32 @@ class PlotsWidget(SessionDock):
         else:
             self._draw_contingency(ax)
         self.canvas.draw_idle()
+
+    def _draw_marker_dotplot(self) -> None:
+        if self.annotation is not None and self._data_for is not self.annotation:
+            self.prepare_dotplot()  # draws when ready
+        self.draw_dotplot()
+
+    def prepare_dotplot(self, sync: bool = False):
+        """Compute the reference markers and their expression over the query (off the GUI
+        thread; at once when the Review dock already did it for this result)."""
+        from .review_jobs import prepare_dotplot
+
+        s = self.session
+        if self.annotation is None or (self.runner.busy and not sync):
+            return None
+        inputs = {"query": s.query, "reference": s.reference, "label_key": s.label_key}
+        annotation = self.annotation
+        self._data_for = annotation
+
+        def done(data, annotation=annotation):
+            if annotation is self.annotation:
+                self.data = data
+                self.draw()
+
+        if sync:
+            return self.runner.run_sync(prepare_dotplot, self.result, inputs, on_done=done)
+        return self.runner.start(prepare_dotplot, self.result, inputs, on_done=done, what="marker dotplot")
 
     def _draw_umap(self, ax) -> None:
         if self.map is None or self._map_for is not self.result:

@@ -38,7 +38,6 @@ from .._constants import (
     SOURCE_MANUAL,
     UNKNOWN,
 )
-from ..core.provenance import STEP_PROTOTYPES, STEP_TRANSFER, now, prototype_step
 from ..validators import CellamaInputError
 from .selection_view import cells_layer
 
@@ -149,18 +148,15 @@ class PrototypeAnnotationBox(QGroupBox):
     # ------------------------------------------------------------------ actions
     def show_prototypes(self):
         """Show the prototype run as the annotation; returns it (None when there is none)."""
-        from ..core import Annotation
-        from ..core.combine import prototype_table
+        from ..core.run_annotations import prototype_annotation
         from ..session import TransferState
 
         result = self.session.prototypes
         if result is None:
             self.note.setText("Assign cell types first.")
             return None
-        table = prototype_table(result.table)
-        ann = Annotation(table, types=list(result.types), label_ids=self._label_ids(table.index),
-                         palette=self.session.type_colors)
-        ann.add_provenance(prototype_step(result, self._inputs()))
+        ann = prototype_annotation(result, self._inputs(), label_ids=self._label_ids(result.table.index),
+                                   palette=self.session.type_colors)
         if self._base is not None:
             carry_manual_labels(self._base.annotation, ann)
         self._show(TransferState(result, ann))
@@ -184,7 +180,7 @@ class PrototypeAnnotationBox(QGroupBox):
             return None
 
     def _recombine(self):
-        from ..core import Annotation, combine_annotations
+        from ..core.run_annotations import combined_annotation
         from ..session import TransferState
 
         if not self.combine_check.isChecked():
@@ -196,18 +192,8 @@ class PrototypeAnnotationBox(QGroupBox):
         b = base.annotation
         where = self.where_combo.currentData()
         params = getattr(base.result, "params", None) or {}
-        table = combine_annotations(b.table, proto.table, where=where,
-                                    min_confidence=b.min_confidence if where == COMBINE_WHERE_UNASSIGNED else None,
-                                    method=params.get("method"))
-        ann = Annotation(table, min_confidence=b.min_confidence, max_distance=b.max_distance,
-                         types=list(b.types) + list(proto.types), palette=self.session.type_colors,
-                         label_ids=b.label_ids)
-        for step in b.provenance:  # the transfer's run step(s), then the prototype run, then the combination
-            if step.get("step") in (STEP_TRANSFER, STEP_PROTOTYPES):
-                ann.add_provenance(step)
-        ann.add_provenance(prototype_step(proto, self._inputs()))
-        ann.add_provenance({"step": "combine", "time": now(), "where": where,
-                            "prototype_labels_for": int((table[LABEL_SOURCE] == LABEL_SOURCE_PROTOTYPES).sum())})
+        ann = combined_annotation(b, proto, where, method=params.get("method"), inputs=self._inputs(),
+                                  palette=self.session.type_colors)
         if shown is not None and self._is_own(shown):
             carry_manual_labels(shown, ann)  # edits made on the previous combination
         self._show(TransferState(base.result, ann))

@@ -35,6 +35,8 @@ QUEUE_KEYS = {
 ``Shift+Z`` undo the last edit. None of them is a key of napari's Labels layer or viewer."""
 
 ALL_LABELS = "all labels"
+GROUP_MICRONS = 30.0
+"""Reach (µm) of a group around its most uncertain cell when the queue walks in groups."""
 
 
 class QueuePanel(QWidget):
@@ -58,10 +60,16 @@ class QueuePanel(QWidget):
         self.below_spin.setValue(1.0)
         self.below_spin.setToolTip("only cells whose confidence is below this (1.00: every cell)")
         self.below_spin.valueChanged.connect(lambda _v: self.filters_changed.emit())
+        self.group_check = QCheckBox(f"in small groups ({GROUP_MICRONS:.0f} µm)")
+        self.group_check.setToolTip(f"walk groups of neighbouring uncertain cells: the most uncertain cell and the "
+                                    f"queue's cells within {GROUP_MICRONS:.0f} µm of it; the camera moves once per "
+                                    "group, only the ring moves within it")
+        self.group_check.toggled.connect(lambda _b: self.filters_changed.emit())
         form = QFormLayout()
         form.addRow("label", self.label_combo)
         form.addRow("confidence below", self.below_spin)
         form.addRow("", self.region_check)
+        form.addRow("", self.group_check)
         self.count_label = QLabel("no queue yet")
         self.count_label.setWordWrap(True)
         self.current_label = QLabel("")

@@ -33,7 +33,7 @@ from ._wiring import rewire
 from .cluster_naming import FIT_CLUSTERS, ClusterNamingMixin, ClusterPanel, fit_warning_text
 from .dotplot_view import DotplotMixin, DotplotView
 from .evidence_panel import EvidencePanel
-from .review_queue_view import QUEUE_KEYS, QueuePanel
+from .review_queue_view import GROUP_MICRONS, QUEUE_KEYS, QueuePanel
 from .selection_view import SelectionView, cells_layer
 
 REVIEW_REASON = "review"
@@ -54,6 +54,7 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
         self.queue = None
         self._dotplot_dirty = True
         self._advancing = False
+        self._shown_group = None
         self.selection_view = SelectionView(napari_viewer, self.session)
         self.runner = JobRunner(self)
         self.status = QLabel("Run a transfer (dock 2) to review its labels.")
@@ -290,7 +291,19 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
             self.queue = ReviewQueue(self.annotation)
         region = self.session.selection.ids if self.queue_panel.region_check.isChecked() else None
         self.queue.set_filters(self.queue_panel.label, region, self.queue_panel.below)
+        self.queue.set_grouping(self._cell_xy() if self.queue_panel.group_check.isChecked() else None, GROUP_MICRONS)
+        self._shown_group = None
         self._update_counts()
+
+    def _cell_xy(self):
+        """``(x, y)`` of every cell of the annotation (NaN where unknown), or None."""
+        q = self.session.query
+        if q is None or "spatial" not in q.obsm or self.annotation is None:
+            return None
+        rows = q.obs_names.get_indexer(self.annotation.cell_ids)
+        xy = np.asarray(q.obsm["spatial"], dtype=np.float64)[:, :2][np.maximum(rows, 0)]
+        xy[rows < 0] = np.nan
+        return xy
 
     def _update_counts(self) -> None:
         if self.queue is None:
@@ -310,15 +323,19 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
         if cell is None:
             self.queue_panel.current_label.setText(end)
             return None
-        self.centre_on(cell)
+        group = self.queue.group_at()
+        self.centre_on(cell, pan=group is None or group != self._shown_group)  # a group: the camera moves once
+        self._shown_group = group
         self.show_cell(cell, select=False)
         u = self.queue.uncertainty_of(cell)
+        where = "" if group is None else f"group {group + 1:,} of {self.queue.n_groups:,}, "
         self.queue_panel.current_label.setText(
-            f"cell {self.queue.position + 1:,} of {len(self.queue):,}: {cell} (uncertainty {u:.2f})")
+            f"{where}cell {self.queue.position + 1:,} of {len(self.queue):,}: {cell} (uncertainty {u:.2f})")
         return cell
 
-    def centre_on(self, cell_id: str) -> None:
-        """Centre the camera on the cell (zooming in when the view is far wider than a niche)."""
+    def centre_on(self, cell_id: str, pan: bool = True) -> None:
+        """Centre the camera on the cell (zooming in when the view is far wider than a niche);
+        ``pan=False``: only move the ring (a cell of the group already in view)."""
         q = self.session.query
         if q is None or "spatial" not in q.obsm:
             return
@@ -327,6 +344,8 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
             return
         x, y = (float(v) for v in np.asarray(q.obsm["spatial"][i])[:2])
         self._move_cursor(y, x)
+        if not pan:
+            return
         cam = _camera(self.viewer)
         width = self._canvas_width()
         if width and width / max(cam.zoom, 1e-9) > 4 * _VIEW_MICRONS:
@@ -378,7 +397,9 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
         return None
 
     def _bind_keys(self) -> None:
+        """Bind :data:`QUEUE_KEYS` in the viewer (while the dock is open; see :meth:`event`)."""
         ref = weakref.ref(self)
+        self._key_actions = {}
         for name, key in QUEUE_KEYS.items():
             def action(_viewer, name=name):
                 widget = ref()
@@ -386,6 +407,38 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
                     widget.queue_action(name)
             action.__doc__ = f"napari-cellama review queue: {name}"
             self.viewer.bind_key(key, action, overwrite=True)
+            self._key_actions[key] = action
+
+    def _unbind_keys(self) -> None:
+        """Give the queue's keys back to napari (only those still bound to this dock)."""
+        from napari.utils.key_bindings import coerce_keybinding
+
+        keymap = self.viewer.keymap
+        for key, action in getattr(self, "_key_actions", {}).items():
+            if keymap.get(coerce_keybinding(key)) is action:
+                self.viewer.bind_key(key, None)
+        self._key_actions = {}
+
+    @property
+    def keys_bound(self) -> bool:
+        """True while the queue's keys are bound in the viewer to this dock."""
+        from napari.utils.key_bindings import coerce_keybinding
+
+        actions = getattr(self, "_key_actions", {})
+        return bool(actions) and all(self.viewer.keymap.get(coerce_keybinding(k)) is a for k, a in actions.items())
+
+    def event(self, event) -> bool:
+        """Keys follow the dock: unbound when napari closes it, bound again when it is docked again."""
+        from qtpy.QtCore import QEvent
+
+        handled = super().event(event)
+        if event.type() == QEvent.ParentChange:
+            if self.parentWidget() is None:
+                self._unbind_keys()
+            elif not self.keys_bound:
+                self._bind_keys()
+        return handled
+
 
 def _camera(viewer):
     """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""

@@ -5,7 +5,8 @@ Every dock that lets the user pick cells holds a :class:`SelectionView`: it subs
 outlined on the tissue whatever dock made it and whichever docks are open (each open dock's
 view writes the same outlines; the view lives and dies with its dock). The layer is made by
 :func:`napari_cellama.layers.selection_layer` on the first selection and re-made if the user
-deletes it.
+deletes it. It is hidden while the selection is empty (nothing to outline, and a visible
+layer re-reads and re-outlines the cells under the view on every pan).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class SelectionView:
         feats = cells.features
         label_of = pd.Series(feats["index"].to_numpy(np.int64), index=feats[CELL_ID].astype(str).to_numpy())
         labels = label_of.reindex(ids).dropna().to_numpy(np.int64)
+        layer.visible = len(labels) > 0  # an empty outline layer would still re-slice on every pan
         if _outlined(layer, labels):  # another dock's view drew this selection already
             return
         set_selected_cells(layer, labels)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtpy.QtWidgets import QFileDialog, QGroupBox, QHBoxLayout, QPushButton
+from qtpy.QtWidgets import QFileDialog, QGridLayout, QGroupBox, QPushButton
 
 from ..validators import CellamaInputError
 
@@ -38,7 +38,7 @@ class ExportMixin:
 
     def _build_export_box(self) -> QGroupBox:
         box = QGroupBox("Save and export")
-        ex = QHBoxLayout(box)
+        ex = QGridLayout(box)  # two rows: five buttons in one would widen the dock past a laptop screen
         self.save_button = QPushButton("Save session…")
         self.save_button.setToolTip("SpatialData zarr with every per-cell result, embeddings and edits")
         self.save_button.clicked.connect(lambda: self.save_session(background=True))
@@ -52,8 +52,9 @@ class ExportMixin:
         self.script_button.setToolTip("Export as script: a Python script (public API) that re-runs the transfer "
                                       "from the recorded inputs and applies the manual edits in order")
         self.script_button.clicked.connect(lambda: self.export_script())
-        for w in (self.save_button, self.h5ad_button, self.explorer_button, self.csv_button, self.script_button):
-            ex.addWidget(w)
+        for i, w in enumerate((self.save_button, self.h5ad_button, self.csv_button, self.explorer_button,
+                               self.script_button)):
+            ex.addWidget(w, i // 3, i % 3)
         self.open_button = QPushButton("Open saved session…")
         self.open_button.clicked.connect(lambda: self.open_session())
         return box

@@ -383,11 +383,11 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
         self.show_parameters(False)
         self.transferred.emit(annotation)
 
-    def _update_hover_features(self) -> None:
-        from ..layers import add_cell_features
+    def _update_hover_features(self, labels_only: bool = False) -> None:
+        from .hover_features import HoverFeatures
 
-        t = self.annotation.table
-        add_cell_features(self._cells_layer, t[[c for c in HOVER_COLUMNS if c in t.columns]])
+        self._hover = getattr(self, "_hover", None) or HoverFeatures(HOVER_COLUMNS)
+        self._hover.update(self._cells_layer, self.annotation, labels_only)
 
     def _annotation_handlers(self) -> dict:
         return {"labels_changed": self._on_labels_changed, "types_changed": self._on_types_changed,
@@ -402,7 +402,7 @@ class TransferWidget(ReviewMixin, ExportMixin, RerunMixin, MapsMixin, SessionDoc
 
         if (layer := self._types_layer()) is not None:
             refresh_annotation_labels(layer, self.annotation)
-        self._update_hover_features()
+        self._update_hover_features(labels_only=True)
         self._update_undo_buttons()
         self._update_threshold_label()
 

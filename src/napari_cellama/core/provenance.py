@@ -6,7 +6,9 @@ An :class:`~napari_cellama.core.Annotation` carries a list of *steps* (plain dic
   (``TransferResult.params``), the model (name + fingerprint of its files), the embedding mode,
   the inputs (query path, reference path, each with a content fingerprint, and the label key),
   the package version and the time. Made by :func:`transfer_step` (prototype runs:
-  :func:`run_step` with ``step="prototypes"``);
+  :func:`prototype_step`, which also records the markers used, as plain data);
+* ``{"step": "combine", "where", "min_confidence", "method", "prototype_labels_for"}``: a
+  transfer combined with the prototype run before it (:func:`combine_step`);
 * manual edits, ``{"step": "edit", "kind": "assign" | "clear" | "review", "time", "reason",
   "label", "cell_ids"}`` in the order they were made (undone edits are not steps);
 * the final threshold, ``{"step": "threshold", "min_confidence", "max_distance"}``.
@@ -23,9 +25,10 @@ from pathlib import Path
 
 STEP_TRANSFER = "transfer"
 STEP_PROTOTYPES = "prototypes"
+STEP_COMBINE = "combine"
 STEP_EDIT = "edit"
 STEP_THRESHOLD = "threshold"
-RUN_STEPS = (STEP_TRANSFER, STEP_PROTOTYPES, "combine")
+RUN_STEPS = (STEP_TRANSFER, STEP_PROTOTYPES, STEP_COMBINE)
 
 # files of a Xenium output folder that the query is read from (the rest: images, transcripts)
 _XENIUM_QUERY_FILES = ("experiment.xenium", "cell_feature_matrix.h5", "cells.parquet", "cells.csv.gz")
@@ -148,7 +151,20 @@ def prototype_step(result, inputs: dict | None = None) -> dict:
     if options is not None and hasattr(options, "to_dict"):
         params.setdefault("options", options.to_dict())
     params.setdefault("method", STEP_PROTOTYPES)
+    marker_set = getattr(result, "marker_set", None)
+    if marker_set is not None:  # the markers measured in the panel, as used: the replay needs no marker file
+        params.setdefault("markers", {str(t): [str(g) for g in genes] for t, genes in marker_set.markers.items()})
     return run_step(STEP_PROTOTYPES, params, inputs)
+
+
+def combine_step(where: str, min_confidence: float | None = None, method: str | None = None,
+                 n_prototype_labels: int = 0) -> dict:
+    """The step of a transfer combined with the prototype run recorded before it
+    (:func:`~napari_cellama.core.run_annotations.combined_annotation`): the rule ``where``, the
+    confidence threshold it used (``where="unassigned"``), the transfer method named in
+    ``label_source`` and how many cells took a prototype label."""
+    return _plain({"step": STEP_COMBINE, "time": now(), "where": where, "min_confidence": min_confidence,
+                   "method": method, "prototype_labels_for": int(n_prototype_labels)})
 
 
 def annotation_from_result(result, inputs: dict | None = None, **kwargs):

@@ -8,6 +8,11 @@ current label), one region (a set of cell ids, e.g. the selection) or cells belo
 confidence. Every decision is an :class:`~napari_cellama.core.Annotation` edit (accept:
 ``mark_reviewed``; reassign: ``assign(..., reason="review", review=True)``), so undo works
 and the queue's counts follow the annotation.
+
+:meth:`ReviewQueue.set_grouping` walks the queue in small spatially contiguous groups instead:
+the most uncertain cell not yet grouped, then the queue's other cells within ``radius`` (µm)
+of it (at most ``max_cells``, most uncertain first), then the next group; a reviewer judges
+neighbouring cells together, and the camera only moves once per group.
 """
 
 from __future__ import annotations
@@ -48,7 +53,11 @@ class ReviewQueue:
         self.label: str | None = None
         self.region: pd.Index | None = None
         self.below: float | None = None
-        self._queue = order
+        self._queue = self._filtered = order
+        self._group: np.ndarray | None = None
+        self._xy: np.ndarray | None = None
+        self.radius: float | None = None
+        self.max_cells = 25
         self.position = -1
 
     # ------------------------------------------------------------------ filters
@@ -67,9 +76,63 @@ class ReviewQueue:
             keep &= self.annotation.cell_ids[pos].isin(self.region)
         if self.below is not None:
             keep &= self._conf[pos] < float(self.below)
-        self._queue = pos[keep]
+        self._queue = self._filtered = pos[keep]
         self.position = -1
+        self._regroup()
         return len(self._queue)
+
+    def set_grouping(self, xy=None, radius: float | None = None, max_cells: int = 25) -> int:
+        """Walk in small spatially contiguous groups: ``xy`` the cells' coordinates (rows in the
+        annotation's cell order), ``radius`` the group's reach around its most uncertain cell;
+        None lifts the grouping. Returns the number of groups (0 without grouping)."""
+        self._xy = None if xy is None or radius is None else np.asarray(xy, dtype=np.float64)[:, :2]
+        self.radius = None if self._xy is None else float(radius)
+        self.max_cells = max(1, int(max_cells))
+        self.position = -1
+        self._regroup()
+        return 0 if self._group is None else int(self._group.max(initial=-1)) + 1
+
+    def _regroup(self) -> None:
+        q = self._queue = self._filtered
+        if self.radius is None or self._xy is None or not len(q):
+            self._group = None
+            return
+        from scipy.spatial import cKDTree
+
+        pts = self._xy[q]
+        ok = np.isfinite(pts).all(axis=1)
+        valid = np.flatnonzero(ok)
+        near_of = cKDTree(pts[ok]).query_ball_point(pts[ok], self.radius) if len(valid) else []
+        slot = np.full(len(q), -1)
+        slot[valid] = np.arange(len(valid))
+        taken = np.zeros(len(q), bool)
+        order, groups, g = [], [], 0
+        for i in range(len(q)):  # queue order = uncertainty order: each untaken cell seeds a group
+            if taken[i]:
+                continue
+            members = [i]
+            if ok[i]:
+                near = valid[np.asarray(near_of[slot[i]], dtype=np.int64)]
+                near = np.sort(near[~taken[near]])
+                members = [i] + [j for j in near.tolist() if j != i][: self.max_cells - 1]
+            taken[members] = True
+            order += members
+            groups += [g] * len(members)
+            g += 1
+        self._queue = q[np.asarray(order, dtype=np.int64)]
+        self._group = np.asarray(groups, dtype=np.int64)
+
+    def group_at(self, position: int | None = None) -> int | None:
+        """The group (0, 1, ...) of the cell at ``position`` (default: the cursor); None
+        without grouping or off the queue."""
+        i = self.position if position is None else position
+        if self._group is None or not 0 <= i < len(self._group):
+            return None
+        return int(self._group[i])
+
+    @property
+    def n_groups(self) -> int:
+        return 0 if self._group is None else int(self._group.max(initial=-1)) + 1
 
     # ------------------------------------------------------------------ counts
     def __len__(self) -> int:

@@ -2,8 +2,10 @@
 
 :func:`replay_export` reads ``uns['cellama']['provenance']`` of an ``.h5ad`` / ``.zarr`` export
 (:mod:`napari_cellama.core.provenance`), checks that the recorded inputs are there and
-unchanged (content fingerprints), re-runs the recorded transfer with the recorded options and
-model, applies the recorded manual edits in order and the threshold, and compares the labels
+unchanged (content fingerprints), re-runs the recorded run(s) with the recorded options and
+model - a label transfer, a marker-prototype run (its markers are recorded), or a transfer
+combined with a prototype run (:mod:`napari_cellama.core.run_annotations`, as the dock made
+it) - applies the recorded manual edits in order and the threshold, and compares the labels
 with the export's. :func:`replay_script` writes the same steps as a readable Python script
 that uses the public API.
 """
@@ -18,16 +20,21 @@ import pandas as pd
 
 from .._constants import CELL_TYPE, LABEL_SOURCE, REVIEWED
 from ..core.provenance import (
+    STEP_COMBINE,
     STEP_EDIT,
+    STEP_PROTOTYPES,
     STEP_THRESHOLD,
     STEP_TRANSFER,
     content_fingerprint,
     last_run,
+    run_steps,
 )
 from ..validators import CellamaInputError
 
 REPLAY_COLUMNS = (CELL_TYPE, LABEL_SOURCE, REVIEWED)
 """Columns of the replay's CSV (index: ``cell_id``)."""
+REPLAYABLE = ([STEP_TRANSFER], [STEP_PROTOTYPES], [STEP_TRANSFER, STEP_PROTOTYPES, STEP_COMBINE])
+"""The sequences of run steps a replay re-makes."""
 
 
 @dataclass
@@ -79,10 +86,13 @@ def read_provenance(path) -> tuple[list, pd.Series]:
 def check_inputs(run: dict, query=None, reference=None, allow_changed: bool = False) -> tuple[dict, list]:
     """The input paths to replay ``run`` from (``query`` / ``reference`` replace moved files) and
     notes; an input that is missing, or whose content changed (unless ``allow_changed``), is an
-    input error that says what to do."""
+    input error that says what to do. A prototype run has a query only."""
     recorded = run.get("inputs") or {}
     paths, notes = {}, []
-    for key, given in (("query", query), ("reference", reference)):
+    given_paths = (("query", query), ("reference", reference))
+    if run.get("step") == STEP_PROTOTYPES:
+        given_paths = given_paths[:1]
+    for key, given in given_paths:
         rec = recorded.get(key) or {}
         path = given if given is not None else rec.get("path")
         if not path:
@@ -100,6 +110,8 @@ def check_inputs(run: dict, query=None, reference=None, allow_changed: bool = Fa
                 raise CellamaInputError(msg + "; pass the original file, or --allow-changed to replay anyway")
             notes.append(msg + " (replayed anyway: labels may differ)")
         paths[key] = p
+    if run.get("step") == STEP_PROTOTYPES:
+        return paths, notes
     paths["label_key"] = recorded.get("label_key") or (run.get("params") or {}).get("label_key")
     if not paths["label_key"]:
         raise CellamaInputError("the export records no label key of the reference")
@@ -116,6 +128,18 @@ def transfer_options(run: dict):
         return TransferOptions(**{k: v for k, v in opts.items() if k in known})
     except TypeError as err:
         raise CellamaInputError(f"the export's recorded transfer options are damaged ({err})") from None
+
+
+def prototype_options(run: dict):
+    """The :class:`~napari_cellama.core.PrototypeOptions` a prototype run step recorded."""
+    from ..core.options import PrototypeOptions
+
+    opts = dict(run.get("options") or {})
+    known = set(PrototypeOptions.__dataclass_fields__)
+    try:
+        return PrototypeOptions(**{k: v for k, v in opts.items() if k in known})
+    except (TypeError, CellamaInputError) as err:
+        raise CellamaInputError(f"the export's recorded prototype options are damaged ({err})") from None
 
 
 def model_of(run: dict):
@@ -148,47 +172,99 @@ class ReplayPlan:
     steps: list
     expected: pd.Series
     run: dict
+    """The last transfer or prototype run step."""
     paths: dict
+    """The input paths of the first run (``query``, ``reference``, ``label_key``)."""
     notes: list
+    runs: list = field(default_factory=list)
+    """``(run step, input paths)`` of each transfer / prototype run, in order."""
+
+    @property
+    def kinds(self) -> list:
+        """The run steps, e.g. ``["transfer", "prototypes", "combine"]``."""
+        return [s.get("step") for s in run_steps(self.steps)]
 
 
 def plan_replay(path, *, query=None, reference=None, allow_changed: bool = False) -> ReplayPlan:
     """Read and check an export's steps and inputs before anything long runs (input errors here)."""
     steps, expected = read_provenance(path)
-    run = last_run(steps)
-    if run is None or run.get("step") != STEP_TRANSFER:
-        what = "no run" if run is None else f"a {run.get('step')} run"
-        raise CellamaInputError(f"the export records {what}; replay re-runs label transfers only")
-    paths, notes = check_inputs(run, query, reference, allow_changed)
-    transfer_options(run)  # damaged options fail here
-    return ReplayPlan(steps, expected, run, paths, notes)
+    kinds = [s.get("step") for s in run_steps(steps)]
+    if kinds not in REPLAYABLE:
+        raise CellamaInputError(
+            f"the export records {' + '.join(kinds) if kinds else 'no run'}; replay re-makes a label transfer, "
+            "a marker-prototype run, or a transfer combined with a prototype run")
+    runs, notes = [], []
+    for run in run_steps(steps):
+        if run.get("step") == STEP_COMBINE:
+            continue
+        paths, run_notes = check_inputs(run, query, reference, allow_changed)
+        notes += run_notes
+        if run.get("step") == STEP_TRANSFER:
+            transfer_options(run)  # damaged options fail here
+        else:
+            prototype_options(run)
+            if not (run.get("params") or {}).get("markers"):
+                raise CellamaInputError("the export's prototype run records no markers (written by an older "
+                                        "napari-cellama); re-run the prototypes and export again to replay it")
+        runs.append((run, paths))
+    return ReplayPlan(steps, expected, runs[-1][0], runs[0][1], notes, runs)
 
 
-def replay_export(path, *, query=None, reference=None, allow_changed: bool = False, cache=None,
-                  callback=None, plan: ReplayPlan | None = None) -> ReplayResult:
-    """Re-run the steps recorded in the export at ``path`` (see the module docstring)."""
-    from ..core import run_transfer
+def _embedder(run: dict, cache, notes: list):
     from ..core.embedding_options import make_embedder
-    from ..core.provenance import annotation_from_result
-    from .readers import read_query, read_reference
 
-    if plan is None:
-        plan = plan_replay(path, query=query, reference=reference, allow_changed=allow_changed)
-    run, paths, notes = plan.run, plan.paths, list(plan.notes)
-    options = transfer_options(run)
     model, mode, device = model_of(run)
-    embedder = make_embedder(model=model, mode=mode, device=device, cache=cache)
+    kwargs = {"mode": mode} if mode else {}
+    embedder = make_embedder(model=model, device=device, cache=cache, **kwargs)
     want = (run.get("model") or {}).get("fingerprint")
     if want:
         got = embedder.fingerprint()
         if got != want:
             notes.append(f"the model {model} now has fingerprint {got}, the export recorded {want}")
-    q = read_query(paths["query"])
-    r = read_reference(paths["reference"])
-    result = run_transfer(q, r, paths["label_key"], embedder=embedder, options=options, callback=callback)
-    inputs = {"query": paths["query"], "reference": paths["reference"], "label_key": paths["label_key"]}
-    annotation = annotation_from_result(result, inputs)
-    apply_steps(annotation, plan.steps)
+    return embedder
+
+
+def replay_export(path, *, query=None, reference=None, allow_changed: bool = False, cache=None,
+                  callback=None, plan: ReplayPlan | None = None) -> ReplayResult:
+    """Re-run the steps recorded in the export at ``path`` (see the module docstring)."""
+    from ..core import annotate_by_prototypes, run_transfer
+    from ..core.provenance import annotation_from_result
+    from ..core.run_annotations import combined_annotation, prototype_annotation
+    from .readers import read_query, read_reference
+
+    if plan is None:
+        plan = plan_replay(path, query=query, reference=reference, allow_changed=allow_changed)
+    notes = list(plan.notes)
+    runs = iter(plan.runs)
+    queries: dict = {}
+    annotation, prototypes = None, None
+    for step in plan.steps:
+        kind = step.get("step")
+        if kind in (STEP_TRANSFER, STEP_PROTOTYPES):
+            run, paths = next(runs)
+            key = str(paths["query"])
+            if key not in queries:
+                queries[key] = read_query(paths["query"])
+            q = queries[key]
+        if kind == STEP_TRANSFER:
+            embedder = _embedder(run, cache, notes)
+            r = read_reference(paths["reference"])
+            result = run_transfer(q, r, paths["label_key"], embedder=embedder, options=transfer_options(run),
+                                  callback=callback)
+            inputs = {"query": paths["query"], "reference": paths["reference"], "label_key": paths["label_key"]}
+            annotation = annotation_from_result(result, inputs)
+        elif kind == STEP_PROTOTYPES:
+            prototypes = annotate_by_prototypes(q, run["params"]["markers"], prototype_options(run),
+                                                embedder=_embedder(run, cache, notes), callback=callback)
+            if annotation is None:  # the prototype labels alone (else: combined with the transfer next)
+                annotation = prototype_annotation(prototypes, {"query": paths["query"]})
+        elif kind == STEP_COMBINE:
+            if step.get("min_confidence") is not None:  # the threshold the combination used
+                annotation.set_threshold(step["min_confidence"], annotation.max_distance)
+            annotation = combined_annotation(annotation, prototypes, step.get("where") or "unknown",
+                                             method=step.get("method"))
+        elif kind in (STEP_EDIT, STEP_THRESHOLD):
+            apply_steps(annotation, [step])
     return ReplayResult(annotation, plan.expected, plan.steps, notes)
 
 
@@ -198,52 +274,83 @@ def _lit(value) -> str:
         .replace("false", "False") if not isinstance(value, str) else repr(value)
 
 
-def replay_script(steps, out_csv: str = "labels.csv") -> str:
-    """A readable Python script that re-makes the labels of ``steps`` with the public API:
-    read the recorded inputs, run the transfer with the recorded options and model, apply
-    the manual edits in order and the threshold, write ``out_csv``."""
-    run = last_run(steps)
-    if run is None or run.get("step") != STEP_TRANSFER:
-        raise CellamaInputError("this annotation records no label transfer to write as a script")
+def _embedder_line(run: dict) -> str:
+    model, mode, device = model_of(run)
+    mode_arg = f", mode={mode!r}" if mode else ""
+    return f"make_embedder(model={model!r}{mode_arg}, device={device!r})"
+
+
+def _run_lines(run: dict, first: bool) -> list[str]:
+    """The script lines re-making one transfer or prototype run."""
     inputs = run.get("inputs") or {}
     query = (inputs.get("query") or {}).get("path")
-    reference = (inputs.get("reference") or {}).get("path")
-    if not query or not reference:
-        raise CellamaInputError("the run does not record its query and reference paths")
+    if not query:
+        raise CellamaInputError(f"the {run.get('step')} run does not record its query path")
     options = {k: v for k, v in (run.get("options") or {}).items()}
-    model, mode, device = model_of(run)
+    model = (run.get("model") or {})
+    lines = ["", f"# {run.get('step')} run of {run.get('time')} ({run.get('package')}); model {model.get('name')} "
+             f"(fingerprint {model.get('fingerprint')}), query fingerprint {(inputs.get('query') or {}).get('fingerprint')}",
+             f"query = read_query({query!r})"]
+    if run.get("step") == STEP_TRANSFER:
+        reference = (inputs.get("reference") or {}).get("path")
+        if not reference:
+            raise CellamaInputError("the run does not record its query and reference paths")
+        label_key = inputs.get("label_key")
+        lines += [f"# reference fingerprint {(inputs.get('reference') or {}).get('fingerprint')}",
+                  f"reference = read_reference({reference!r})",
+                  f"options = TransferOptions(**{_lit(options)})",
+                  f"result = run_transfer(query, reference, {label_key!r}, embedder={_embedder_line(run)}, "
+                  "options=options)",
+                  f"annotation = annotation_from_result(result, {{'query': {query!r}, 'reference': {reference!r}, "
+                  f"'label_key': {label_key!r}}})"]
+    else:
+        markers = (run.get("params") or {}).get("markers") or {}
+        lines += [f"markers = {_lit(markers)}",
+                  f"prototypes = annotate_by_prototypes(query, markers, PrototypeOptions(**{_lit(options)}), "
+                  f"embedder={_embedder_line(run)})"]
+        if first:
+            lines.append(f"annotation = prototype_annotation(prototypes, {{'query': {query!r}}})")
+    return lines
+
+
+def replay_script(steps, out_csv: str = "labels.csv") -> str:
+    """A readable Python script that re-makes the labels of ``steps`` with the public API:
+    read the recorded inputs, re-run the recorded run(s) (a transfer, a prototype run, or a
+    transfer combined with a prototype run) with the recorded options and model, apply the
+    manual edits in order and the threshold, write ``out_csv``."""
+    kinds = [s.get("step") for s in run_steps(steps)]
+    if kinds not in REPLAYABLE:
+        raise CellamaInputError("this annotation records no label transfer or prototype run to write as a script")
+    run = last_run([s for s in steps if s.get("step") != STEP_COMBINE])
     lines = [
         '"""Re-make the labels of a napari-cellama annotation.',
         "",
-        f"Written by {run.get('package')}; the run was made at {run.get('time')}.",
-        f"Model {model} (fingerprint {(run.get('model') or {}).get('fingerprint')}),",
-        f"query fingerprint {(inputs.get('query') or {}).get('fingerprint')},",
-        f"reference fingerprint {(inputs.get('reference') or {}).get('fingerprint')}.",
+        f"Written by {run.get('package')}: {' + '.join(kinds)}, then the manual edits in the order they were",
+        "made and the threshold.",
         '"""',
         "",
-        "from napari_cellama.core import TransferOptions, make_embedder, run_transfer",
+        "from napari_cellama.core import (PrototypeOptions, TransferOptions, annotate_by_prototypes, make_embedder,",
+        "                                 run_transfer)",
         "from napari_cellama.core.provenance import annotation_from_result",
+        "from napari_cellama.core.run_annotations import combined_annotation, prototype_annotation",
         "from napari_cellama.io import read_query, read_reference, write_cells_csv",
         "",
-        f"QUERY = {query!r}",
-        f"REFERENCE = {reference!r}",
-        f"LABEL_KEY = {inputs.get('label_key')!r}",
         f"OUT = {str(out_csv)!r}",
-        "",
-        "query = read_query(QUERY)",
-        "reference = read_reference(REFERENCE)",
-        f"options = TransferOptions(**{_lit(options)})",
-        f"embedder = make_embedder(model={model!r}, mode={mode!r}, device={device!r})",
-        "result = run_transfer(query, reference, LABEL_KEY, embedder=embedder, options=options)",
-        "annotation = annotation_from_result(result, {'query': QUERY, 'reference': REFERENCE, "
-        "'label_key': LABEL_KEY})",
-        "",
-        "# manual edits, in the order they were made",
     ]
     n_edits = 0
     for s in steps:
         kind = s.get("step")
-        if kind == STEP_EDIT:
+        if kind in (STEP_TRANSFER, STEP_PROTOTYPES):
+            lines += _run_lines(s, first=kind == kinds[0])
+        elif kind == STEP_COMBINE:
+            lines += ["", f"# transfer combined with the prototype labels where it says {s.get('where')}"]
+            if s.get("min_confidence") is not None:
+                lines.append(f"annotation.set_threshold({s['min_confidence']!r}, annotation.max_distance)")
+            lines.append(f"annotation = combined_annotation(annotation, prototypes, {s.get('where') or 'unknown'!r}, "
+                         f"method={s.get('method')!r})")
+        elif kind == STEP_EDIT:
+            if not n_edits:
+                lines += ["", "# manual edits, in the order they were made"]
             n_edits += 1
             cells = _lit(list(s.get("cell_ids") or []))
             reason = s.get("reason") or "manual"
@@ -259,7 +366,7 @@ def replay_script(steps, out_csv: str = "labels.csv") -> str:
             lines += ["", "# the Unassigned threshold",
                       f"annotation.set_threshold({s.get('min_confidence') or 0.0!r}, {s.get('max_distance')!r})"]
     if not n_edits:
-        lines.insert(lines.index("# manual edits, in the order they were made") + 1, "# (none)")
+        lines += ["", "# manual edits: none"]
     lines += ["", "write_cells_csv(OUT, annotation)", "print(f'wrote {annotation.n_cells} cells to {OUT}')", ""]
     return "\n".join(lines)
 
