@@ -77,7 +77,7 @@ class HeadLabelFunction:
     """
 
     def __init__(self, heads, calibration, codes: np.ndarray, *, expression_proba=None, projected=None,
-                 novelty=None, options=None, reference_embeddings=None):
+                 novelty=None, options=None, reference_embeddings=None, ratio=None):
         from .transfer_options import TransferOptions
 
         self.heads = heads
@@ -87,6 +87,7 @@ class HeadLabelFunction:
         self._expr_p = expression_proba
         self._z = projected
         self._novelty = novelty
+        self._ratio = ratio
         self._ref = reference_embeddings
         # the calibration with an identity projection: scores() then takes the projected rows
         self._cal = None if calibration is None else dataclasses.replace(
@@ -121,8 +122,10 @@ class HeadLabelFunction:
             pred = labels.copy()
             score = self._cal.scores(self._z[cells], emb[inv], pred) if len(cells) else np.zeros(0)
             if self._novelty is not None:
-                nov = self._novelty[cells]
-                score = np.where(np.isnan(nov), score, (score + nov) / 2)
+                from .unknown import combine_cluster_evidence
+
+                score = combine_cluster_evidence(score, self._novelty[cells],
+                                                 None if self._ratio is None else self._ratio[cells])
             score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0)
             thr = 1.0 - float(opts.unknown_alpha)
             unknown = score > thr
@@ -175,18 +178,22 @@ def head_label_function(query, reference, options, heads) -> HeadLabelFunction:
     expr_p = None
     if heads.expression_head is not None:
         expr_p = heads.expression_proba(log_normalise(query.counts))
-    cal = projected = novelty = None
+    cal = projected = novelty = ratio = None
     if options.calls_unknown:
         cal = fit_unknown(expression_features(reference.counts), reference.embeddings, reference.labels,
                           k=options.unknown_neighbors)
         projected = cal.project(expression_features(query.counts))
         if options.unknown_clusters:
-            from .cluster_evidence import CLUSTER_NOVELTY
+            from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL
 
             _, extra = with_cluster_evidence(np.zeros(query.counts.shape[0], np.float32), query, reference)
             novelty = extra.get(CLUSTER_NOVELTY)
+            ratio = extra.get(CLUSTER_RESIDUAL)
+            if ratio is not None and np.isnan(ratio).all():  # the absolute call (no measurable shift)
+                ratio = None
     return HeadLabelFunction(heads, cal, query.sentence_codes, expression_proba=expr_p, projected=projected,
-                             novelty=novelty, options=options, reference_embeddings=reference.embeddings)
+                             novelty=novelty, options=options, reference_embeddings=reference.embeddings,
+                             ratio=ratio)
 
 
 __all__ = ["HeadLabelFunction", "KnnLabelFunction", "head_label_function", "query_clusters"]

@@ -253,21 +253,33 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *,
         return score, {}
     novelty = np.full(len(clusters), np.nan, dtype=np.float32)
     ratio = np.full(len(clusters), np.nan, dtype=np.float32)
-    combined = np.asarray(score, dtype=np.float32).copy()
+    relative = False
     if has.any():
         counts, cl = _rows(query.counts, has), clusters[has]
         ref = (reference.counts, reference.labels)
         novelty[has] = cluster_novelty(counts, cl, ref)
         rho = _residual_ratio(counts, cl, ref)
-        if rho is None:  # no measurable shift: the absolute score
-            combined[has] = (combined[has] + novelty[has]) / 2
-        else:
+        if rho is not None:
             ratio[has] = rho
-            k = np.log(20.0) / np.log(max(float(outlier_ratio), 1.0 + 1e-6))
-            cluster_score = 1.0 - np.maximum(np.nan_to_num(rho, nan=1.0), 1.0) ** -k
-            combined[has] = np.minimum(cluster_score, np.minimum(combined[has] + UNKNOWN_CELL_MARGIN, 1.0))
-    return combined.astype(np.float32), {CLUSTER_NOVELTY: novelty, CLUSTER_RESIDUAL: ratio,
-                                         QUERY_CLUSTER: np.where(has, clusters, "").astype(str)}
+            relative = True
+    combined = combine_cluster_evidence(score, novelty, ratio if relative else None, outlier_ratio=outlier_ratio)
+    return combined, {CLUSTER_NOVELTY: novelty, CLUSTER_RESIDUAL: ratio,
+                      QUERY_CLUSTER: np.where(has, clusters, "").astype(str)}
+
+
+def combine_cluster_evidence(score, novelty, ratio=None, *, outlier_ratio: float = DEFAULT_OUTLIER_RATIO):
+    """Per cell: its own unknown ``score`` combined with its cluster's evidence, the rule of
+    :func:`with_cluster_evidence` (``ratio`` None: the absolute call, mean with ``novelty``;
+    else the query-relative call). Cells with NaN ``novelty`` (no cluster) keep their score."""
+    combined = np.asarray(score, dtype=np.float32).copy()
+    has = ~np.isnan(np.asarray(novelty, dtype=np.float64))
+    if ratio is None:
+        combined[has] = (combined[has] + np.asarray(novelty)[has]) / 2
+    else:
+        k = np.log(20.0) / np.log(max(float(outlier_ratio), 1.0 + 1e-6))
+        cluster_score = 1.0 - np.maximum(np.nan_to_num(np.asarray(ratio)[has], nan=1.0), 1.0) ** -k
+        combined[has] = np.minimum(cluster_score, np.minimum(combined[has] + UNKNOWN_CELL_MARGIN, 1.0))
+    return combined.astype(np.float32)
 
 
 def _residual_ratio(counts, clusters, reference) -> np.ndarray | None:
