@@ -63,6 +63,13 @@ def test_replay_of_prototype_labels_with_edits(transfer, tmp_path, capsys):  # n
 @pytest.mark.parametrize("where", ["unknown", "unassigned"])
 def test_replay_of_a_transfer_combined_with_prototypes(where, transfer, tmp_path, capsys):  # noqa: F811
     result, query, paths = transfer
+    if where == "unknown":  # a transfer that calls some cells Unknown (level 0.5; the demo has none at 0.05)
+        from napari_cellama.core import TransferOptions, run_transfer
+        from napari_cellama.io import read_reference
+
+        result = run_transfer(query, read_reference(paths["reference"]), DEMO_LABEL_KEY,
+                              options=TransferOptions(k=5, unknown_alpha=0.5))
+        assert (result.table[CELL_TYPE] == UNKNOWN).any()
     proto = _prototypes(query)
     inputs = {"query": paths["xenium"], "reference": paths["reference"], "label_key": DEMO_LABEL_KEY}
     base = annotation_from_result(result, inputs)
