@@ -106,12 +106,14 @@ def exact_vectors(sentences: list[str], truth_cache) -> tuple[np.ndarray, dict]:
 
 
 def served_embedder(vectors: dict, truth_cache):
-    """An exact-mode embedder that returns ``vectors[sentence]`` where given, exact vectors otherwise."""
+    """An exact-mode embedder that returns ``vectors[sentence]`` where given, exact vectors otherwise
+    (``n``: sentences it was asked for)."""
     from napari_cellama.core.embed import Embedder
 
     class Served(Embedder):
         def __init__(self):
             super().__init__(mode="onnx", cache=None)
+            self.n = 0
 
         @property
         def loaded(self):
@@ -121,6 +123,7 @@ def served_embedder(vectors: dict, truth_cache):
             return None
 
         def encode_batch(self, sentences):
+            self.n += len(sentences)
             out = [vectors.get(s) for s in sentences]
             miss = [i for i, v in enumerate(out) if v is None]
             if miss:

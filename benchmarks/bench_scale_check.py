@@ -21,33 +21,9 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_scale import LABEL, SHARED, exact_vectors, section_clusters  # noqa: E402
-
-
-def served(table: dict):
-    from napari_cellama.core.embed import Embedder
-
-    class Served(Embedder):
-        def __init__(self):
-            super().__init__(mode="onnx", cache=None)
-            self.n = 0
-
-        @property
-        def loaded(self):
-            return True
-
-        def load(self):
-            return None
-
-        def encode_batch(self, sentences):
-            self.n += len(sentences)
-            return np.stack([table[s] for s in sentences]).astype(np.float32)
-
-    return Served()
+from bench_scale import LABEL, SHARED, exact_vectors, section_clusters, served_embedder  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -71,8 +47,8 @@ def main(argv=None) -> int:
     sentences = sorted(set(cell_sentences(q.X, list(q.var_names), 20)) | set(cell_sentences(r.X, list(q.var_names), 20)))
     vec, stats = exact_vectors(sentences, args.truth_cache)
     table = dict(zip(sentences, vec, strict=True))
-    exact = run_transfer(query, reference, LABEL, k=10, embedder=served(table), clusters=clusters)
-    base = served(table)
+    exact = run_transfer(query, reference, LABEL, k=10, embedder=served_embedder(table, None), clusters=clusters)
+    base = served_embedder(table, None)
     emb = SurrogateEmbedder(base, n_fit=args.fit, n_check=args.check, seed=args.seed)
     t = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
