@@ -61,22 +61,31 @@ def _iter_nearest(query: np.ndarray, reference: np.ndarray):
     return idx[:, 0], np.clip(1.0 - sim[:, 0], 0.0, 2.0).astype(np.float32)
 
 
+def fit_method_heads(reference: CellSet, options: TransferOptions, *, expression=None):
+    """The :class:`~.classify.HeadModel` of ``options.method`` fitted on ``reference`` (its
+    embeddings, shared-panel counts and labels; ``expression``: its log-normalised counts where
+    already computed)."""
+    from .classify import fit_heads, log_normalise
+
+    expr = log_normalise(reference.counts) if expression is None else expression
+    return fit_heads(reference.embeddings, expr, reference.labels, method=options.method, c=options.head_c,
+                     expression_weight=options.expression_weight, seed=options.seed)
+
+
 def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOptions | None = None, *,
                        heads=None) -> Iterator:
     """Generator: yields ``(stage, done, total)``, returns the per-cell table (see module doc).
 
     ``heads``: a :class:`~.classify.HeadModel` already fitted on ``reference`` with these
     ``options`` (e.g. by the pipeline for the surrogate check); None: fitted here."""
-    from .classify import fit_heads, log_normalise
+    from .classify import log_normalise
     from .unknown import apply_unknown, unknown_scores
 
     options = options or TransferOptions()
     yield (STAGE_CLASSIFY, 0, 4)
     ref_expr = log_normalise(reference.counts)
     query_expr = log_normalise(query.counts)
-    model = heads if heads is not None else fit_heads(
-        reference.embeddings, ref_expr, reference.labels, method=options.method, c=options.head_c,
-        expression_weight=options.expression_weight, seed=options.seed)
+    model = heads if heads is not None else fit_method_heads(reference, options, expression=ref_expr)
     yield (STAGE_CLASSIFY, 1, 4)
     emb_p = query.per_cell(model.embedding_proba(query.embeddings))
     expr_p = None if model.expression_head is None else model.expression_proba(query_expr)

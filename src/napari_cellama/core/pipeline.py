@@ -190,14 +190,14 @@ def _label_function(q, r, reference, options: TransferOptions, query_clusters):
     ref_emb, labels, codes = reference
     if options.method == METHOD_KNN:
         return KnnLabelFunction(ref_emb, labels, codes, options.k), None, query_clusters
-    from .classify import fit_heads, log_normalise
+    from .head_transfer import fit_method_heads
 
-    heads = fit_heads(ref_emb, log_normalise(r.X), labels, method=options.method, c=options.head_c,
-                      expression_weight=options.expression_weight, seed=options.seed)
+    reference_cells = CellSet(ref_emb, r.X, r.obs_names, labels=labels)
+    heads = fit_method_heads(reference_cells, options)
     if options.calls_unknown and options.unknown_clusters:
         query_clusters = pick_clusters(q.X, query_clusters)
     fn = head_label_function(CellSet(None, q.X, q.obs_names, sentence_codes=codes, clusters=query_clusters),
-                             CellSet(ref_emb, r.X, r.obs_names, labels=labels), options, heads)
+                             reference_cells, options, heads)
     return fn, heads, query_clusters
 
 
