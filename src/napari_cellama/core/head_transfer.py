@@ -111,11 +111,15 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     score = unknown_scores(CellSet(query.embeddings, query_expr, query.index, sentence_codes=query.sentence_codes),
                            CellSet(reference.embeddings, ref_expr, reference.index, reference.labels),
                            cats[best], k=options.unknown_neighbors)
-    extra = {}
     if options.unknown_clusters:
         from .unknown import with_cluster_evidence
 
         score, extra = with_cluster_evidence(score, query, reference)
+    else:
+        from .cluster_evidence import UNKNOWN_CALL
+        from .unknown import CALL_CELL_ONLY, call_column
+
+        extra = {UNKNOWN_CALL: call_column(len(score), f"{CALL_CELL_ONLY}: cluster evidence switched off")}
     table = pd.DataFrame(
         {
             TRANSFERRED_TYPE: cats[best],
