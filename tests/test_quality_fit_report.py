@@ -43,12 +43,13 @@ def test_relative_call_report_shows_each_clusters_residual_ratio():
     assert {CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL} <= set(table.columns)
     report = reference_fit_report(table, adata, cl)
     t = report.table.set_index("cluster")
-    assert list(report.table.columns) == list(FIT_COLUMNS) + list(EVIDENCE_COLUMNS)
+    assert list(report.table.columns) == list(FIT_COLUMNS[:7]) + list(EVIDENCE_COLUMNS[:3]) + [
+        "top_markers", "possibly_missing", UNKNOWN_CALL]
     # the ratio is the cluster's residual over the typical cluster's (cell-weighted median: a present one)
     typical = np.median(table[PROFILE_RESIDUAL])
     np.testing.assert_allclose(t[CLUSTER_RESIDUAL], t[PROFILE_RESIDUAL] / typical, rtol=1e-3)
     assert t.loc["new", CLUSTER_RESIDUAL] > 3.5 > t.drop("new")[CLUSTER_RESIDUAL].max()
-    assert report.relative and report.unknown_call.startswith("relative: cluster residual / the query's typical")
+    assert report.relative and report.unknown_call.startswith(f"relative: residual / typical cluster's ({typical:.2f})")
     assert (t[UNKNOWN_CALL] == report.unknown_call).all()
     text = report.summary()
     assert "Unknown call: relative" in text and "ratio" in text.splitlines()[2]
@@ -66,8 +67,8 @@ def test_absolute_fallback_is_reported_with_its_reason():
     t = report.table
     assert t[CLUSTER_RESIDUAL].isna().all() and t[PROFILE_RESIDUAL].gt(0.5).all()
     assert not report.relative
-    assert report.unknown_call.startswith("absolute: the query's typical cluster has a profile residual of")
-    assert "RELATIVE_MAX_BASELINE" in report.unknown_call
+    typical = np.median(table[PROFILE_RESIDUAL])
+    assert report.unknown_call.startswith(f"absolute: typical cluster residual {typical:.2f} > 0.5 (RELATIVE_MAX_BASELINE)")
     text = report.summary()
     assert "Unknown call: absolute" in text and "the absolute call was used" in text
     assert t[CLUSTER_NOVELTY].notna().all()

@@ -72,7 +72,7 @@ class ClusterPanel(QWidget):
         self.source_combo.currentTextChanged.connect(self.source_changed.emit)
         self.info = QLabel("The reference fit report appears here after a transfer.")
         self.info.setWordWrap(True)
-        self.info.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
+        self.info.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)  # wrapped lines never clipped
         self.table = read_only_table(16777215)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
@@ -226,13 +226,14 @@ class ClusterNamingMixin:
         report = self.session.fit_report
         if name == FIT_CLUSTERS and report is not None:
             info = (f"reference fit per cluster of {report.cluster_source}; flagged clusters (≥ "
-                    f"{report.missing_share:.0%} Unknown) first" + (f"\nUnknown call: {report.unknown_call}"
-                                                                      if report.unknown_call else ""))
+                    f"{report.missing_share:.0%} Unknown) first" + (
+                        f"\nUnknown call: {report.unknown_call.split(' - ')[0]}" if report.unknown_call else ""))
             table = report.table
         else:
             info = f"{name}: size and dominant current label"
             table = cluster_summary(clusters, self.annotation)
         self.clusters.show_clusters(table, info)
+        self.clusters.info.setToolTip(report.unknown_call if name == FIT_CLUSTERS and report is not None else "")
 
     def cluster_cells(self, cluster: str, clustering: str | None = None) -> pd.Index:
         clusters = getattr(self, "_sources", {}).get(clustering or self.clusters.clustering)

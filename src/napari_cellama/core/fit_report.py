@@ -44,10 +44,10 @@ FIT_CLUSTER = "cluster"
 FIT_COLUMNS = ("cluster", "n_cells", "share_unknown", "share_low_confidence", "share_unassigned",
                "dominant_label", "dominant_share", "top_markers", "possibly_missing")
 EVIDENCE_COLUMNS = (CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL)
-"""Columns added when the transfer's unknown score carried cluster evidence (in this order, after
-``FIT_COLUMNS``): the cluster's marker novelty, its residual ratio to the query's typical cluster
-(the query-relative call's evidence; empty under the absolute call), its profile residual, and
-the call made (``relative: ...``, ``absolute: <why>``, ``cell only: <why>``)."""
+"""Columns added when the transfer's unknown score carried cluster evidence: the cluster's marker
+novelty, its residual ratio to the query's typical cluster (the query-relative call's evidence;
+empty under the absolute call) and its profile residual (placed before ``top_markers``), and the
+call made (``relative: ...``, ``absolute: <why>``, ``cell only: <why>``; last)."""
 _MIN_DETECTED = 0.1
 
 
@@ -207,5 +207,8 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
     out = out.rename_axis(FIT_CLUSTER).reset_index()
     out = out.sort_values(["possibly_missing", "share_unknown", "n_cells"], ascending=[False, False, False],
                           kind="stable").reset_index(drop=True)
-    cols = list(FIT_COLUMNS) + [c for c in EVIDENCE_COLUMNS if c in out]
+    cols = list(FIT_COLUMNS)
+    at = cols.index("top_markers")
+    cols[at:at] = [c for c in EVIDENCE_COLUMNS[:3] if c in out]
+    cols += [UNKNOWN_CALL] if UNKNOWN_CALL in out else []
     return FitReport(out.loc[:, cols], source, low_confidence, missing_share, call)

@@ -328,8 +328,8 @@ def residual_evidence(counts, clusters, reference) -> ResidualEvidence:
     n_genes = int(res.attrs["n_genes"])
     if n_genes < RELATIVE_MIN_GENES_PER_TYPE * n_types:
         return ResidualEvidence(per_cell, None, (
-            f"{CALL_ABSOLUTE}: the cluster profiles use {n_genes} genes for {n_types} reference types, fewer "
-            f"than {RELATIVE_MIN_GENES_PER_TYPE} per type (RELATIVE_MIN_GENES_PER_TYPE): too alike to compare"))
+            f"{CALL_ABSOLUTE}: {n_genes} profile genes for {n_types} types, < {RELATIVE_MIN_GENES_PER_TYPE} per type "
+            "(RELATIVE_MIN_GENES_PER_TYPE) - cluster profiles too alike to compare"))
     if not ok.any():
         return ResidualEvidence(per_cell, None, f"{CALL_ABSOLUTE}: no cluster has counts on the profile genes")
     r, w = res["residual"].to_numpy()[ok], res["n_cells"].to_numpy(dtype=float)[ok]
@@ -337,14 +337,14 @@ def residual_evidence(counts, clusters, reference) -> ResidualEvidence:
     baseline = float(r[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.5)])
     if baseline > RELATIVE_MAX_BASELINE:
         return ResidualEvidence(per_cell, None, (
-            f"{CALL_ABSOLUTE}: the query's typical cluster has a profile residual of {baseline:.2f}, above "
-            f"{RELATIVE_MAX_BASELINE:g} (RELATIVE_MAX_BASELINE): the reference explains no ordinary part of the "
-            "query, so there is no shift to measure against"))
+            f"{CALL_ABSOLUTE}: typical cluster residual {baseline:.2f} > {RELATIVE_MAX_BASELINE:g} "
+            "(RELATIVE_MAX_BASELINE) - the reference explains no ordinary part of the query, so there is no "
+            "shift to measure against"))
     floor = max(baseline, _MIN_BASELINE)
     return ResidualEvidence(per_cell, per_cell / floor, (
-        f"{CALL_RELATIVE}: cluster residual / the query's typical cluster's ({baseline:.2f}"
+        f"{CALL_RELATIVE}: residual / typical cluster's ({baseline:.2f}"
         + (f", floor {_MIN_BASELINE:g}" if baseline < _MIN_BASELINE else "")
-        + f"); Unknown from a ratio of {DEFAULT_OUTLIER_RATIO:g} at the default level"))
+        + f") - Unknown from a ratio of {DEFAULT_OUTLIER_RATIO:g} at the default level"))
 
 
 def _rows(x, mask):
