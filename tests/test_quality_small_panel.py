@@ -77,15 +77,18 @@ def test_the_expression_model_sees_counts_and_falls_back_for_normalised_queries(
     x, y = _toy()
     emb = np.stack([hash_vector(s) for s in cell_sentences(x, list("ABCDEF"), 20)])
     heads = fit_heads(emb, x, y)
-    assert heads.counts_head is not None and heads.counts_head.n_features_in_ == 12
+    assert heads.uses_counts and heads.expression_head.n_features_in_ == 12
     qx, qy = _toy(seed=1)
     with_counts = heads.expression_proba(qx).argmax(axis=1)
     normalised = heads.expression_proba(log_normalise(qx)).argmax(axis=1)  # no counts: the normalised model
     cats = heads.categories
     # b and c differ only in depth: with counts they separate, from normalised values they cannot
     assert _f1(qy, cats[with_counts]) > _f1(qy, cats[normalised]) + 0.1
-    # a reference without counts fits only the normalised model
-    assert fit_heads(emb, log_normalise(x), y).counts_head is None
+    # a reference without counts fits only the normalised model, whatever the query
+    plain = fit_heads(emb, log_normalise(x), y)
+    assert not plain.uses_counts and plain.expression_head.n_features_in_ == 6
+    np.testing.assert_allclose(plain.expression_proba(qx), plain.expression_proba(log_normalise(qx)))
+    np.testing.assert_allclose(heads.expression_proba(log_normalise(qx)), plain.expression_proba(qx), atol=1e-6)
 
 
 def test_surrogate_label_function_uses_the_same_per_cell_weights():

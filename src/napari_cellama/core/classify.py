@@ -27,7 +27,7 @@ embedding head a few labels - depend on the thread count).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -134,11 +134,13 @@ class HeadModel:
     categories: np.ndarray
     embedding_head: object | None
     expression_head: object | None
-    """Logistic regression on log-normalised expression (used where the query holds no counts)."""
+    """The expression model: on :func:`expression_model_features` when the reference held counts
+    (``uses_counts``), else on log-normalised values."""
     expression_weight: float
-    counts_head: object | None = None
-    """Logistic regression on :func:`expression_model_features` (fitted when the reference holds
-    counts; used for queries that hold counts)."""
+    uses_counts: bool = False
+    fallback: tuple | None = field(default=None, repr=False)
+    """``(log-normalised reference, labels, C, seed)``: fits, when first needed, the model on
+    log-normalised values alone for a query that holds no counts (``uses_counts`` only)."""
 
     def embedding_proba(self, embeddings) -> np.ndarray:
         return self.embedding_head.predict_proba(_unit(embeddings))
@@ -149,9 +151,20 @@ class HeadModel:
         else on log-normalised values (input that holds no counts is taken as log-normalised)."""
         from .counts import is_raw_counts
 
-        if self.counts_head is not None and is_raw_counts(counts):
-            return self.counts_head.predict_proba(expression_model_features(counts))
-        return self.expression_head.predict_proba(log_normalise(counts))
+        if not self.uses_counts:
+            return self.expression_head.predict_proba(log_normalise(counts))
+        if is_raw_counts(counts):
+            return self.expression_head.predict_proba(expression_model_features(counts))
+        return self._normalised_head().predict_proba(log_normalise(counts))
+
+    def _normalised_head(self):
+        if getattr(self, "_normalised", None) is None:
+            from threadpoolctl import threadpool_limits
+
+            x, y, c, seed = self.fallback
+            with threadpool_limits(1):
+                self._normalised = _logreg(c, seed, False).fit(x, y)
+        return self._normalised
 
     def combine(self, embedding_proba, expression_proba, n_genes=None) -> np.ndarray:
         """Weighted average of the heads' probabilities (either may be None).
@@ -195,7 +208,8 @@ def fit_heads(
     """Fit the heads of ``method`` on reference cells: ``head`` - embeddings only; ``ensemble`` -
     embeddings and ``expression`` (the reference cells' counts on the shared panel, or their
     log-normalised values): a logistic regression on log-normalised values and, where
-    ``expression`` holds counts, one on :func:`expression_model_features` (for queries with counts).
+    ``expression`` holds counts, on :func:`expression_model_features` instead (the model on
+    log-normalised values is then fitted only if a query without counts comes).
 
     ``balanced`` weighs the embedding head's cells inversely to their type's size; the
     expression model is the plain logistic regression (balancing it lowered macro-F1 on the
@@ -218,9 +232,10 @@ def fit_heads(
     # one BLAS thread: the weakly penalised fit then gives the same labels whatever the core count
     with threadpool_limits(1):
         emb_head = _logreg(c, seed, balanced).fit(_unit(embeddings), y)
-        expr_head = counts_head = None
+        expr_head, counts, fallback = None, False, None
         if method == METHOD_ENSEMBLE:
-            expr_head = _logreg(expression_c, seed, False).fit(log_normalise(expression), y)
-            if is_raw_counts(expression):
-                counts_head = _logreg(expression_c, seed, False).fit(expression_model_features(expression), y)
-    return HeadModel(cats, emb_head, expr_head, float(expression_weight), counts_head)
+            counts = is_raw_counts(expression)
+            x = expression_model_features(expression) if counts else log_normalise(expression)
+            expr_head = _logreg(expression_c, seed, False).fit(x, y)
+            fallback = (log_normalise(expression), y, expression_c, seed) if counts else None
+    return HeadModel(cats, emb_head, expr_head, float(expression_weight), counts, fallback)
