@@ -141,6 +141,8 @@ class HeadModel:
     fallback: tuple | None = field(default=None, repr=False)
     """``(log-normalised reference, labels, C, seed)``: fits, when first needed, the model on
     log-normalised values alone for a query that holds no counts (``uses_counts`` only)."""
+    full_genes: int = DEFAULT_SENTENCE_FULL_GENES
+    """Sentence length (genes) from which the embedding head has its full weight (:meth:`combine`)."""
 
     def embedding_proba(self, embeddings) -> np.ndarray:
         return self.embedding_head.predict_proba(_unit(embeddings))
@@ -171,14 +173,15 @@ class HeadModel:
 
         ``n_genes``: per cell, its detected genes on the panel (:func:`detected_genes`): the
         embedding head's weight then falls for sentences of fewer than 3 genes
-        (:func:`embedding_weights`); None: the constant weights (sentences that carry metadata)."""
+        (``full_genes``, :func:`embedding_weights`); None: the constant weights (sentences that
+        carry metadata)."""
         if expression_proba is None:
             return embedding_proba
         if embedding_proba is None:
             return expression_proba
         w_emb = 1.0 - self.expression_weight
         if n_genes is not None:
-            w_emb = embedding_weights(n_genes, w_emb)[:, None]
+            w_emb = embedding_weights(n_genes, w_emb, self.full_genes)[:, None]
         return w_emb * embedding_proba + (1.0 - w_emb) * expression_proba
 
     def predict_proba(self, embeddings, counts=None, n_genes=None) -> np.ndarray:
@@ -204,6 +207,7 @@ def fit_heads(
     expression_weight: float = DEFAULT_EXPRESSION_WEIGHT,
     balanced: bool = DEFAULT_BALANCED_CLASSES,
     seed: int = DEFAULT_RANDOM_STATE,
+    full_genes: int = DEFAULT_SENTENCE_FULL_GENES,
 ) -> HeadModel:
     """Fit the heads of ``method`` on reference cells: ``head`` - embeddings only; ``ensemble`` -
     embeddings and ``expression`` (the reference cells' counts on the shared panel, or their
@@ -238,4 +242,4 @@ def fit_heads(
             x = expression_model_features(expression) if counts else log_normalise(expression)
             expr_head = _logreg(expression_c, seed, False).fit(x, y)
             fallback = (log_normalise(expression), y, expression_c, seed) if counts else None
-    return HeadModel(cats, emb_head, expr_head, float(expression_weight), counts, fallback)
+    return HeadModel(cats, emb_head, expr_head, float(expression_weight), counts, fallback, int(full_genes))

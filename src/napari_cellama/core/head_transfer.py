@@ -69,7 +69,8 @@ def fit_method_heads(reference: CellSet, options: TransferOptions, *, expression
 
     expr = reference.counts if expression is None else expression
     return fit_heads(reference.embeddings, expr, reference.labels, method=options.method, c=options.head_c,
-                     expression_weight=options.expression_weight, seed=options.seed)
+                     expression_weight=options.expression_weight, seed=options.seed,
+                     full_genes=options.full_weight_genes)
 
 
 def sentence_genes(query: CellSet, options: TransferOptions):
