@@ -25,7 +25,7 @@ donor or protocol shift cancels) makes its atypical cells Unknown.
 A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
 Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): on the
-458-gene panel mean AUROC 0.977, 82% of a left-out type's cells Unknown and 1.9% of present
+458-gene panel mean AUROC 0.976, 82% of a left-out type's cells Unknown and 1.9% of present
 types' cells; across donors (pbmc3k -> pbmc68k) no cell Unknown.
 """
 
