@@ -42,6 +42,18 @@ def test_default_method_writes_reasons_and_the_fit_report(files, tmp_path):
     assert list(report.columns)[:3] == ["cluster", "n_cells", "share_unknown"]
     assert report["n_cells"].sum() == 120
     assert "reference fit per query cluster (Leiden" in r.stderr
+    # why a cluster is (not) flagged: its residual ratio, its residual, and the call that was made
+    assert list(report.columns)[7:10] == ["cluster_novelty", "cluster_residual", "profile_residual"]
+    assert list(report.columns)[-1] == "unknown_call"
+    call = report["unknown_call"].iloc[0]
+    assert (report["unknown_call"] == call).all() and f"Unknown call: {call}" in r.stderr
+    assert "ratio" in r.stderr and "resid." in r.stderr
+    if call.startswith("relative"):
+        typical = float(call.split("(")[1].split(")")[0].split(",")[0])
+        np.testing.assert_allclose(report["cluster_residual"], report["profile_residual"] / max(typical, 0.05),
+                                   rtol=0.02, atol=0.01)
+    else:
+        assert call.startswith("absolute: ") and report["cluster_residual"].isna().all()
 
 
 def test_knn_method_and_no_unknown_call(files, tmp_path):

@@ -7,7 +7,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from napari_cellama.core.cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, cluster_residual
+from napari_cellama.core.cluster_evidence import (
+    CLUSTER_NOVELTY,
+    CLUSTER_RESIDUAL,
+    PROFILE_RESIDUAL,
+    UNKNOWN_CALL,
+    cluster_residual,
+)
 from napari_cellama.core.head_transfer import CellSet
 from napari_cellama.core.unknown import with_cluster_evidence
 
@@ -59,8 +65,14 @@ def test_the_outlying_cluster_is_unknown_and_the_others_are_not():
     score, extra = with_cluster_evidence(own, q, r)
     new = clusters == "new"
     assert (score[new] > 0.95).all() and (score[~new] <= 0.95).all()
-    assert set(extra) == {CLUSTER_NOVELTY, CLUSTER_RESIDUAL, "query_cluster"}
+    assert set(extra) == {CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL, "query_cluster"}
     assert extra[CLUSTER_RESIDUAL][new].min() > 3.5 > extra[CLUSTER_RESIDUAL][~new].max()
+    # the ratio is the cluster's residual over the typical (cell-weighted median) cluster's
+    res = extra[PROFILE_RESIDUAL]
+    np.testing.assert_allclose(extra[CLUSTER_RESIDUAL], res / np.median(res), rtol=1e-5)
+    assert list(pd.unique(np.asarray(extra[UNKNOWN_CALL]))) == [
+        f"relative: residual / typical cluster's ({np.median(res):.2f}) - "
+        "Unknown from a ratio of 3.5 at the default level"]
     # two-sided: a cell typical of its predicted type (own score 0.3) stays, even in the new cluster
     own[new] = 0.3
     score, _ = with_cluster_evidence(own, q, r)
@@ -92,4 +104,9 @@ def test_without_a_well_matched_part_of_the_query_the_absolute_score_is_used():
     score, extra = with_cluster_evidence(own, q, r)
     assert np.isnan(extra[CLUSTER_RESIDUAL]).all()
     np.testing.assert_allclose(score, (own + extra[CLUSTER_NOVELTY]) / 2, rtol=1e-6)
+    # the call says why: the typical cluster's residual is above RELATIVE_MAX_BASELINE
+    call = str(extra[UNKNOWN_CALL][0])
+    typical = np.median(extra[PROFILE_RESIDUAL])
+    assert call.startswith(f"absolute: typical cluster residual {typical:.2f} > 0.5 (RELATIVE_MAX_BASELINE) - ")
+    assert (np.asarray(extra[UNKNOWN_CALL]) == call).all()
     assert (score > 0.95).all()

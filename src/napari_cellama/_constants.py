@@ -409,6 +409,11 @@ a rare type (dendritic cells, platelets) is not ignored."""
 DEFAULT_EXPRESSION_WEIGHT = 0.6
 """Weight of the expression model in the ensemble's averaged probabilities."""
 
+DEFAULT_SENTENCE_FULL_GENES = 3
+"""Ensemble: a cell whose sentence names this many genes or more gives the embedding head its full
+weight (``1 - DEFAULT_EXPRESSION_WEIGHT``); one gene gives it none, linear in between
+(core/classify.py ``embedding_weights``; docs/quality.md)."""
+
 DEFAULT_UNKNOWN_ALPHA = 0.05
 """Level of the Unknown call: a cell is ``Unknown`` when its ``unknown_score`` (the mean of two
 per-type conformal scores, core/unknown.py, combined with its query cluster's evidence,

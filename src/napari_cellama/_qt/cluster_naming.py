@@ -31,7 +31,8 @@ from .evidence_panel import fill_table, read_only_table
 
 _HEADERS = {"n_cells": "cells", "share_unknown": "Unknown", "share_low_confidence": "low conf.",
             "share_unassigned": "Unassig.", "dominant_label": "dominant", "dominant_share": "share",
-            "top_markers": "top markers"}
+            "top_markers": "top markers", "cluster_novelty": "novelty", "cluster_residual": "residual ×typical",
+            "profile_residual": "residual"}
 FIT_CLUSTERS = "reference-fit clusters"
 XENIUM_CLUSTERS = "Xenium graph clusters"
 NICHE_CLUSTERS = "niche clusters"
@@ -71,7 +72,7 @@ class ClusterPanel(QWidget):
         self.source_combo.currentTextChanged.connect(self.source_changed.emit)
         self.info = QLabel("The reference fit report appears here after a transfer.")
         self.info.setWordWrap(True)
-        self.info.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
+        self.info.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Minimum)  # wrapped lines never clipped
         self.table = read_only_table(16777215)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
@@ -126,10 +127,11 @@ class ClusterPanel(QWidget):
         """``table``: one row per cluster with a ``cluster`` column (shown as it is)."""
         self.info.setText(info)
         self._clusters = [str(c) for c in table["cluster"]]
-        cols = [c for c in table.columns if c != "possibly_missing"]
+        cols = [c for c in table.columns if c not in ("possibly_missing", "unknown_call")]  # the call: info line
         rows = []
         for _, r in table.iterrows():
-            rows.append([f"{r[c]:.0%}" if c.startswith("share") or c == "dominant_share" else r[c] for c in cols])
+            rows.append([f"{r[c]:.0%}" if c.startswith("share") or c == "dominant_share" else
+                         ("–" if pd.isna(r[c]) else f"{r[c]:.2f}") if isinstance(r[c], float) else r[c] for c in cols])
         fill_table(self.table, [_HEADERS.get(c, c.replace("_", " ")) for c in cols], rows)
         header = self.table.horizontalHeader()
         for j in range(len(cols)):
@@ -224,12 +226,14 @@ class ClusterNamingMixin:
         report = self.session.fit_report
         if name == FIT_CLUSTERS and report is not None:
             info = (f"reference fit per cluster of {report.cluster_source}; flagged clusters (≥ "
-                    f"{report.missing_share:.0%} Unknown) first")
+                    f"{report.missing_share:.0%} Unknown) first" + (
+                        f"\nUnknown call: {report.unknown_call.split(' - ')[0]}" if report.unknown_call else ""))
             table = report.table
         else:
             info = f"{name}: size and dominant current label"
             table = cluster_summary(clusters, self.annotation)
         self.clusters.show_clusters(table, info)
+        self.clusters.info.setToolTip(report.unknown_call if name == FIT_CLUSTERS and report is not None else "")
 
     def cluster_cells(self, cluster: str, clustering: str | None = None) -> pd.Index:
         clusters = getattr(self, "_sources", {}).get(clustering or self.clusters.clustering)

@@ -42,6 +42,11 @@ CLUSTER_RESIDUAL = "cluster_residual"
 """Table column: the query cluster's profile residual (:func:`cluster_residual`) divided by the
 query's typical cluster's (its cell-weighted median): how much worse than the rest of the
 query the reference types explain it (1 or less: as well as a typical cluster)."""
+PROFILE_RESIDUAL = "profile_residual"
+"""Table column: the query cluster's profile residual itself (:func:`cluster_residual`, 0..1)."""
+UNKNOWN_CALL = "unknown_call"
+"""Table column (one value per transfer): ``relative: ...`` (the query-relative call),
+``absolute: <why>`` (no shift could be measured) or ``cell only: <why>`` (no cluster evidence)."""
 
 
 def _group_sums(x, groups) -> tuple[list, np.ndarray, np.ndarray]:

@@ -12,7 +12,11 @@ which at least half of the cells are ``Unknown`` are listed as types possibly mi
 reference: their markers say what they are. When the transfer's unknown score carried cluster
 evidence (``TransferOptions.unknown_clusters``), the mean ``cluster_novelty`` of each cluster's
 cells is a column too (1 - how well the cluster's markers match its best reference type), and a
-cluster whose markers match no reference type (novelty >= 0.99) is listed as well.
+cluster whose markers match no reference type (novelty >= 0.99) is listed as well; so are
+``cluster_residual`` (how many times worse than the query's typical cluster the reference types
+explain the cluster: what makes a cluster's cells Unknown under the query-relative call, 3.5 at
+the default level; empty when the absolute call was used), ``profile_residual`` (the residual
+itself) and ``unknown_call`` (which call was made, and why the absolute one where it was).
 """
 
 from __future__ import annotations
@@ -34,11 +38,16 @@ from .._constants import (
     UNASSIGNED,
     UNKNOWN,
 )
-from .cluster_evidence import CLUSTER_NOVELTY
+from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL
 
 FIT_CLUSTER = "cluster"
 FIT_COLUMNS = ("cluster", "n_cells", "share_unknown", "share_low_confidence", "share_unassigned",
                "dominant_label", "dominant_share", "top_markers", "possibly_missing")
+EVIDENCE_COLUMNS = (CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL)
+"""Columns added when the transfer's unknown score carried cluster evidence: the cluster's marker
+novelty, its residual ratio to the query's typical cluster (the query-relative call's evidence;
+empty under the absolute call) and its profile residual (placed before ``top_markers``), and the
+call made (``relative: ...``, ``absolute: <why>``, ``cell only: <why>``; last)."""
 _MIN_DETECTED = 0.1
 
 
@@ -50,6 +59,13 @@ class FitReport:
     cluster_source: str
     low_confidence: float = DEFAULT_LOW_CONFIDENCE
     missing_share: float = DEFAULT_MISSING_TYPE_SHARE
+    unknown_call: str = ""
+    """How the transfer's Unknown call used the clusters (the table's ``unknown_call``; '' if not recorded)."""
+
+    @property
+    def relative(self) -> bool:
+        """Whether the Unknown call was the query-relative one (``cluster_residual`` is its evidence)."""
+        return self.unknown_call.startswith("relative")
 
     @property
     def possibly_missing(self) -> pd.DataFrame:
@@ -58,12 +74,23 @@ class FitReport:
 
     def summary(self, max_rows: int = 40) -> str:
         t = self.table
-        lines = [f"reference fit per query cluster ({self.cluster_source}; low confidence < {self.low_confidence:g}):",
-                 f"{'cluster':>8} {'cells':>7} {'Unknown':>8} {'low conf':>8}  dominant label (share)  top markers"]
+        lines = [f"reference fit per query cluster ({self.cluster_source}; low confidence < {self.low_confidence:g}):"]
+        if self.unknown_call:
+            lines.append(f"Unknown call: {self.unknown_call}")
+        ev = CLUSTER_RESIDUAL in t
+        head = f"{'cluster':>8} {'cells':>7} {'Unknown':>8} {'low conf':>8}"
+        if ev:  # residual ratio (the relative call's evidence), profile residual, marker novelty
+            head += f" {'ratio':>6} {'resid.':>6} {'novelty':>7}"
+        lines.append(head + "  dominant label (share)  top markers")
         for _, r in t.head(max_rows).iterrows():
-            lines.append(f"{r['cluster']!s:>8} {int(r['n_cells']):>7} {r['share_unknown']:>8.1%} "
-                         f"{r['share_low_confidence']:>8.1%}  {r['dominant_label']} ({r['dominant_share']:.0%})  "
-                         f"{r['top_markers']}")
+            row = (f"{r['cluster']!s:>8} {int(r['n_cells']):>7} {r['share_unknown']:>8.1%} "
+                   f"{r['share_low_confidence']:>8.1%}")
+            if ev:
+                row += f" {_num(r[CLUSTER_RESIDUAL], 6)} {_num(r[PROFILE_RESIDUAL], 6)} {_num(r[CLUSTER_NOVELTY], 7)}"
+            lines.append(row + f"  {r['dominant_label']} ({r['dominant_share']:.0%})  {r['top_markers']}")
+        if ev and not self.relative:
+            lines.append("ratio: '-' - the absolute call was used (see the Unknown call line), so no cluster is "
+                         "measured against the query's typical one")
         if len(t) > max_rows:
             lines.append(f"... {len(t) - max_rows} more clusters (see --fit-report)")
         miss = self.possibly_missing
@@ -75,6 +102,10 @@ class FitReport:
         else:
             lines.append(f"no cluster is mostly Unknown (>= {self.missing_share:.0%}): the reference covers every cluster")
         return "\n".join(lines)
+
+
+def _num(value, width: int) -> str:
+    return f"{'-':>{width}}" if pd.isna(value) else f"{float(value):>{width}.2f}"
 
 
 def leiden_clusters(counts, resolution: float = 1.0, seed: int = DEFAULT_RANDOM_STATE) -> pd.Categorical:
@@ -160,9 +191,15 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
         "dominant_label": dominant,
         "dominant_share": share,
     })
-    if CLUSTER_NOVELTY in t:  # cluster evidence of the unknown score (core/cluster_evidence.py)
-        out[CLUSTER_NOVELTY] = pd.Series(t[CLUSTER_NOVELTY].to_numpy(dtype=float), index=df.index).groupby(
-            df[FIT_CLUSTER]).mean()
+    for col in (CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL):  # the unknown score's cluster evidence
+        if col in t:  # (core/cluster_evidence.py, core/unknown.py): one value per cluster
+            out[col] = pd.Series(t[col].to_numpy(dtype=float), index=df.index).groupby(df[FIT_CLUSTER]).mean().round(4)
+    call = ""
+    if UNKNOWN_CALL in t:
+        calls = pd.Series(t[UNKNOWN_CALL]).dropna().astype(str).unique()
+        call = "; ".join(calls)
+        if CLUSTER_NOVELTY in out:
+            out[UNKNOWN_CALL] = call
     out["top_markers"] = [", ".join(markers.get(c, [])) for c in out.index]
     out["possibly_missing"] = out["share_unknown"] >= missing_share
     if CLUSTER_NOVELTY in out:
@@ -170,5 +207,8 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
     out = out.rename_axis(FIT_CLUSTER).reset_index()
     out = out.sort_values(["possibly_missing", "share_unknown", "n_cells"], ascending=[False, False, False],
                           kind="stable").reset_index(drop=True)
-    cols = list(FIT_COLUMNS) + ([CLUSTER_NOVELTY] if CLUSTER_NOVELTY in out else [])
-    return FitReport(out.loc[:, cols], source, low_confidence, missing_share)
+    cols = list(FIT_COLUMNS)
+    at = cols.index("top_markers")
+    cols[at:at] = [c for c in EVIDENCE_COLUMNS[:3] if c in out]
+    cols += [UNKNOWN_CALL] if UNKNOWN_CALL in out else []
+    return FitReport(out.loc[:, cols], source, low_confidence, missing_share, call)

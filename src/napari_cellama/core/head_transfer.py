@@ -63,13 +63,23 @@ def _iter_nearest(query: np.ndarray, reference: np.ndarray):
 
 def fit_method_heads(reference: CellSet, options: TransferOptions, *, expression=None):
     """The :class:`~.classify.HeadModel` of ``options.method`` fitted on ``reference`` (its
-    embeddings, shared-panel counts and labels; ``expression``: its log-normalised counts where
-    already computed)."""
-    from .classify import fit_heads, log_normalise
+    embeddings, shared-panel counts and labels; ``expression``: other values of its shared panel
+    to fit the expression model on, e.g. log-normalised ones; None: its counts)."""
+    from .classify import fit_heads
 
-    expr = log_normalise(reference.counts) if expression is None else expression
+    expr = reference.counts if expression is None else expression
     return fit_heads(reference.embeddings, expr, reference.labels, method=options.method, c=options.head_c,
-                     expression_weight=options.expression_weight, seed=options.seed)
+                     expression_weight=options.expression_weight, seed=options.seed,
+                     full_genes=options.full_weight_genes)
+
+
+def sentence_genes(query: CellSet, options: TransferOptions):
+    """Per query cell, the genes its sentence names (for the ensemble's per-cell weights,
+    :func:`~.classify.embedding_weights`); None when the sentences carry metadata (they then hold
+    more than the counts, and the weights stay constant)."""
+    from .classify import detected_genes
+
+    return None if options.metadata else detected_genes(query.counts)
 
 
 def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOptions | None = None, *,
@@ -85,11 +95,11 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     yield (STAGE_CLASSIFY, 0, 4)
     ref_expr = log_normalise(reference.counts)
     query_expr = log_normalise(query.counts)
-    model = heads if heads is not None else fit_method_heads(reference, options, expression=ref_expr)
+    model = heads if heads is not None else fit_method_heads(reference, options)
     yield (STAGE_CLASSIFY, 1, 4)
     emb_p = query.per_cell(model.embedding_proba(query.embeddings))
-    expr_p = None if model.expression_head is None else model.expression_proba(query_expr)
-    proba = model.combine(emb_p, expr_p)
+    expr_p = None if model.expression_head is None else model.expression_proba(query.counts)
+    proba = model.combine(emb_p, expr_p, sentence_genes(query, options))
     yield (STAGE_CLASSIFY, 2, 4)
     cats = np.asarray([str(c) for c in model.categories], dtype=object)
     order = np.argsort(-proba, axis=1, kind="stable")
@@ -102,11 +112,15 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     score = unknown_scores(CellSet(query.embeddings, query_expr, query.index, sentence_codes=query.sentence_codes),
                            CellSet(reference.embeddings, ref_expr, reference.index, reference.labels),
                            cats[best], k=options.unknown_neighbors)
-    extra = {}
     if options.unknown_clusters:
         from .unknown import with_cluster_evidence
 
         score, extra = with_cluster_evidence(score, query, reference)
+    else:
+        from .cluster_evidence import UNKNOWN_CALL
+        from .unknown import CALL_CELL_ONLY, call_column
+
+        extra = {UNKNOWN_CALL: call_column(len(score), f"{CALL_CELL_ONLY}: cluster evidence switched off")}
     table = pd.DataFrame(
         {
             TRANSFERRED_TYPE: cats[best],

@@ -102,6 +102,9 @@ class HeadLabelFunction:
             names.append("distance to max_distance")
         self.components = tuple(names)
 
+    n_genes = None
+    """Per query cell, the genes its sentence names (:func:`~.head_transfer.sentence_genes`)."""
+
     def __call__(self, embeddings: np.ndarray, cells=None):
         return _call(self, embeddings, cells)
 
@@ -113,7 +116,8 @@ class HeadLabelFunction:
         rows = emb
         emb_p = self.heads.embedding_proba(emb)[inv] if len(rows) else None
         expr_p = None if self._expr_p is None else self._expr_p[cells]
-        proba = self.heads.combine(emb_p, expr_p) if emb_p is not None else np.zeros((0, len(self.categories)))
+        n_genes = None if self.n_genes is None else self.n_genes[cells]
+        proba = self.heads.combine(emb_p, expr_p, n_genes) if emb_p is not None else np.zeros((0, len(self.categories)))
         best = proba.argmax(axis=1) if len(proba) else np.zeros(0, dtype=np.int64)
         labels = self.categories[best].astype(object)
         comps = [margins(proba)]
@@ -172,12 +176,13 @@ def head_label_function(query, reference, options, heads) -> HeadLabelFunction:
     and the ``clusters`` the transfer will use (see :func:`query_clusters`); ``reference``: its
     exact embeddings, counts and labels.
     """
-    from .classify import expression_features, log_normalise
+    from .classify import expression_features
+    from .head_transfer import sentence_genes
     from .unknown import fit_unknown, with_cluster_evidence
 
     expr_p = None
     if heads.expression_head is not None:
-        expr_p = heads.expression_proba(log_normalise(query.counts))
+        expr_p = heads.expression_proba(query.counts)
     cal = projected = novelty = ratio = None
     if options.calls_unknown:
         cal = fit_unknown(expression_features(reference.counts), reference.embeddings, reference.labels,
@@ -191,9 +196,11 @@ def head_label_function(query, reference, options, heads) -> HeadLabelFunction:
             ratio = extra.get(CLUSTER_RESIDUAL)
             if ratio is not None and np.isnan(ratio).all():  # the absolute call (no measurable shift)
                 ratio = None
-    return HeadLabelFunction(heads, cal, query.sentence_codes, expression_proba=expr_p, projected=projected,
-                             novelty=novelty, options=options, reference_embeddings=reference.embeddings,
-                             ratio=ratio)
+    fn = HeadLabelFunction(heads, cal, query.sentence_codes, expression_proba=expr_p, projected=projected,
+                           novelty=novelty, options=options, reference_embeddings=reference.embeddings,
+                           ratio=ratio)
+    fn.n_genes = sentence_genes(query, options)  # the ensemble's per-cell weights (core/classify.py)
+    return fn
 
 
 __all__ = ["HeadLabelFunction", "KnnLabelFunction", "head_label_function", "query_clusters"]

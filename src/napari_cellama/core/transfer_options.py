@@ -14,6 +14,7 @@ from .._constants import (
     DEFAULT_HEAD_C,
     DEFAULT_N_NEIGHBORS,
     DEFAULT_RANDOM_STATE,
+    DEFAULT_SENTENCE_FULL_GENES,
     DEFAULT_TOP_K,
     DEFAULT_TRANSFER_METHOD,
     DEFAULT_UNKNOWN_ALPHA,
@@ -22,7 +23,7 @@ from .._constants import (
     METHOD_KNN,
     TRANSFER_METHODS,
 )
-from ..validators import CellamaInputError, check_fraction, check_n_neighbors, check_top_k
+from ..validators import CellamaInputError, check_fraction, check_n_neighbors, check_positive_int, check_top_k
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class TransferOptions:
     """Inverse L2 penalty of the logistic-regression heads."""
     expression_weight: float = DEFAULT_EXPRESSION_WEIGHT
     """Weight of the expression model in the ``ensemble`` average (0..1)."""
+    full_weight_genes: int = DEFAULT_SENTENCE_FULL_GENES
+    """``ensemble``: a cell whose sentence names this many genes or more gives the embedding head
+    its full weight (``1 - expression_weight``); one gene gives it none, linear in between."""
     seed: int = DEFAULT_RANDOM_STATE
 
     def __post_init__(self):
@@ -73,6 +77,7 @@ class TransferOptions:
         if self.unknown_alpha is not None:
             check_fraction(self.unknown_alpha, "unknown_alpha")
         check_fraction(self.expression_weight, "expression_weight")
+        check_positive_int(self.full_weight_genes, "full_weight_genes")
         if not self.head_c > 0:
             raise CellamaInputError(f"head_c must be > 0, got {self.head_c!r}")
         object.__setattr__(self, "metadata", tuple(self.metadata or ()))

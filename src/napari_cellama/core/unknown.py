@@ -25,7 +25,7 @@ donor or protocol shift cancels) makes its atypical cells Unknown.
 A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
 Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): on the
-458-gene panel mean AUROC 0.977, 82% of a left-out type's cells Unknown and 1.9% of present
+458-gene panel mean AUROC 0.976, 82% of a left-out type's cells Unknown and 1.9% of present
 types' cells; across donors (pbmc3k -> pbmc68k) no cell Unknown.
 """
 
@@ -63,6 +63,12 @@ MIN_LEIDEN_CELLS = 50
 
 QUERY_CLUSTER = "query_cluster"
 """Table column: the query cluster whose novelty entered a cell's unknown score."""
+
+CALL_RELATIVE = "relative"
+CALL_ABSOLUTE = "absolute"
+CALL_CELL_ONLY = "cell only"
+"""How the unknown score used cluster evidence (the start of the ``unknown_call`` column): the
+query-relative residual ratio, the absolute score (mean with the cluster's novelty), or none."""
 
 DEFAULT_UNKNOWN_PCS = 30
 """Principal components of the reference's expression in which the unknown score is measured."""
@@ -234,37 +240,51 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *,
     query well) or fewer than ``RELATIVE_MIN_GENES_PER_TYPE`` profile genes per reference type.
 
     Returns the combined score and the extra table columns (``cluster_novelty``,
-    ``cluster_residual`` - the ratio ``rho``, NaN under the absolute call - and
-    ``query_cluster``); cells without a cluster keep their own score. A query of fewer than
-    ``MIN_LEIDEN_CELLS`` cells without given clusters, or with a single cluster, keeps the
-    per-cell scores (no extra columns).
+    ``cluster_residual`` - the ratio ``rho``, NaN under the absolute call -, ``profile_residual``
+    - the cluster's residual itself -, ``unknown_call`` - which call was made and, for the
+    absolute one, why - and ``query_cluster``); cells without a cluster keep their own score. A
+    query of fewer than ``MIN_LEIDEN_CELLS`` cells without given clusters, or with a single
+    cluster, keeps the per-cell scores (only ``unknown_call``, ``cell only: <why>``).
     """
-    from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, cluster_novelty
+    from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL, cluster_novelty
     from .fit_report import leiden_clusters
+
+    def cell_only(why: str) -> dict:
+        return {UNKNOWN_CALL: call_column(len(score), f"{CALL_CELL_ONLY}: {why}")}
 
     clusters = query.clusters
     if clusters is None:
         if query.counts.shape[0] < MIN_LEIDEN_CELLS:  # too few cells to cluster: the cells' own scores
-            return score, {}
+            return score, cell_only(f"a query of fewer than {MIN_LEIDEN_CELLS} cells and no clusters given")
         clusters = np.asarray(leiden_clusters(query.counts), dtype=object)
     clusters = np.asarray(clusters, dtype=object)
     has = pd.notna(clusters)
     if len(pd.unique(clusters[has])) < 2:  # one cluster has no rest of the query to contrast with
-        return score, {}
+        return score, cell_only("a single query cluster (nothing to compare it with)")
     novelty = np.full(len(clusters), np.nan, dtype=np.float32)
     ratio = np.full(len(clusters), np.nan, dtype=np.float32)
+    residual = np.full(len(clusters), np.nan, dtype=np.float32)
+    call = f"{CALL_ABSOLUTE}: no cell with a cluster"
     relative = False
     if has.any():
         counts, cl = _rows(query.counts, has), clusters[has]
         ref = (reference.counts, reference.labels)
         novelty[has] = cluster_novelty(counts, cl, ref)
-        rho = _residual_ratio(counts, cl, ref)
-        if rho is not None:
-            ratio[has] = rho
+        ev = residual_evidence(counts, cl, ref)
+        residual[has] = ev.residual
+        call = ev.call
+        if ev.ratio is not None:
+            ratio[has] = ev.ratio
             relative = True
     combined = combine_cluster_evidence(score, novelty, ratio if relative else None, outlier_ratio=outlier_ratio)
-    return combined, {CLUSTER_NOVELTY: novelty, CLUSTER_RESIDUAL: ratio,
+    return combined, {CLUSTER_NOVELTY: novelty, CLUSTER_RESIDUAL: ratio, PROFILE_RESIDUAL: residual,
+                      UNKNOWN_CALL: call_column(len(score), call),
                       QUERY_CLUSTER: np.where(has, clusters, "").astype(str)}
+
+
+def call_column(n: int, value: str) -> pd.Categorical:
+    """A per-cell column holding one value (stored once)."""
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
 
 
 def combine_cluster_evidence(score, novelty, ratio=None, *, outlier_ratio: float = DEFAULT_OUTLIER_RATIO):
@@ -282,24 +302,49 @@ def combine_cluster_evidence(score, novelty, ratio=None, *, outlier_ratio: float
     return combined.astype(np.float32)
 
 
-def _residual_ratio(counts, clusters, reference) -> np.ndarray | None:
-    """Per cell: its cluster's residual / the query's typical cluster's (NaN: a cluster without
-    counts on the profile genes); None where no shift can be measured (see
-    :func:`with_cluster_evidence`)."""
+@dataclass
+class ResidualEvidence:
+    """The profile residuals of a query's clusters and the call they support (per cell)."""
+
+    residual: np.ndarray
+    """Each cell's cluster's profile residual (:func:`~.cluster_evidence.cluster_residual`)."""
+    ratio: np.ndarray | None
+    """residual / the typical cluster's; None where no shift can be measured (absolute call)."""
+    call: str
+    """``relative: ...`` or ``absolute: <why>`` (the table's ``unknown_call``)."""
+
+
+def residual_evidence(counts, clusters, reference) -> ResidualEvidence:
+    """Per cell: its cluster's residual and its ratio to the query's typical cluster's (NaN: a
+    cluster without counts on the profile genes); the ratio is None, and ``call`` says why, where
+    no shift can be measured (see :func:`with_cluster_evidence`)."""
     from .cluster_evidence import cluster_residual
 
     res = cluster_residual(counts, clusters, reference)
+    per_cell = pd.Series(res["residual"].to_numpy(), index=res["cluster"].to_numpy()).reindex(
+        np.asarray(clusters, dtype=object)).to_numpy(dtype=np.float64)
     n_types = len(pd.unique(np.asarray(reference[1]).astype(str)))
     ok = res["residual"].notna().to_numpy()
-    if res.attrs["n_genes"] < RELATIVE_MIN_GENES_PER_TYPE * n_types or not ok.any():
-        return None
+    n_genes = int(res.attrs["n_genes"])
+    if n_genes < RELATIVE_MIN_GENES_PER_TYPE * n_types:
+        return ResidualEvidence(per_cell, None, (
+            f"{CALL_ABSOLUTE}: {n_genes} profile genes for {n_types} types, < {RELATIVE_MIN_GENES_PER_TYPE} per type "
+            "(RELATIVE_MIN_GENES_PER_TYPE) - cluster profiles too alike to compare"))
+    if not ok.any():
+        return ResidualEvidence(per_cell, None, f"{CALL_ABSOLUTE}: no cluster has counts on the profile genes")
     r, w = res["residual"].to_numpy()[ok], res["n_cells"].to_numpy(dtype=float)[ok]
     order = np.argsort(r, kind="stable")
     baseline = float(r[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.5)])
     if baseline > RELATIVE_MAX_BASELINE:
-        return None
-    per_cluster = pd.Series(res["residual"].to_numpy() / max(baseline, _MIN_BASELINE), index=res["cluster"].to_numpy())
-    return per_cluster.reindex(np.asarray(clusters, dtype=object)).to_numpy(dtype=np.float64)
+        return ResidualEvidence(per_cell, None, (
+            f"{CALL_ABSOLUTE}: typical cluster residual {baseline:.2f} > {RELATIVE_MAX_BASELINE:g} "
+            "(RELATIVE_MAX_BASELINE) - the reference explains no ordinary part of the query, so there is no "
+            "shift to measure against"))
+    floor = max(baseline, _MIN_BASELINE)
+    return ResidualEvidence(per_cell, per_cell / floor, (
+        f"{CALL_RELATIVE}: residual / typical cluster's ({baseline:.2f}"
+        + (f", floor {_MIN_BASELINE:g}" if baseline < _MIN_BASELINE else "")
+        + f") - Unknown from a ratio of {DEFAULT_OUTLIER_RATIO:g} at the default level"))
 
 
 def _rows(x, mask):
