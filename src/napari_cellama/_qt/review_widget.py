@@ -331,18 +331,44 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
         where = "" if group is None else f"group {group + 1:,} of {self.queue.n_groups:,}, "
         self.queue_panel.current_label.setText(
             f"{where}cell {self.queue.position + 1:,} of {len(self.queue):,}: {cell} (uncertainty {u:.2f})")
+        self.prefetch_next()
         return cell
+
+    def prefetch_next(self):
+        """Read the raster tiles of the queue's next cell's view on a worker thread (the shared
+        tile cache, :mod:`napari_cellama.layers.tiles`), so that Next finds them decoded; returns
+        the future, or None when there is nothing to read."""
+        from ..layers.tiles import prefetch, view_jobs
+
+        nxt = self.queue.peek() if self.queue is not None else None
+        yx = self._cell_yx(nxt) if nxt is not None else None
+        cam = _camera(self.viewer)
+        try:
+            h, w = (float(v) for v in self.viewer.canvas.size)
+        except (AttributeError, TypeError, ValueError):
+            return None
+        if yx is None or not w or cam.zoom <= 0:
+            return None
+        jobs = view_jobs(self.viewer.layers, yx, (h / cam.zoom / 2, w / cam.zoom / 2))
+        return prefetch(jobs) if jobs else None
+
+    def _cell_yx(self, cell_id: str):
+        q = self.session.query
+        if q is None or "spatial" not in q.obsm:
+            return None
+        i = q.obs_names.get_indexer([str(cell_id)])[0]
+        if i < 0:
+            return None
+        x, y = (float(v) for v in np.asarray(q.obsm["spatial"][i])[:2])
+        return y, x
 
     def centre_on(self, cell_id: str, pan: bool = True) -> None:
         """Centre the camera on the cell (zooming in when the view is far wider than a niche);
         ``pan=False``: only move the ring (a cell of the group already in view)."""
-        q = self.session.query
-        if q is None or "spatial" not in q.obsm:
+        yx = self._cell_yx(cell_id)
+        if yx is None:
             return
-        i = q.obs_names.get_indexer([str(cell_id)])[0]
-        if i < 0:
-            return
-        x, y = (float(v) for v in np.asarray(q.obsm["spatial"][i])[:2])
+        y, x = yx
         self._move_cursor(y, x)
         if not pan:
             return

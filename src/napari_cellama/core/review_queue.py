@@ -169,13 +169,24 @@ class ReviewQueue:
         """Move back one cell (reviewed ones included, to revisit a decision)."""
         return self._step(-1, skip_reviewed)
 
+    def peek(self, skip_reviewed: bool = True) -> str | None:
+        """The cell :meth:`next` would move to, without moving (None at the end)."""
+        i = self._find(+1, skip_reviewed)
+        return None if i is None else str(self.annotation.cell_ids[self._queue[i]])
+
     def _step(self, step: int, skip_reviewed: bool) -> str | None:
+        i = self._find(step, skip_reviewed)
+        if i is None:
+            return None
+        self.position = i
+        return self.current
+
+    def _find(self, step: int, skip_reviewed: bool) -> int | None:
         rev = self.annotation._reviewed if skip_reviewed else None  # noqa: SLF001 (read-only, no copy)
         i = self.position + step
         while 0 <= i < len(self._queue):
             if rev is None or not rev[self._queue[i]]:
-                self.position = i
-                return self.current
+                return i
             i += step
         return None
 
