@@ -160,7 +160,20 @@ def main() -> None:
                              f"max {max(handler):.3f} s", _load()))
             rows.append((f"{label} + napari redraw, {what}", float(np.median(shown)),
                          f"max {max(shown):.3f} s", _load()))
-    review.queue_panel.group_check.setChecked(True)  # the queue in small spatial groups
+    t0 = time.perf_counter()
+    review.queue_panel.group_check.setChecked(True)  # the queue in small spatial groups, in the dock's worker
+    click = time.perf_counter() - t0
+    gaps, last = [], time.perf_counter()
+    while review.busy:
+        app.processEvents()
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+        time.sleep(0.01)
+    rows.append(("grouping the queue: GUI thread (the tick)", click,
+                 f"groups after {time.perf_counter() - t0:.1f} s", _load()))
+    rows.append(("grouping the queue: longest GUI stall meanwhile", max(gaps, default=0.0),
+                 f"{len(gaps)} event-loop turns", _load()))
     handler, shown = [], []
     for _ in range(args.cells):
         t = time.perf_counter()
