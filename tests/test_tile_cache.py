@@ -19,7 +19,7 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_cellama.layers.tiles import TiledLevel, TileCache, prefetch, tiled_base, tiled_levels
+from napari_cellama.layers.tiles import TileCache, TiledLevel, prefetch, tiled_base, tiled_levels
 
 
 def _counted(a: np.ndarray, chunks):
