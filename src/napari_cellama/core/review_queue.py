@@ -48,11 +48,12 @@ def _group(q: np.ndarray, pts: np.ndarray, radius: float, max_cells: int):
     ok = np.isfinite(pts).all(axis=1)
     valid = np.flatnonzero(ok)
     tree = cKDTree(pts[ok]) if len(valid) else None
-    slot = np.full(len(q), -1)
-    slot[valid] = np.arange(len(valid))
-    taken = np.zeros(len(q), bool)
-    order, groups, g = [], [], 0
-    near_of: list = []
+    position = valid.tolist()  # tree point -> queue position
+    finite = ok.tolist()
+    taken = [False] * len(q)  # plain lists: a group holds a few cells, numpy per cell costs more
+    order: list = []
+    groups: list = []
+    g = 0
     for start in range(0, len(q), _GROUP_STEP):
         yield STAGE_GROUP_QUEUE, start, len(q)
         stop = min(len(q), start + _GROUP_STEP)
@@ -63,11 +64,11 @@ def _group(q: np.ndarray, pts: np.ndarray, radius: float, max_cells: int):
             if taken[i]:
                 continue
             members = [i]
-            if ok[i]:
-                near = valid[np.asarray(near_of[i], dtype=np.int64)]
-                near = np.sort(near[~taken[near]])
-                members = [i] + [j for j in near.tolist() if j != i][: max_cells - 1]
-            taken[members] = True
+            if finite[i]:
+                near = sorted(position[k] for k in near_of[i])
+                members += [j for j in near if j != i and not taken[j]][: max_cells - 1]
+            for j in members:
+                taken[j] = True
             order += members
             groups += [g] * len(members)
             g += 1

@@ -104,11 +104,11 @@ class TiledLevel:
     base; other keys are passed to the base.
     """
 
-    def __init__(self, base, tile: int = TILE, cache: TileCache | None = None) -> None:
+    def __init__(self, base, tile: int | None = None, cache: TileCache | None = None) -> None:
         if len(base.shape) != 2:
             raise ValueError(f"TiledLevel wraps 2-D arrays, got shape {tuple(base.shape)}")
         self.base = base
-        self.tile = int(tile)
+        self.tile = int(TILE if tile is None else tile)
         self.cache = SHARED_CACHE if cache is None else cache
         self._token = next(_TOKENS)
         self._locks: dict = {}
