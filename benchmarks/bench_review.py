@@ -16,10 +16,17 @@ embeddings, so only sentences, the kNN and the heads are recomputed):
 * **next in queue**: ``.`` - next unreviewed cell by uncertainty, camera centred, the review
   cursor moved, evidence shown; timed twice: when the handler returns, and after the Qt
   events that follow (napari re-slices and redraws every visible layer at the new camera
-  position: the image, cells and the transfer's maps; software OpenGL under Xvfb here);
+  position: the image, cells and the transfer's maps; software OpenGL under Xvfb here).
+  Walked twice, each walk starting with an empty tile cache (``layers/tiles.py``): keys back
+  to back (no time to prefetch the next cell's tiles), and with the event loop running
+  ``--dwell`` seconds after each cell (a reviewer looking at it; the next cell's tiles are
+  decoded meanwhile on the prefetch thread);
 * **accept + next**: ``Shift+K`` - an undoable edit marking the cell reviewed (every listener
   of the annotation runs: dock 2 repaints its ``cell types`` layer and hover features), then
-  the next cell;
+  the next cell; walked the same two ways;
+* **grouping the queue**: ticking "in small groups" (the groups are computed in the dock's
+  worker): the time the tick holds the GUI thread, when the groups landed, and the longest
+  the event loop waited meanwhile;
 * **next in queue, in groups**: the queue walked in small spatial groups (the camera moves
   once per group; within a group only the ring moves);
 * **save / export**: "Save session" and "Export .h5ad" as the buttons do them (in the
