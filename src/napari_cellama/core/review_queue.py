@@ -26,7 +26,8 @@ from .._constants import CONFIDENCE, REASON_NO_GENES, UNASSIGNED_REASON, UNKNOWN
 
 STAGE_GROUP_QUEUE = "grouping the review queue"
 _GROUP_STEP = 2000
-"""Cells grouped between two progress steps (a worker can stop there)."""
+"""Fewest cells grouped between two progress steps (a worker can stop there); at most about ten
+steps in all (each step repaints the dock's progress bars on the GUI thread)."""
 
 
 class QueueGrouping:
@@ -54,9 +55,10 @@ def _group(q: np.ndarray, pts: np.ndarray, radius: float, max_cells: int):
     order: list = []
     groups: list = []
     g = 0
-    for start in range(0, len(q), _GROUP_STEP):
+    step = max(_GROUP_STEP, -(-len(q) // 10))
+    for start in range(0, len(q), step):
         yield STAGE_GROUP_QUEUE, start, len(q)
-        stop = min(len(q), start + _GROUP_STEP)
+        stop = min(len(q), start + step)
         chunk = valid[(valid >= start) & (valid < stop)]
         found = tree.query_ball_point(pts[chunk], radius) if len(chunk) else []
         near_of = dict(zip(chunk.tolist(), found, strict=True))
