@@ -196,6 +196,12 @@ def test_layers_share_one_tile_cache_and_edits_recolour_cached_tiles(viewer, qtb
         np.testing.assert_array_equal(raw, truth)
         shown, truth, _ = _shown(types, level0)
         np.testing.assert_array_equal(shown, lookup_table(types)[truth])
+        # clicking reads the label under the pointer through the tiles
+        yx = review.cursor_position
+        row, col = (int(v) for v in np.floor(np.asarray(cells.world_to_data(yx))[-2:] + 0.5))
+        label = int(level0[row, col])
+        want = None if label == 0 else str(ann.cell_ids_of_labels([label])[0])
+        assert review.cell_at(yx) == want
     # an edit: the cached tiles show the new type, without decoding the raster again
     label = _label_of(session, cell)
     new_type = next(t for t in ann.categories if t != ann.cell_type[cell])
