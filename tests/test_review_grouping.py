@@ -71,6 +71,8 @@ def test_grouping_runs_in_the_worker_lands_and_can_be_cancelled(viewer, qtbot, c
     from _hash_embedder import HashEmbedder
     from test_review_widget import TIMEOUT, _setup
 
+    from napari_cellama.core import Annotation
+
     _session, _transfer, review = _setup(viewer, qtbot, crop_dir, tmp_path, HashEmbedder())
     queue, box = review.queue, review.queue_panel.group_check
     started = []
@@ -90,3 +92,12 @@ def test_grouping_runs_in_the_worker_lands_and_can_be_cancelled(viewer, qtbot, c
     assert not box.isChecked() and queue.n_groups == 0
     assert "cancelled" in review.queue_panel.current_label.text()
     assert review.next_cell() is not None and queue.group_at() is None  # still walks cell by cell
+    # a new transfer shown with the box ticked: its queue is grouped too, the box stays ticked
+    box.setChecked(True)
+    qtbot.waitUntil(lambda: queue.n_groups > 0 and not review.busy, timeout=TIMEOUT)
+    result = _session.transfer.result
+    again = Annotation(result.table, types=sorted(set(result.reference_labels)), palette=_session.type_colors)
+    _transfer.show_annotation(again, result)
+    qtbot.waitUntil(lambda: review.queue is not queue and review.queue.n_groups > 0 and not review.busy,
+                    timeout=TIMEOUT)
+    assert box.isChecked() and review.queue.annotation is again and review.data is not None

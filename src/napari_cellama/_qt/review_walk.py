@@ -63,11 +63,11 @@ class QueueWalkMixin:
         return self._grouping
 
     def _on_grouped(self, queue, grouping) -> None:
-        if self.runner.was_cancelled:  # Cancel pressed after the worker finished: not applied
-            return
+        if self.runner.was_cancelled or queue is not self.queue:
+            return  # Cancel pressed after the worker finished, or an older queue's groups
         self._grouping = None
-        if queue is not self.queue or not self.queue_panel.group_check.isChecked():
-            return  # a newer queue, or the box was unticked meanwhile
+        if not self.queue_panel.group_check.isChecked():
+            return  # unticked meanwhile
         if queue.apply_grouping(grouping) < 0:  # the filters changed meanwhile: group again
             self.group_queue()
             return

@@ -126,10 +126,10 @@ class ReviewWidget(QueueWalkMixin, ClusterNamingMixin, DotplotMixin, SessionDock
             self.status.setText("Run a transfer (dock 2) to review its labels.")
             return
         self._on_types_changed()
-        self.apply_filters()
         self._fill_sources()
         self.status.setText("preparing markers, evidence and the reference fit report …")
-        self.prepare()
+        self.prepare()  # first: it cancels the older transfer's jobs, not the new queue's grouping
+        self.apply_filters()
 
     def prepare(self, sync: bool = False):
         """Compute markers, evidence index and fit report of the shown transfer (off-thread)."""
