@@ -16,10 +16,17 @@ embeddings, so only sentences, the kNN and the heads are recomputed):
 * **next in queue**: ``.`` - next unreviewed cell by uncertainty, camera centred, the review
   cursor moved, evidence shown; timed twice: when the handler returns, and after the Qt
   events that follow (napari re-slices and redraws every visible layer at the new camera
-  position: the image, cells and the transfer's maps; software OpenGL under Xvfb here);
+  position: the image, cells and the transfer's maps; software OpenGL under Xvfb here).
+  Walked twice, each walk starting with an empty tile cache (``layers/tiles.py``): keys back
+  to back (no time to prefetch the next cell's tiles), and with the event loop running
+  ``--dwell`` seconds after each cell (a reviewer looking at it; the next cell's tiles are
+  decoded meanwhile on the prefetch thread);
 * **accept + next**: ``Shift+K`` - an undoable edit marking the cell reviewed (every listener
   of the annotation runs: dock 2 repaints its ``cell types`` layer and hover features), then
-  the next cell;
+  the next cell; walked the same two ways;
+* **grouping the queue**: ticking "in small groups" (the groups are computed in the dock's
+  worker): the time the tick holds the GUI thread, when the groups landed, and the longest
+  the event loop waited meanwhile;
 * **next in queue, in groups**: the queue walked in small spatial groups (the camera moves
   once per group; within a group only the ring moves);
 * **save / export**: "Save session" and "Export .h5ad" as the buttons do them (in the
@@ -60,6 +67,9 @@ def main() -> None:
     ap.add_argument("--reference", default=str(SHARED / "references" / "pbmc3k" / "pbmc3k.h5ad"))
     ap.add_argument("--label-key", default="cell_type")
     ap.add_argument("--cells", type=int, default=20)
+    ap.add_argument("--dwell", type=float, default=0.5,
+                    help="seconds the event loop runs between two keys in the second walk (a reviewer "
+                         "looking at the cell; the next cell's tiles are prefetched meanwhile)")
     ap.add_argument("--profile", action="store_true",
                     help="print a cProfile of next-in-queue including napari's redraw (what the redraw costs)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_review.json"))
@@ -129,7 +139,11 @@ def main() -> None:
     review.tabs.setCurrentIndex(0)
     if args.profile:
         _profile(review, app, args.cells)
-    for action, label in (("next", "next in queue"), ("accept", "accept + next")):
+    from napari_cellama.layers.tiles import SHARED_CACHE
+
+    def walk(action, dwell):
+        """``--cells`` key presses; after each, the event loop runs for ``dwell`` seconds (the time a
+        reviewer looks at the cell: the next cell's tiles are prefetched meanwhile)."""
         handler, shown = [], []
         for _ in range(args.cells):
             t = time.perf_counter()
@@ -137,11 +151,36 @@ def main() -> None:
             handler.append(time.perf_counter() - t)
             app.processEvents()
             shown.append(time.perf_counter() - t)
-        rows.append((f"{label}: handler (queue, camera, evidence)", float(np.median(handler)),
-                     f"max {max(handler):.3f} s", _load()))
-        rows.append((f"{label}: + napari redraw of the view", float(np.median(shown)), f"max {max(shown):.3f} s",
-                     _load()))
-    review.queue_panel.group_check.setChecked(True)  # the queue in small spatial groups
+            end = time.perf_counter() + dwell
+            while time.perf_counter() < end:
+                app.processEvents()
+                time.sleep(0.01)
+        return handler, shown
+
+    for action, label in (("next", "next in queue"), ("accept", "accept + next")):
+        for dwell in (0.0, args.dwell):
+            SHARED_CACHE.clear()  # each walk starts with no decoded tile
+            handler, shown = walk(action, dwell)
+            what = "keys back to back" if not dwell else f"{dwell:g} s per cell"
+            if dwell == 0.0:
+                rows.append((f"{label}: handler (queue, camera, evidence)", float(np.median(handler)),
+                             f"max {max(handler):.3f} s", _load()))
+            rows.append((f"{label} + napari redraw, {what}", float(np.median(shown)),
+                         f"max {max(shown):.3f} s", _load()))
+    t0 = time.perf_counter()
+    review.queue_panel.group_check.setChecked(True)  # the queue in small spatial groups, in the dock's worker
+    click = time.perf_counter() - t0
+    gaps, last = [], time.perf_counter()
+    while review.busy:
+        app.processEvents()
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+        time.sleep(0.01)
+    rows.append(("grouping the queue: GUI thread (the tick)", click,
+                 f"groups after {time.perf_counter() - t0:.1f} s", _load()))
+    rows.append(("grouping the queue: longest GUI stall meanwhile", max(gaps, default=0.0),
+                 f"{len(gaps)} event-loop turns", _load()))
     handler, shown = [], []
     for _ in range(args.cells):
         t = time.perf_counter()
@@ -160,9 +199,9 @@ def main() -> None:
 
     print(f"\nreview interactions, {len(ann.cell_ids):,} cells, {len(ref):,} reference cells, "
           f"{result.panel.n_shared} shared genes, median of {args.cells} cells")
-    print(f"{'step':<48} {'seconds':>9}  {'note':<22} load average (1/5/15 min)")
+    print(f"{'step':<56} {'seconds':>9}  {'note':<22} load average (1/5/15 min)")
     for name, sec, note, load in rows:
-        print(f"{name:<48} {sec:>9.3f}  {note:<22} {load}")
+        print(f"{name:<56} {sec:>9.3f}  {note:<22} {load}")
     print(f"fit report: {len(report.table) if report is not None else 0} clusters ({report.cluster_source}); "
           f"{len(flagged)} flagged as possibly missing from the reference")
     out = Path(args.out)

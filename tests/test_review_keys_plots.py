@@ -156,9 +156,9 @@ def test_queue_walks_groups_moving_the_camera_once_per_group(viewer, qtbot, crop
     from napari_cellama._qt.review_queue_view import GROUP_MICRONS
 
     session, transfer, review = _setup(viewer, qtbot, crop_dir, tmp_path, HashEmbedder())
-    review.queue_panel.group_check.setChecked(True)
+    review.queue_panel.group_check.setChecked(True)  # grouped in the dock's worker
     queue = review.queue
-    assert queue.n_groups > 0
+    qtbot.waitUntil(lambda: queue.n_groups > 0 and not review.busy, timeout=TIMEOUT)
     seen = {}
     for _ in range(12):
         cell = review.next_cell()

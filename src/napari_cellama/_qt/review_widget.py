@@ -33,17 +33,15 @@ from ._wiring import rewire
 from .cluster_naming import FIT_CLUSTERS, ClusterNamingMixin, ClusterPanel, fit_warning_text
 from .dotplot_view import DotplotMixin, DotplotView
 from .evidence_panel import EvidencePanel
-from .review_queue_view import GROUP_MICRONS, QUEUE_KEYS, QueuePanel
+from .review_queue_view import QUEUE_KEYS, QueuePanel
+from .review_walk import CURSOR_LAYER, QueueWalkMixin
 from .selection_view import SelectionView, cells_layer
 
 REVIEW_REASON = "review"
-CURSOR_LAYER = "review cursor"
-_VIEW_MICRONS = 200.0
-"""Width (µm) the camera shows around a queued cell when the view is much wider."""
-_CURSOR_MICRONS = 18.0
+__all__ = ["CURSOR_LAYER", "REVIEW_REASON", "ReviewWidget"]
 
 
-class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
+class ReviewWidget(QueueWalkMixin, ClusterNamingMixin, DotplotMixin, SessionDock):
     """Evidence, review queue, reference-fit warning + cluster naming, dotplot (module docstring)."""
 
     def __init__(self, napari_viewer):
@@ -57,6 +55,7 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
         self._shown_group = None
         self.selection_view = SelectionView(napari_viewer, self.session)
         self.runner = JobRunner(self)
+        self.runner.cancelled.connect(self._on_runner_cancelled)
         self.status = QLabel("Run a transfer (dock 2) to review its labels.")
         self.status.setWordWrap(True)
 
@@ -127,10 +126,10 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
             self.status.setText("Run a transfer (dock 2) to review its labels.")
             return
         self._on_types_changed()
-        self.apply_filters()
         self._fill_sources()
         self.status.setText("preparing markers, evidence and the reference fit report …")
-        self.prepare()
+        self.prepare()  # first: it cancels the older transfer's jobs, not the new queue's grouping
+        self.apply_filters()
 
     def prepare(self, sync: bool = False):
         """Compute markers, evidence index and fit report of the shown transfer (off-thread)."""
@@ -280,106 +279,6 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
     def undo(self):
         return self.annotation.undo() if self.annotation is not None else None
 
-    # ------------------------------------------------------------------ queue
-    def apply_filters(self) -> None:
-        """(Re)build the queue with the panel's filters."""
-        from ..core.review_queue import ReviewQueue
-
-        if self.annotation is None:
-            return
-        if self.queue is None or self.queue.annotation is not self.annotation:
-            self.queue = ReviewQueue(self.annotation)
-        region = self.session.selection.ids if self.queue_panel.region_check.isChecked() else None
-        self.queue.set_filters(self.queue_panel.label, region, self.queue_panel.below)
-        self.queue.set_grouping(self._cell_xy() if self.queue_panel.group_check.isChecked() else None, GROUP_MICRONS)
-        self._shown_group = None
-        self._update_counts()
-
-    def _cell_xy(self):
-        """``(x, y)`` of every cell of the annotation (NaN where unknown), or None."""
-        q = self.session.query
-        if q is None or "spatial" not in q.obsm or self.annotation is None:
-            return None
-        rows = q.obs_names.get_indexer(self.annotation.cell_ids)
-        xy = np.asarray(q.obsm["spatial"], dtype=np.float64)[:, :2][np.maximum(rows, 0)]
-        xy[rows < 0] = np.nan
-        return xy
-
-    def _update_counts(self) -> None:
-        if self.queue is None:
-            return
-        done, left = self.queue.counts()
-        self.queue_panel.count_label.setText(
-            f"review queue: {len(self.queue):,} cells, most uncertain first — {done:,} reviewed, {left:,} remaining")
-
-    def next_cell(self) -> str | None:
-        """Go to the next cell of the queue not yet reviewed (camera, selection, evidence)."""
-        return self._walk(self.queue.next() if self.queue is not None else None, "end of the queue")
-
-    def previous_cell(self) -> str | None:
-        return self._walk(self.queue.previous() if self.queue is not None else None, "start of the queue")
-
-    def _walk(self, cell: str | None, end: str) -> str | None:
-        if cell is None:
-            self.queue_panel.current_label.setText(end)
-            return None
-        group = self.queue.group_at()
-        self.centre_on(cell, pan=group is None or group != self._shown_group)  # a group: the camera moves once
-        self._shown_group = group
-        self.show_cell(cell, select=False)
-        u = self.queue.uncertainty_of(cell)
-        where = "" if group is None else f"group {group + 1:,} of {self.queue.n_groups:,}, "
-        self.queue_panel.current_label.setText(
-            f"{where}cell {self.queue.position + 1:,} of {len(self.queue):,}: {cell} (uncertainty {u:.2f})")
-        return cell
-
-    def centre_on(self, cell_id: str, pan: bool = True) -> None:
-        """Centre the camera on the cell (zooming in when the view is far wider than a niche);
-        ``pan=False``: only move the ring (a cell of the group already in view)."""
-        q = self.session.query
-        if q is None or "spatial" not in q.obsm:
-            return
-        i = q.obs_names.get_indexer([str(cell_id)])[0]
-        if i < 0:
-            return
-        x, y = (float(v) for v in np.asarray(q.obsm["spatial"][i])[:2])
-        self._move_cursor(y, x)
-        if not pan:
-            return
-        cam = _camera(self.viewer)
-        width = self._canvas_width()
-        if width and width / max(cam.zoom, 1e-9) > 4 * _VIEW_MICRONS:
-            cam.update({"center": (y, x), "zoom": width / _VIEW_MICRONS})
-        else:
-            cam.center = (y, x)
-
-    def _move_cursor(self, y: float, x: float) -> None:
-        """A ring around the cell under review (a one-point layer: moving it costs nothing,
-        unlike re-outlining a selection over the whole section's mask)."""
-        viewer = self.viewer
-        if CURSOR_LAYER in viewer.layers:
-            viewer.layers[CURSOR_LAYER].data = np.array([[y, x]])
-            return
-        cells = cells_layer(viewer, self.session)
-        viewer.add_points(np.array([[y, x]]), name=CURSOR_LAYER, size=_CURSOR_MICRONS, symbol="ring",
-                          face_color="yellow", border_width=0, opacity=0.9)
-        if cells is not None:  # the cells layer stays on top and active (hovering shows results)
-            viewer.layers.move(viewer.layers.index(cells), len(viewer.layers))
-            viewer.layers.selection.active = cells
-
-    @property
-    def cursor_position(self):
-        """``(y, x)`` of the review cursor, or None."""
-        if CURSOR_LAYER not in self.viewer.layers:
-            return None
-        return tuple(float(v) for v in self.viewer.layers[CURSOR_LAYER].data[0])
-
-    def _canvas_width(self) -> float:
-        try:
-            return float(self.viewer.canvas.size[1])  # (height, width) in screen pixels
-        except (AttributeError, IndexError, TypeError):
-            return 0.0
-
     def queue_action(self, name: str):
         """One of :data:`QUEUE_KEYS`' actions (buttons and keys)."""
         if name == "next":
@@ -438,12 +337,6 @@ class ReviewWidget(ClusterNamingMixin, DotplotMixin, SessionDock):
             elif not self.keys_bound:
                 self._bind_keys()
         return handled
-
-
-def _camera(viewer):
-    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
 def _weak_click(widget):

@@ -42,7 +42,9 @@ class SelectionView:
         cells = cells_layer(viewer, self.session)
         if cells is None:
             return None
-        layer = viewer.add_layer(L.selection_layer(cells, name=SELECTION_LAYER))
+        layer = L.selection_layer(cells, name=SELECTION_LAYER)
+        layer.visible = len(self.session.selection) > 0  # nothing to outline yet: no re-slicing on pans
+        layer = viewer.add_layer(layer)
         # outlines over the maps, under the cells layer (which stays on top for hovering)
         viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(cells))
         viewer.layers.selection.active = cells

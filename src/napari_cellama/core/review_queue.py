@@ -24,6 +24,59 @@ import pandas as pd
 
 from .._constants import CONFIDENCE, REASON_NO_GENES, UNASSIGNED_REASON, UNKNOWN_SCORE
 
+STAGE_GROUP_QUEUE = "grouping the review queue"
+_GROUP_STEP = 2000
+"""Fewest cells grouped between two progress steps (a worker can stop there); at most about ten
+steps in all (each step repaints the dock's progress bars on the GUI thread)."""
+
+
+class QueueGrouping:
+    """Groups computed by :meth:`ReviewQueue.iter_grouping` for the filtered queue ``filtered``."""
+
+    def __init__(self, filtered, xy, radius, max_cells) -> None:
+        self.filtered = filtered
+        self.xy = xy
+        self.radius = radius
+        self.max_cells = max_cells
+        self.queue: np.ndarray | None = None
+        self.group: np.ndarray | None = None
+
+
+def _group(q: np.ndarray, pts: np.ndarray, radius: float, max_cells: int):
+    """``(queue order, group of each)`` of the queue positions ``q`` at ``pts`` (generator)."""
+    from scipy.spatial import cKDTree
+
+    ok = np.isfinite(pts).all(axis=1)
+    valid = np.flatnonzero(ok)
+    tree = cKDTree(pts[ok]) if len(valid) else None
+    position = valid.tolist()  # tree point -> queue position
+    finite = ok.tolist()
+    taken = [False] * len(q)  # plain lists: a group holds a few cells, numpy per cell costs more
+    order: list = []
+    groups: list = []
+    g = 0
+    step = max(_GROUP_STEP, -(-len(q) // 10))
+    for start in range(0, len(q), step):
+        yield STAGE_GROUP_QUEUE, start, len(q)
+        stop = min(len(q), start + step)
+        chunk = valid[(valid >= start) & (valid < stop)]
+        found = tree.query_ball_point(pts[chunk], radius) if len(chunk) else []
+        near_of = dict(zip(chunk.tolist(), found, strict=True))
+        for i in range(start, stop):  # queue order = uncertainty order: each untaken cell seeds a group
+            if taken[i]:
+                continue
+            members = [i]
+            if finite[i]:
+                near = sorted(position[k] for k in near_of[i])
+                members += [j for j in near if j != i and not taken[j]][: max_cells - 1]
+            for j in members:
+                taken[j] = True
+            order += members
+            groups += [g] * len(members)
+            g += 1
+    yield STAGE_GROUP_QUEUE, len(q), len(q)
+    return q[np.asarray(order, dtype=np.int64)], np.asarray(groups, dtype=np.int64)
+
 
 def uncertainty(table: pd.DataFrame) -> pd.Series:
     """``max(1 - confidence, unknown_score)`` per cell (0..1, higher = look first)."""
@@ -84,43 +137,43 @@ class ReviewQueue:
     def set_grouping(self, xy=None, radius: float | None = None, max_cells: int = 25) -> int:
         """Walk in small spatially contiguous groups: ``xy`` the cells' coordinates (rows in the
         annotation's cell order), ``radius`` the group's reach around its most uncertain cell;
-        None lifts the grouping. Returns the number of groups (0 without grouping)."""
-        self._xy = None if xy is None or radius is None else np.asarray(xy, dtype=np.float64)[:, :2]
-        self.radius = None if self._xy is None else float(radius)
-        self.max_cells = max(1, int(max_cells))
+        None lifts the grouping. Returns the number of groups (0 without grouping).
+        (The sync wrapper of :meth:`iter_grouping` + :meth:`apply_grouping`.)"""
+        from ._progress import run
+
+        return self.apply_grouping(run(self.iter_grouping(xy, radius, max_cells)))
+
+    def iter_grouping(self, xy=None, radius: float | None = None, max_cells: int = 25):
+        """The groups of :meth:`set_grouping`, computed without touching the queue (a worker may
+        run it): yields ``(STAGE_GROUP_QUEUE, cells done, cells)``, returns a
+        :class:`QueueGrouping` for :meth:`apply_grouping`."""
+        xy = None if xy is None or radius is None else np.asarray(xy, dtype=np.float64)[:, :2]
+        grouping = QueueGrouping(self._filtered, xy, None if xy is None else float(radius), max(1, int(max_cells)))
+        q = grouping.filtered
+        if grouping.radius is None or not len(q):
+            return grouping
+        grouping.queue, grouping.group = yield from _group(q, xy[q], grouping.radius, grouping.max_cells)
+        return grouping
+
+    def apply_grouping(self, grouping: QueueGrouping) -> int:
+        """Take the groups of :meth:`iter_grouping` (cursor back to the start); returns the number
+        of groups, or -1 when the filters changed since (nothing applied: group again)."""
+        if grouping.filtered is not self._filtered:
+            return -1
+        self._xy, self.radius, self.max_cells = grouping.xy, grouping.radius, grouping.max_cells
         self.position = -1
-        self._regroup()
-        return 0 if self._group is None else int(self._group.max(initial=-1)) + 1
+        if grouping.group is None:
+            self._queue, self._group = self._filtered, None
+            return 0
+        self._queue, self._group = grouping.queue, grouping.group
+        return self.n_groups
 
     def _regroup(self) -> None:
-        q = self._queue = self._filtered
-        if self.radius is None or self._xy is None or not len(q):
-            self._group = None
-            return
-        from scipy.spatial import cKDTree
+        from ._progress import run
 
-        pts = self._xy[q]
-        ok = np.isfinite(pts).all(axis=1)
-        valid = np.flatnonzero(ok)
-        near_of = cKDTree(pts[ok]).query_ball_point(pts[ok], self.radius) if len(valid) else []
-        slot = np.full(len(q), -1)
-        slot[valid] = np.arange(len(valid))
-        taken = np.zeros(len(q), bool)
-        order, groups, g = [], [], 0
-        for i in range(len(q)):  # queue order = uncertainty order: each untaken cell seeds a group
-            if taken[i]:
-                continue
-            members = [i]
-            if ok[i]:
-                near = valid[np.asarray(near_of[slot[i]], dtype=np.int64)]
-                near = np.sort(near[~taken[near]])
-                members = [i] + [j for j in near.tolist() if j != i][: self.max_cells - 1]
-            taken[members] = True
-            order += members
-            groups += [g] * len(members)
-            g += 1
-        self._queue = q[np.asarray(order, dtype=np.int64)]
-        self._group = np.asarray(groups, dtype=np.int64)
+        self._queue, self._group = self._filtered, None
+        if self.radius is not None and self._xy is not None:
+            self.apply_grouping(run(self.iter_grouping(self._xy, self.radius, self.max_cells)))
 
     def group_at(self, position: int | None = None) -> int | None:
         """The group (0, 1, ...) of the cell at ``position`` (default: the cursor); None
@@ -169,13 +222,24 @@ class ReviewQueue:
         """Move back one cell (reviewed ones included, to revisit a decision)."""
         return self._step(-1, skip_reviewed)
 
+    def peek(self, skip_reviewed: bool = True) -> str | None:
+        """The cell :meth:`next` would move to, without moving (None at the end)."""
+        i = self._find(+1, skip_reviewed)
+        return None if i is None else str(self.annotation.cell_ids[self._queue[i]])
+
     def _step(self, step: int, skip_reviewed: bool) -> str | None:
+        i = self._find(step, skip_reviewed)
+        if i is None:
+            return None
+        self.position = i
+        return self.current
+
+    def _find(self, step: int, skip_reviewed: bool) -> int | None:
         rev = self.annotation._reviewed if skip_reviewed else None  # noqa: SLF001 (read-only, no copy)
         i = self.position + step
         while 0 <= i < len(self._queue):
             if rev is None or not rev[self._queue[i]]:
-                self.position = i
-                return self.current
+                return i
             i += step
         return None
 

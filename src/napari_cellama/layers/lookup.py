@@ -48,6 +48,13 @@ class LabelLookup:
         return len(self.shape)
 
     @property
+    def chunks(self):
+        """The tile grid of a :class:`~.tiles.TiledLevel` base (napari reads whole tiles), else None."""
+        from .tiles import TiledLevel
+
+        return self.base.chunks if isinstance(self.base, TiledLevel) else None
+
+    @property
     def size(self) -> int:
         return int(np.prod(self.shape))
 

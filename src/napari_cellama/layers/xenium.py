@@ -58,7 +58,10 @@ def xenium_layer_data(
 
 
 def image_layer_data(run: XeniumRun) -> list[LayerDataTuple]:
-    """One multiscale image layer per morphology channel, contrast limits from the data."""
+    """One multiscale image layer per morphology channel, contrast limits from the data
+    (lazy levels read through the shared tile cache, :mod:`.tiles`)."""
+    from .tiles import tiled_levels
+
     place = raster_placement(run.pixel_size)
     colormaps = (
         ["gray"]
@@ -78,17 +81,23 @@ def image_layer_data(run: XeniumRun) -> list[LayerDataTuple]:
             ),
             **place,
         }
-        out.append((list(levels) if len(levels) > 1 else levels[0], kwargs, "image"))
+        levels = tiled_levels(list(levels))
+        out.append((levels if len(levels) > 1 else levels[0], kwargs, "image"))
     return out
 
 
 def cells_layer_data(run: XeniumRun, name: str = CELLS_LAYER_NAME) -> LayerDataTuple:
     """Cell Labels (multiscale), filled at opacity 0.4; features keyed by ``cell_id``.
 
+    Lazy levels are read through the shared tile cache (:mod:`.tiles`): napari sees small
+    chunks, and each stored chunk is decoded once for this layer and every lookup over it.
+
     (napari cannot take ``contour`` in a layer-data tuple; set ``layer.contour = 1`` on the
     added layer to draw outlines only, e.g. over a :func:`cell_categories_layer_data` layer.)
     """
-    levels = run.cell_levels
+    from .tiles import tiled_levels
+
+    levels = tiled_levels(list(run.cell_levels))
     kwargs = {
         "name": name,
         "multiscale": len(levels) > 1,
