@@ -83,19 +83,25 @@ def iter_publish_knn(
     sentences: Sequence[str],
     cell_ids: Sequence,
     k: int = DEFAULT_N_NEIGHBORS,
+    codes: np.ndarray | None = None,
     **info,
 ) -> Iterator:
     """If a channel listens: kNN labels of these (approximate) query embeddings, one search per
     distinct sentence, published with ``info``; then yields ``(STAGE_PROVISIONAL, n, n)``.
+    ``codes``: the sentences' :func:`pandas.factorize` codes, ``query_embeddings`` then holding
+    one row per distinct sentence (None: one row per cell).
     Does nothing (yields nothing) when nobody listens."""
     channel = active_channel()
     if channel is None or len(cell_ids) == 0:
         return
     from .transfer import iter_knn_transfer
 
-    codes, _ = pd.factorize(pd.Series(list(sentences), dtype=object))
-    first = np.unique(codes, return_index=True)[1]
-    table = yield from iter_knn_transfer(query_embeddings[first], reference_embeddings, reference_labels, k=k)
+    if codes is None:
+        codes, _ = pd.factorize(pd.Series(list(sentences), dtype=object))
+        rows = query_embeddings[np.unique(codes, return_index=True)[1]]
+    else:
+        rows = query_embeddings
+    table = yield from iter_knn_transfer(rows, reference_embeddings, reference_labels, k=k)
     table = table.iloc[codes].copy()
     table.index = pd.Index(np.asarray(cell_ids, dtype=str), name=CELL_ID)
     channel.publish(table, **info)
