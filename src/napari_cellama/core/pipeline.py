@@ -20,6 +20,7 @@ from .._constants import (
     STAGE_EMBED_QUERY,
     STAGE_EMBED_REFERENCE,
     STAGE_PANEL,
+    UNASSIGNED,
 )
 from ..validators import (
     check_metadata,
@@ -132,7 +133,8 @@ def iter_transfer(
         label_fn, heads, query_clusters = _label_function(q, r, (ref_emb, labels.to_numpy(), codes),
                                                           options, query_clusters)
         evidence = getattr(label_fn, "cluster_evidence", None)  # computed once, for the transfer too
-        rows = yield from embedder.iter_refine(rows, label_fn, per_sentence=True)
+        rows = yield from embedder.iter_refine(rows, label_fn, per_sentence=True,
+                                               on_labels=_publisher(q, getattr(embedder, "mode", None)))
         del label_fn
     no_genes = np.asarray((q.X > 0).sum(axis=1)).ravel() == 0
     if options.method == METHOD_KNN:
@@ -185,6 +187,18 @@ def iter_transfer(
     if hasattr(embedder, "iter_refine"):
         params["surrogate_check"] = embedder.last_check
     return TransferResult(table, rows[codes] if len(first) < len(codes) else rows, ref_emb, labels, report, params)
+
+
+def _publisher(q, mode):
+    """``on_labels`` of the surrogate check: publish its labels (before re-embedding) as provisional."""
+    from .provisional import publish_labels
+
+    def publish(labels) -> bool:
+        labels = np.asarray(labels, dtype=object).copy()
+        labels[np.asarray((q.X > 0).sum(axis=1)).ravel() == 0] = UNASSIGNED  # as the final table
+        return publish_labels(labels, q.obs_names, embedding_mode=mode, source="surrogate check")
+
+    return publish
 
 
 def _label_function(q, r, reference, options: TransferOptions, query_clusters):

@@ -15,7 +15,12 @@ A front end listens around the run's generator, on the thread that runs it::
         result = yield from iter_transfer(...)
 
 (the transfer dock does this in :mod:`napari_cellama._qt.provisional_view`). The engine side
-is :func:`iter_publish_knn`, called by :func:`~napari_cellama.core.pipeline.iter_transfer`.
+is :func:`iter_publish_knn` and :func:`publish_labels`, called by
+:func:`~napari_cellama.core.pipeline.iter_transfer` in surrogate mode: first the kNN vote of the
+surrogate's embeddings (right after embedding), then the labels of the run's own method (heads,
+thresholds, Unknown call) from the same embeddings, computed by the surrogate check before it
+re-embeds the cells whose label is not robust - these agree with the final labels on most
+cells (docs/performance.md, "Time to first useful picture").
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from contextlib import contextmanager
 import numpy as np
 import pandas as pd
 
-from .._constants import CELL_ID, DEFAULT_N_NEIGHBORS, STAGE_PROVISIONAL
+from .._constants import CELL_ID, CELL_TYPE, DEFAULT_N_NEIGHBORS, STAGE_PROVISIONAL, TRANSFERRED_TYPE
 
 _local = threading.local()
 
@@ -108,4 +113,19 @@ def iter_publish_knn(
     yield (STAGE_PROVISIONAL, len(table), len(table))
 
 
-__all__ = ["STAGE_PROVISIONAL", "ProvisionalChannel", "active_channel", "iter_publish_knn", "listening"]
+def publish_labels(labels: Sequence, cell_ids: Sequence, **info) -> bool:
+    """If a channel listens: publish per-cell final-style ``labels`` (e.g. the surrogate check's
+    labels of the run's own method, before its exact re-embedding) as a table with ``cell_type``
+    and ``transferred_type``; returns whether it did (the caller then yields ``STAGE_PROVISIONAL``)."""
+    channel = active_channel()
+    if channel is None or len(cell_ids) == 0:
+        return False
+    labels = np.asarray(labels, dtype=object)
+    table = pd.DataFrame({TRANSFERRED_TYPE: labels, CELL_TYPE: labels},
+                         index=pd.Index(np.asarray(cell_ids, dtype=str), name=CELL_ID))
+    channel.publish(table, **info)
+    return True
+
+
+__all__ = ["STAGE_PROVISIONAL", "ProvisionalChannel", "active_channel", "iter_publish_knn", "listening",
+           "publish_labels"]
