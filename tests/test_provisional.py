@@ -121,13 +121,14 @@ def test_the_dock_shows_provisional_labels_then_the_final_ones(viewer, qtbot, de
     def on_step(value):
         if value[0] == STAGE_PROVISIONAL:  # runs after the view painted the provisional layer
             layer = viewer.layers[PROVISIONAL_LAYER] if PROVISIONAL_LAYER in viewer.layers else None
-            seen.append((layer, dock.status.text(), "cell types" in viewer.layers))
+            seen.append((layer, dock.status.text(), "cell types" in viewer.layers, dock._cells().contour))
 
     dock.runner.progressed.connect(on_step)
     dock.run(sync=True)
     assert len(seen) == 2  # the kNN vote of the surrogate vectors, then the check's labels
-    for layer, status, final_shown in seen:
+    for layer, status, final_shown, contour in seen:
         assert layer is not None and not final_shown
+        assert contour == 1  # the cells drawn as outlines over it, not hiding it
         assert "provisional" in status and "surrogate" in status
         assert layer.metadata["cellama"]["provisional"] is True
         assert np.asarray(layer.data[0] if layer.multiscale else layer.data).max() > 0  # cells painted
@@ -170,10 +171,13 @@ def test_a_cancelled_run_leaves_no_provisional_labels(viewer, qtbot, demo_data, 
     monkeypatch.setattr(transfer_widget, "transfer_job", _slow_after_provisional)
     dock = load_demo(viewer, qtbot, demo_data)[TRANSFER]
     dock.embedding.set_mode(EMBED_MODE_SURROGATE)
+    cells = dock._cells()
+    style = (cells.contour, cells.opacity)
     dock.run()  # in a worker
     qtbot.waitUntil(lambda: PROVISIONAL_LAYER in viewer.layers, timeout=120_000)
     assert dock.runner.busy  # shown before the run ended
     dock.runner.cancel()
     qtbot.waitUntil(lambda: not dock.runner.busy, timeout=60_000)
     assert PROVISIONAL_LAYER not in viewer.layers and "cell types" not in viewer.layers
+    assert (cells.contour, cells.opacity) == style  # the cells shown as before the run
     assert dock.session.transfer is None

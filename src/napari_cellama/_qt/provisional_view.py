@@ -26,6 +26,8 @@ class ProvisionalView:
         self.channel = None
         self.shown = 0
         """Provisional tables shown during the current run."""
+        self._cells_style = None
+        """``(cells layer, contour, opacity)`` before the provisional layer made it outlines."""
         dock.runner.progressed.connect(self._on_progress)
         dock.runner.finished.connect(self._on_finished)
         dock.session.events.transfer.connect(self._on_transfer)
@@ -75,6 +77,10 @@ class ProvisionalView:
             layer = self.dock.viewer.add_layer(Layer.create(data, kwargs, kind))
             viewer = self.dock.viewer
             viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(cells))  # under the outlines
+            # the cells as outlines over it (as over the final layers): filled, they would hide it
+            if self._cells_style is None:
+                self._cells_style = (cells, cells.contour, cells.opacity)
+            cells.contour, cells.opacity = 1, 0.6
         self.shown += 1
         mode = (info or {}).get("embedding_mode") or "early"
         note = (f"provisional labels ({mode} embedding) for {len(table):,} cells; refining the cells whose "
@@ -115,5 +121,9 @@ class ProvisionalView:
     def _on_finished(self) -> None:
         runner = self.dock.runner
         if runner.was_cancelled or runner.last_error is not None:
+            if self.layer() is not None and self._cells_style is not None:  # no final layers: cells as before
+                cells, contour, opacity = self._cells_style
+                cells.contour, cells.opacity = contour, opacity
             self.clear()
+        self._cells_style = None
         self.channel = None
