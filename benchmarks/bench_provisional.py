@@ -37,8 +37,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_scale import SHARED, load, section_clusters  # noqa: E402
