@@ -223,6 +223,7 @@ def child(args) -> int:
                               clusters=clusters)
     end = time.perf_counter()
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    clock("after the run (agreement check, not in peak_rss_gb)", 0, 1)
     out = {
         "cells": int(query.n_obs),
         "distinct_sentences": int(result.table["sentence"].nunique()),
