@@ -66,18 +66,16 @@ def test_a_surrogate_run_publishes_provisional_labels_to_a_listener(pbmc):
         assert active_channel() is channel
         result, stages = _drive(iter_transfer(query, ref, LABEL, embedder=_surrogate()))
     assert active_channel() is None
-    # first the kNN vote of the surrogate vectors, then the check's labels of the run's own method
+    # the check's labels of the run's own method from the surrogate vectors, before re-embedding
     at = [i for i, s in enumerate(stages) if s == STAGE_PROVISIONAL]
-    assert len(at) == 2
+    assert len(at) == 1
     assert at[0] > max(i for i, s in enumerate(stages) if s == STAGE_EMBED_QUERY)
-    assert stages[at[1] - 1] == STAGE_SURROGATE_CHECK and at[1] < len(stages) - 1  # before the end of the run
+    assert stages[at[0] - 1] == STAGE_SURROGATE_CHECK and at[0] < len(stages) - 1  # before the end of the run
     table = channel.take()
-    assert channel.published == 2 and channel.take() is None
-    assert table is channel.tables[1][0] and channel.tables[1][1]["source"] == "surrogate check"
-    knn = channel.tables[0][0]
-    for t in (knn, table):
-        assert list(t.index) == list(query.obs_names)
-    assert set(knn[CELL_TYPE]) <= set(ref.obs[LABEL].astype(str)) | {"Unassigned"}
+    assert channel.published == 1 and channel.take() is None
+    assert table is channel.tables[0][0] and channel.tables[0][1]["source"] == "surrogate check"
+    assert list(table.index) == list(query.obs_names)
+    assert set(table[CELL_TYPE]) <= set(ref.obs[LABEL].astype(str)) | {"Unassigned", "Unknown"}
     assert channel.info["embedding_mode"] == EMBED_MODE_SURROGATE
     assert result.params[EMBED_MODE] == EMBED_MODE_SURROGATE
     # the check's labels are the final ones except for cells whose sentence it re-embedded
@@ -125,7 +123,7 @@ def test_the_dock_shows_provisional_labels_then_the_final_ones(viewer, qtbot, de
 
     dock.runner.progressed.connect(on_step)
     dock.run(sync=True)
-    assert len(seen) == 2  # the kNN vote of the surrogate vectors, then the check's labels
+    assert len(seen) == 1  # the check's labels from the surrogate vectors
     for layer, status, final_shown, contour in seen:
         assert layer is not None and not final_shown
         assert contour == 1  # the cells drawn as outlines over it, not hiding it

@@ -3,7 +3,7 @@ while the run goes on, replaced by the final ``cell types`` when the run ends.
 
 :class:`ProvisionalView` runs the dock's job inside a
 :class:`~napari_cellama.core.provisional.ProvisionalChannel` (:meth:`ProvisionalView.wrap`);
-when the job yields ``STAGE_PROVISIONAL`` (surrogate mode: kNN labels of the surrogate's
+when the job yields ``STAGE_PROVISIONAL`` (surrogate mode: the method's labels from the surrogate's
 embeddings, before the exact re-embedding of the cells whose label is not robust) it paints
 the published table over the tissue, under its own layer name, with a notification and
 a status line that say "provisional". A later provisional table repaints the same layer in

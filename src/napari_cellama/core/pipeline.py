@@ -125,11 +125,9 @@ def iter_transfer(
         pd.Series(clusters).astype(object).reindex(q.obs_names).to_numpy(dtype=object)
     heads = evidence = None
     if hasattr(embedder, "iter_refine"):  # surrogate mode: exact re-embedding where a label is not robust
-        from .provisional import iter_publish_knn  # first labels for a front end that listens
-
-        yield from iter_publish_knn(rows, ref_emb, labels.to_numpy(), sentences=query_sentences,
-                                    cell_ids=q.obs_names, k=k, embedding_mode=getattr(embedder, "mode", None),
-                                    codes=codes)
+        # a front end that listens gets the check's labels of this method from the surrogate vectors
+        # as provisional labels (``on_labels``); a kNN vote published first agreed with the final
+        # ensemble labels on only 12 % of the section's cells (docs/performance.md)
         label_fn, heads, query_clusters = _label_function(q, r, (ref_emb, labels.to_numpy(), codes),
                                                           options, query_clusters)
         evidence = getattr(label_fn, "cluster_evidence", None)  # computed once, for the transfer too
