@@ -10,7 +10,8 @@ rows). Here the same numbers are computed
 * gene statistics (mean, standard deviation) from the log-normalised counts in blocks of
   genes (each block dense over all cells: the same per-gene reductions as on the whole matrix);
 * features, their projection and the scores in blocks of cells;
-* embeddings normalised once per *distinct sentence* and indexed per cell within a block.
+* embedding rows kept once per *distinct sentence* and indexed per cell within a block
+  (:meth:`~.unknown.UnknownCalibration.scores` itself runs on each block).
 
 The results equal those of :func:`~.classify.expression_features` and
 :meth:`~.unknown.UnknownCalibration.scores` on the whole matrices
@@ -73,28 +74,17 @@ def projected_expression(calibration, counts) -> np.ndarray:
     return out
 
 
-def unit_rows_per_cell(query):
-    """``(unit, codes)``: unit-length embedding rows of ``query`` (a :class:`~.head_transfer.CellSet`)
-    and per cell its row (``codes`` None: one row per cell)."""
-    from .transfer import l2_normalise
-
-    return l2_normalise(query.embeddings), query.sentence_codes
-
-
 def cell_unknown_scores(calibration, query, predicted) -> np.ndarray:
     """``calibration.scores(expression_features(query.counts), query.per_cell_embeddings(), predicted)``
     in row blocks: per cell the mean of its expression and embedding conformal scores for its
     ``predicted`` type (float32; see :class:`~.unknown.UnknownCalibration`)."""
     predicted = np.asarray(predicted, dtype=object)
     feats = ExpressionFeatures(query.counts)
-    unit, codes = unit_rows_per_cell(query)
+    emb, codes = np.asarray(query.embeddings), query.sentence_codes
     out = np.empty(feats.n_cells, dtype=np.float32)
     for start, stop, f in feats.blocks():
-        e = unit[start:stop] if codes is None else unit[codes[start:stop]]
-        pred = predicted[start:stop]
-        a = calibration.expression.scores(calibration.project(f), pred)
-        b = calibration.embedding.scores(e, pred)
-        out[start:stop] = ((a + b) / 2).astype(np.float32)
+        e = emb[start:stop] if codes is None else emb[codes[start:stop]]
+        out[start:stop] = calibration.scores(f, e, predicted[start:stop])
     return out
 
 
