@@ -73,10 +73,33 @@ def thinned_copies(query, copies: int, keep: float):
 
 
 class StageClock:
-    def __init__(self):
+    """Callback recording when each stage starts; with ``rss=True`` also a sampler thread recording
+    the peak resident memory (GB) during each step (``stage`` or ``stage:done`` for stages of at
+    most 10 steps, e.g. the classifier's and the check's sub-steps)."""
+
+    def __init__(self, rss: bool = False):
         self.first, self.order = {}, []
+        self.rss: dict[str, float] = {}
+        self._step = "start"
+        if rss:
+            import threading
+
+            import psutil
+
+            proc = psutil.Process()
+
+            def sample():
+                while True:
+                    gb = proc.memory_info().rss / 1024**3
+                    step = self._step
+                    if gb > self.rss.get(step, 0.0):
+                        self.rss[step] = round(gb, 2)
+                    time.sleep(0.05)
+
+            threading.Thread(target=sample, daemon=True).start()
 
     def __call__(self, stage, done, total):
+        self._step = stage if total > 10 else f"{stage}:{done}/{total}"
         if stage not in self.first:
             self.first[stage] = time.perf_counter()
             self.order.append(stage)
@@ -179,7 +202,7 @@ def child(args) -> int:
     from napari_cellama.core.embedding_options import EmbeddingOptions, make_embedder
     from napari_cellama.io import read_query, read_reference
 
-    clock = StageClock()
+    clock = StageClock(rss=args.stage_rss)
     clock("reading", 0, 1)
     query = read_query(args.data)
     reference = read_reference(args.reference)
@@ -200,6 +223,7 @@ def child(args) -> int:
                               clusters=clusters)
     end = time.perf_counter()
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    clock("after the run (agreement check, not in peak_rss_gb)", 0, 1)
     out = {
         "cells": int(query.n_obs),
         "distinct_sentences": int(result.table["sentence"].nunique()),
@@ -209,6 +233,7 @@ def child(args) -> int:
         "end_to_end_s": round(end - t_start, 2),
         "stages_s": clock.durations(end),
         "peak_rss_gb": round(rss_gb, 2),
+        **({"stage_peak_rss_gb": clock.rss} if args.stage_rss else {}),
         "load_during": load(),
         "embedding": result.params.get("embedding_cache"),
         "surrogate_check": result.params.get("surrogate_check"),
@@ -246,6 +271,8 @@ def main(argv=None) -> int:
     p.add_argument("--truth", default=None, help="'all' or a number of random cells")
     p.add_argument("--truth-cache", default=None, help="cache root holding exact onnx vectors (read-only use)")
     p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--stage-rss", action="store_true", help="sample the resident memory (psutil, every 50 ms) "
+                                                            "and report its peak per stage step")
     p.add_argument("--tag", default="section")
     p.add_argument("--out", type=Path, default=HERE / "results" / "bench_scale.json")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -17,6 +17,7 @@ from napari_cellama._constants import (
     PROVISIONAL_LAYER,
     STAGE_EMBED_QUERY,
     STAGE_PROVISIONAL,
+    STAGE_SURROGATE_CHECK,
 )
 from napari_cellama.core import iter_transfer
 from napari_cellama.core.provisional import ProvisionalChannel, active_channel, listening
@@ -48,22 +49,40 @@ def _drive(gen):
             return stop.value, stages
 
 
+class _Recording(ProvisionalChannel):
+    def __init__(self):
+        super().__init__()
+        self.tables = []
+
+    def publish(self, table, **info):
+        self.tables.append((table, dict(info)))
+        super().publish(table, **info)
+
+
 def test_a_surrogate_run_publishes_provisional_labels_to_a_listener(pbmc):
     ref, query = pbmc
-    channel = ProvisionalChannel()
+    channel = _Recording()
     with listening(channel):
         assert active_channel() is channel
         result, stages = _drive(iter_transfer(query, ref, LABEL, embedder=_surrogate()))
     assert active_channel() is None
-    assert stages.count(STAGE_PROVISIONAL) == 1
-    assert stages.index(STAGE_PROVISIONAL) > max(i for i, s in enumerate(stages) if s == STAGE_EMBED_QUERY)
-    assert stages.index(STAGE_PROVISIONAL) < len(stages) - 1  # before the end of the run
+    # the check's labels of the run's own method from the surrogate vectors, before re-embedding
+    at = [i for i, s in enumerate(stages) if s == STAGE_PROVISIONAL]
+    assert len(at) == 1
+    assert at[0] > max(i for i, s in enumerate(stages) if s == STAGE_EMBED_QUERY)
+    assert stages[at[0] - 1] == STAGE_SURROGATE_CHECK and at[0] < len(stages) - 1  # before the end of the run
     table = channel.take()
     assert channel.published == 1 and channel.take() is None
+    assert table is channel.tables[0][0] and channel.tables[0][1]["source"] == "surrogate check"
     assert list(table.index) == list(query.obs_names)
-    assert set(table[CELL_TYPE]) <= set(ref.obs[LABEL].astype(str)) | {"Unassigned"}
+    assert set(table[CELL_TYPE]) <= set(ref.obs[LABEL].astype(str)) | {"Unassigned", "Unknown"}
     assert channel.info["embedding_mode"] == EMBED_MODE_SURROGATE
     assert result.params[EMBED_MODE] == EMBED_MODE_SURROGATE
+    # the check's labels are the final ones except for cells whose sentence it re-embedded
+    check = result.params["surrogate_check"]
+    final = result.table[CELL_TYPE].astype(str).to_numpy()
+    differ = (table[CELL_TYPE].astype(str).to_numpy() != final).mean()
+    assert differ <= check["share_cells_reembedded"] + 1e-9, (differ, check)
 
 
 def test_nothing_is_published_without_a_listener_or_an_early_estimate(pbmc):
@@ -100,16 +119,17 @@ def test_the_dock_shows_provisional_labels_then_the_final_ones(viewer, qtbot, de
     def on_step(value):
         if value[0] == STAGE_PROVISIONAL:  # runs after the view painted the provisional layer
             layer = viewer.layers[PROVISIONAL_LAYER] if PROVISIONAL_LAYER in viewer.layers else None
-            seen.append((layer, dock.status.text(), "cell types" in viewer.layers))
+            seen.append((layer, dock.status.text(), "cell types" in viewer.layers, dock._cells().contour))
 
     dock.runner.progressed.connect(on_step)
     dock.run(sync=True)
-    assert len(seen) == 1
-    layer, status, final_shown = seen[0]
-    assert layer is not None and not final_shown
-    assert "provisional" in status and "surrogate" in status
-    assert layer.metadata["cellama"]["provisional"] is True
-    assert np.asarray(layer.data[0] if layer.multiscale else layer.data).max() > 0  # cells painted
+    assert len(seen) == 1  # the check's labels from the surrogate vectors
+    for layer, status, final_shown, contour in seen:
+        assert layer is not None and not final_shown
+        assert contour == 1  # the cells drawn as outlines over it, not hiding it
+        assert "provisional" in status and "surrogate" in status
+        assert layer.metadata["cellama"]["provisional"] is True
+        assert np.asarray(layer.data[0] if layer.multiscale else layer.data).max() > 0  # cells painted
     # the final result replaced it
     assert PROVISIONAL_LAYER not in viewer.layers and "cell types" in viewer.layers
     assert dock.result.params[EMBED_MODE] == EMBED_MODE_SURROGATE
@@ -149,10 +169,13 @@ def test_a_cancelled_run_leaves_no_provisional_labels(viewer, qtbot, demo_data, 
     monkeypatch.setattr(transfer_widget, "transfer_job", _slow_after_provisional)
     dock = load_demo(viewer, qtbot, demo_data)[TRANSFER]
     dock.embedding.set_mode(EMBED_MODE_SURROGATE)
+    cells = dock._cells()
+    style = (cells.contour, cells.opacity)
     dock.run()  # in a worker
     qtbot.waitUntil(lambda: PROVISIONAL_LAYER in viewer.layers, timeout=120_000)
     assert dock.runner.busy  # shown before the run ended
     dock.runner.cancel()
     qtbot.waitUntil(lambda: not dock.runner.busy, timeout=60_000)
     assert PROVISIONAL_LAYER not in viewer.layers and "cell types" not in viewer.layers
+    assert (cells.contour, cells.opacity) == style  # the cells shown as before the run
     assert dock.session.transfer is None

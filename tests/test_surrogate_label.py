@@ -195,3 +195,33 @@ def test_warns_when_the_target_cannot_be_shown(pbmc):
         warnings.simplefilter("error", SurrogateAgreementWarning)
         run(iter_refine(emb2, noisy2, fn))
     assert emb2.last_check["meets_target"] is True
+
+
+def test_cluster_evidence_is_computed_once_and_gives_the_same_table(pbmc, monkeypatch):
+    from napari_cellama.core import unknown
+    from napari_cellama.core._progress import run
+    from napari_cellama.core.surrogate_label import ClusterEvidence
+
+    q, r, q_emb, r_emb, labels, codes, clusters = _sides(pbmc)
+    options = TransferOptions(unknown_alpha=0.4)
+    heads = fit_heads(r_emb, log_normalise(r.X), labels)
+    query = CellSet(q_emb, q.X, q.obs_names, sentence_codes=codes, clusters=clusters)
+    reference = CellSet(r_emb, r.X, r.obs_names, labels=labels)
+    plain = run(iter_head_transfer(query, reference, options, heads=heads))
+    evidence = ClusterEvidence(query, reference)
+    assert evidence.novelty is not None and "cluster_novelty" in plain
+    calls = []
+    original = unknown.with_cluster_evidence
+    monkeypatch.setattr(unknown, "with_cluster_evidence", lambda *a, **k: calls.append(1) or original(*a, **k))
+    given = run(iter_head_transfer(query, reference, options, heads=heads, cluster_evidence=evidence))
+    assert not calls
+    pd.testing.assert_frame_equal(given, plain)
+    # a surrogate run computes it once (the check's label function hands it to the transfer)
+    from tests._hash_embedder import HashEmbedder
+
+    ref, qry = pbmc
+    emb = SurrogateEmbedder(HashEmbedder(), n_fit=60, n_check=40)
+    emb.exact_below = 0
+    result = run_transfer(qry, ref, LABEL, embedder=emb, clusters=qry.obs["louvain"])
+    assert result.params["surrogate_check"]["predicted"] > 0
+    assert len(calls) == 1

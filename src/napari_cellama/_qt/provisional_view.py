@@ -3,7 +3,7 @@ while the run goes on, replaced by the final ``cell types`` when the run ends.
 
 :class:`ProvisionalView` runs the dock's job inside a
 :class:`~napari_cellama.core.provisional.ProvisionalChannel` (:meth:`ProvisionalView.wrap`);
-when the job yields ``STAGE_PROVISIONAL`` (surrogate mode: kNN labels of the surrogate's
+when the job yields ``STAGE_PROVISIONAL`` (surrogate mode: the method's labels from the surrogate's
 embeddings, before the exact re-embedding of the cells whose label is not robust) it paints
 the published table over the tissue, under its own layer name, with a notification and
 a status line that say "provisional". A later provisional table repaints the same layer in
@@ -26,6 +26,8 @@ class ProvisionalView:
         self.channel = None
         self.shown = 0
         """Provisional tables shown during the current run."""
+        self._cells_style = None
+        """``(cells layer, contour, opacity)`` before the provisional layer made it outlines."""
         dock.runner.progressed.connect(self._on_progress)
         dock.runner.finished.connect(self._on_finished)
         dock.session.events.transfer.connect(self._on_transfer)
@@ -75,6 +77,10 @@ class ProvisionalView:
             layer = self.dock.viewer.add_layer(Layer.create(data, kwargs, kind))
             viewer = self.dock.viewer
             viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(cells))  # under the outlines
+            # the cells as outlines over it (as over the final layers): filled, they would hide it
+            if self._cells_style is None:
+                self._cells_style = (cells, cells.contour, cells.opacity)
+            cells.contour, cells.opacity = 1, 0.6
         self.shown += 1
         mode = (info or {}).get("embedding_mode") or "early"
         note = (f"provisional labels ({mode} embedding) for {len(table):,} cells; refining the cells whose "
@@ -115,5 +121,9 @@ class ProvisionalView:
     def _on_finished(self) -> None:
         runner = self.dock.runner
         if runner.was_cancelled or runner.last_error is not None:
+            if self.layer() is not None and self._cells_style is not None:  # no final layers: cells as before
+                cells, contour, opacity = self._cells_style
+                cells.contour, cells.opacity = contour, opacity
             self.clear()
+        self._cells_style = None
         self.channel = None

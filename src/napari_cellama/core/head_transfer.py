@@ -83,11 +83,13 @@ def sentence_genes(query: CellSet, options: TransferOptions):
 
 
 def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOptions | None = None, *,
-                       heads=None) -> Iterator:
+                       heads=None, cluster_evidence=None) -> Iterator:
     """Generator: yields ``(stage, done, total)``, returns the per-cell table (see module doc).
 
     ``heads``: a :class:`~.classify.HeadModel` already fitted on ``reference`` with these
-    ``options`` (e.g. by the pipeline for the surrogate check); None: fitted here."""
+    ``options`` (e.g. by the pipeline for the surrogate check); None: fitted here.
+    ``cluster_evidence``: the :class:`~.surrogate_label.ClusterEvidence` of this query and
+    reference already computed (by the surrogate check); None: computed here."""
     from .classify import log_normalise
     from .unknown import apply_unknown, unknown_scores
 
@@ -115,7 +117,8 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     if options.unknown_clusters:
         from .unknown import with_cluster_evidence
 
-        score, extra = with_cluster_evidence(score, query, reference)
+        score, extra = with_cluster_evidence(score, query, reference) if cluster_evidence is None \
+            else cluster_evidence.apply(score)
     else:
         from .cluster_evidence import UNKNOWN_CALL
         from .unknown import CALL_CELL_ONLY, call_column

@@ -161,12 +161,17 @@ def robustness(components: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | None = None,
-                max_share: float | None = None) -> Iterator:
+                max_share: float | None = None, per_sentence: bool = False, on_labels=None) -> Iterator:
     """Generator: re-embed exactly the predicted cells whose label is not robust (module docstring).
 
     ``embedder`` is the :class:`~napari_cellama.core.surrogate.SurrogateEmbedder` whose last
     :meth:`~napari_cellama.core.surrogate.SurrogateEmbedder.iter_encode` returned ``embeddings``
-    (one row per sentence given, i.e. per cell). ``label_fn`` is a label function of
+    (one row per sentence given, i.e. per cell). ``per_sentence``: ``embeddings`` hold (and the
+    result holds) one row per *distinct* sentence instead, ``rows[codes]`` being the per-cell ones
+    (``codes``: the sentences' :func:`pandas.factorize` codes; a million cells then need no
+    per-cell copy of the vectors). ``on_labels(labels)``: called with every cell's label from the
+    surrogate vectors (the label function's, before any re-embedding); when it returns True (it
+    published them, :mod:`.provisional`) the generator yields ``(STAGE_PROVISIONAL, n, n)``. ``label_fn`` is a label function of
     :mod:`.surrogate_label` (the transfer method's final labels; its ``codes`` must be the
     cells' distinct-sentence codes of that call) or a plain ``score_fn(embeddings) -> class
     scores`` (label: the arg-max). Returns the corrected embeddings; the numbers go to
@@ -189,11 +194,21 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
     elif len(label_fn.codes) != len(codes) or not np.array_equal(label_fn.codes, codes):
         raise ValueError("the label function's sentence codes are not those of the last iter_encode call")
     check["components"] = list(getattr(label_fn, "components", ()))
-    first = np.unique(codes, return_index=True)[1]
-    emb = np.array(embeddings[first], dtype=np.float32)
+    if per_sentence:
+        if len(embeddings) != len(uniques):
+            raise ValueError(f"per_sentence: expected one row per distinct sentence ({len(uniques)}), "
+                             f"got {len(embeddings)}")
+        emb = np.array(embeddings, dtype=np.float32)
+    else:
+        emb = np.array(embeddings[np.unique(codes, return_index=True)[1]], dtype=np.float32)
     n_cells = len(codes)
     yield (STAGE_SURROGATE_CHECK, 0, 3)
-    _, comp = _label_all(label_fn, emb, n_cells)
+    early, comp = _label_all(label_fn, emb, n_cells)
+    if on_labels is not None and on_labels(early):
+        from .._constants import STAGE_PROVISIONAL
+
+        yield (STAGE_PROVISIONAL, n_cells, n_cells)
+    del early
     # each predicted sentence's expected error size (1 for exact vectors): robustness is relative to it
     unc = last.get("uncertainty")
     if unc is not None:
@@ -266,7 +281,7 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
             f"exactly); use the exact model (mode onnx or exact) for labels you can rely on",
             SurrogateAgreementWarning, stacklevel=2)
     yield (STAGE_SURROGATE_CHECK, 3, 3)
-    return emb[codes]
+    return emb if per_sentence else emb[codes]
 
 
 __all__ = ["CHECK_KEY", "SurrogateAgreementWarning", "choose_threshold", "effective_size", "iter_refine",

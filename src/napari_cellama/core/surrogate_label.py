@@ -77,7 +77,7 @@ class HeadLabelFunction:
     """
 
     def __init__(self, heads, calibration, codes: np.ndarray, *, expression_proba=None, projected=None,
-                 novelty=None, options=None, reference_embeddings=None, ratio=None):
+                 cluster_evidence: ClusterEvidence | None = None, options=None, reference_embeddings=None):
         from .transfer_options import TransferOptions
 
         self.heads = heads
@@ -86,8 +86,7 @@ class HeadLabelFunction:
         self.categories = np.asarray([str(c) for c in heads.categories], dtype=object)
         self._expr_p = expression_proba
         self._z = projected
-        self._novelty = novelty
-        self._ratio = ratio
+        self.cluster_evidence = cluster_evidence
         self._ref = reference_embeddings
         # the calibration with an identity projection: scores() then takes the projected rows
         self._cal = None if calibration is None else dataclasses.replace(
@@ -125,11 +124,8 @@ class HeadLabelFunction:
         if opts.calls_unknown:
             pred = labels.copy()
             score = self._cal.scores(self._z[cells], emb[inv], pred) if len(cells) else np.zeros(0)
-            if self._novelty is not None:
-                from .unknown import combine_cluster_evidence
-
-                score = combine_cluster_evidence(score, self._novelty[cells],
-                                                 None if self._ratio is None else self._ratio[cells])
+            if self.cluster_evidence is not None:
+                score = self.cluster_evidence.combine(score, cells)
             score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0)
             thr = 1.0 - float(opts.unknown_alpha)
             unknown = score > thr
@@ -154,6 +150,39 @@ class HeadLabelFunction:
         return labels, np.column_stack(comps) if len(cells) else np.zeros((0, len(comps)))
 
 
+class ClusterEvidence:
+    """The cluster evidence of the unknown score for one query and reference, computed once
+    (:func:`~.unknown.with_cluster_evidence`) and applied to any per-cell score: the surrogate
+    check's label function and the transfer itself (``iter_head_transfer(..., cluster_evidence=)``)
+    share it.
+
+    ``extra``: the table columns (``cluster_novelty``, ``cluster_residual``, ``query_cluster``;
+    empty where the query has no cluster evidence); ``novelty`` / ``ratio``: per cell (``ratio``
+    None under the absolute call)."""
+
+    def __init__(self, query, reference):
+        from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL
+        from .unknown import with_cluster_evidence
+
+        _, self.extra = with_cluster_evidence(np.zeros(query.counts.shape[0], np.float32), query, reference)
+        self.novelty = self.extra.get(CLUSTER_NOVELTY)
+        ratio = self.extra.get(CLUSTER_RESIDUAL)
+        self.ratio = None if ratio is None or np.isnan(ratio).all() else ratio  # all NaN: the absolute call
+
+    def combine(self, score: np.ndarray, cells=None) -> np.ndarray:
+        """``score`` (of ``cells``, None: all) combined with the cells' cluster evidence."""
+        if self.novelty is None:
+            return score
+        from .unknown import combine_cluster_evidence
+
+        cells = slice(None) if cells is None else cells
+        return combine_cluster_evidence(score, self.novelty[cells], None if self.ratio is None else self.ratio[cells])
+
+    def apply(self, score: np.ndarray) -> tuple[np.ndarray, dict]:
+        """``(combined score, extra columns)`` for all cells, as ``with_cluster_evidence`` returns them."""
+        return self.combine(score), dict(self.extra)
+
+
 def query_clusters(query_counts, clusters=None):
     """The query clusters the unknown score's cluster evidence uses (as
     :func:`~.unknown.with_cluster_evidence` would pick them): ``clusters`` where given, else
@@ -176,31 +205,26 @@ def head_label_function(query, reference, options, heads) -> HeadLabelFunction:
     and the ``clusters`` the transfer will use (see :func:`query_clusters`); ``reference``: its
     exact embeddings, counts and labels.
     """
+    from .chunked_scores import projected_expression
     from .classify import expression_features
     from .head_transfer import sentence_genes
-    from .unknown import fit_unknown, with_cluster_evidence
+    from .unknown import fit_unknown
 
     expr_p = None
     if heads.expression_head is not None:
         expr_p = heads.expression_proba(query.counts)
-    cal = projected = novelty = ratio = None
+    cal = projected = evidence = None
     if options.calls_unknown:
         cal = fit_unknown(expression_features(reference.counts), reference.embeddings, reference.labels,
                           k=options.unknown_neighbors)
-        projected = cal.project(expression_features(query.counts))
+        projected = projected_expression(cal, query.counts)  # in blocks of cells: bounded memory
         if options.unknown_clusters:
-            from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL
-
-            _, extra = with_cluster_evidence(np.zeros(query.counts.shape[0], np.float32), query, reference)
-            novelty = extra.get(CLUSTER_NOVELTY)
-            ratio = extra.get(CLUSTER_RESIDUAL)
-            if ratio is not None and np.isnan(ratio).all():  # the absolute call (no measurable shift)
-                ratio = None
+            evidence = ClusterEvidence(query, reference)
     fn = HeadLabelFunction(heads, cal, query.sentence_codes, expression_proba=expr_p, projected=projected,
-                           novelty=novelty, options=options, reference_embeddings=reference.embeddings,
-                           ratio=ratio)
+                           cluster_evidence=evidence, options=options,
+                           reference_embeddings=reference.embeddings)
     fn.n_genes = sentence_genes(query, options)  # the ensemble's per-cell weights (core/classify.py)
     return fn
 
 
-__all__ = ["HeadLabelFunction", "KnnLabelFunction", "head_label_function", "query_clusters"]
+__all__ = ["ClusterEvidence", "HeadLabelFunction", "KnnLabelFunction", "head_label_function", "query_clusters"]

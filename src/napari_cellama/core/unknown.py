@@ -211,10 +211,11 @@ def apply_unknown(table: pd.DataFrame, alpha: float | None = DEFAULT_UNKNOWN_ALP
 def unknown_scores(query, reference, predicted, *, k: int = DEFAULT_UNKNOWN_NEIGHBORS) -> np.ndarray:
     """Unknown score of each query cell for its ``predicted`` type; ``query`` and ``reference``
     are :class:`~.head_transfer.CellSet` s (shared-panel counts, embeddings; reference labels)."""
+    from .chunked_scores import cell_unknown_scores  # cal.scores in blocks of cells (bounded memory)
     from .classify import expression_features
 
     cal = fit_unknown(expression_features(reference.counts), reference.embeddings, reference.labels, k=k)
-    return cal.scores(expression_features(query.counts), query.per_cell_embeddings(), predicted)
+    return cell_unknown_scores(cal, query, predicted)
 
 
 def with_cluster_evidence(score: np.ndarray, query, reference, *,
