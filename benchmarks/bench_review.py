@@ -94,7 +94,12 @@ def main() -> None:
     ref = read_reference(args.reference)
     rows.append(("open section + reference", time.perf_counter() - t0, "", _load()))
     t0 = time.perf_counter()
-    result = run(iter_transfer(xrun.table, ref, args.label_key, embedder=make_embedder(cache=True)))
+    # as the transfer dock runs it (_qt/transfer_job.py): the run's graph clusters feed the Unknown call
+    from napari_cellama.io.xenium import read_xenium_clusters
+
+    clusters = read_xenium_clusters(args.xenium)
+    result = run(iter_transfer(xrun.table, ref, args.label_key, embedder=make_embedder(cache=True),
+                               clusters=clusters))
     rows.append(("transfer (embeddings cached)", time.perf_counter() - t0, "", _load()))
     print(f"{len(result.table):,} cells, {result.panel.n_shared} shared genes, method {result.params['method']}",
           flush=True)
