@@ -42,8 +42,11 @@ def _reference(per_type: int = 30) -> ad.AnnData:
     return _REF["ref"]
 
 
-def _setup(viewer, qtbot, crop_dir, tmp_path, embedder=None):
-    """The run's layers, the reference in the session, a transfer shown by dock 2, dock 4 ready."""
+def _setup(viewer, qtbot, crop_dir, tmp_path, embedder=None, prepare_run=None):
+    """The run's layers, the reference in the session, a transfer shown by dock 2, dock 4 ready.
+
+    ``prepare_run``: called with the opened run before its layers are added (e.g. to make its
+    cell-label levels lazy)."""
     from napari.layers import Layer
 
     from napari_cellama.io.xenium_run import open_xenium_run
@@ -51,6 +54,8 @@ def _setup(viewer, qtbot, crop_dir, tmp_path, embedder=None):
 
     root = make_xenium_subset(tmp_path / "xenium", src=crop_dir, n_cells=150)
     run = open_xenium_run(root)
+    if prepare_run is not None:
+        prepare_run(run)
     for data, kwargs, kind in xenium_layer_data(run):
         viewer.add_layer(Layer.create(data, kwargs, kind))
     session = get_session(viewer)

@@ -131,32 +131,19 @@ def test_tiled_levels_wraps_lazy_levels_only():
 def _lazy_setup(viewer, qtbot, crop_dir, tmp_path):
     """The patch's layers with lazy (dask) cell-label levels, a transfer shown, dock 4 ready."""
     from _hash_embedder import HashEmbedder
-    from _transfer_fixture import make_xenium_subset
-    from napari.layers import Layer
-    from test_review_widget import PLUGIN, TIMEOUT, _reference
+    from test_review_widget import _setup
 
-    from napari_cellama._constants import CELLS_LAYER_NAME
-    from napari_cellama.core import Annotation, run_transfer
-    from napari_cellama.io.xenium_run import label_pyramid, open_xenium_run
-    from napari_cellama.layers import xenium_layer_data
-    from napari_cellama.session import get_session
+    from napari_cellama.io.xenium_run import label_pyramid
 
-    run = open_xenium_run(make_xenium_subset(tmp_path / "xenium", src=crop_dir, n_cells=150))
-    level0 = np.asarray(run.cell_levels[0])
-    run.cell_levels = label_pyramid(da.from_array(level0, chunks=(1024, 1024)), len(run.cell_levels), max_bytes=0)
-    for data, kwargs, kind in xenium_layer_data(run):
-        viewer.add_layer(Layer.create(data, kwargs, kind))
-    session = get_session(viewer)
-    ref = _reference()
-    session.update(query=run.table, reference=ref, label_key="cell_type", xenium_root=run.root,
-                   layer_names={"cells": CELLS_LAYER_NAME})
-    _, transfer = viewer.window.add_plugin_dock_widget(PLUGIN, "2. Transfer, review and export")
-    _, review = viewer.window.add_plugin_dock_widget(PLUGIN, "4. Review", tabify=True)
-    result = run_transfer(run.table, ref, "cell_type", embedder=HashEmbedder())
-    ann = Annotation(result.table, types=sorted(set(result.reference_labels)), palette=session.type_colors)
-    transfer.show_annotation(ann, result)
-    qtbot.waitUntil(lambda: review.data is not None and not review.busy, timeout=TIMEOUT)
-    return session, review, level0
+    kept = {}
+
+    def lazy_levels(run):
+        kept["level0"] = level0 = np.asarray(run.cell_levels[0])
+        run.cell_levels = label_pyramid(da.from_array(level0, chunks=(1024, 1024)), len(run.cell_levels),
+                                        max_bytes=0)
+
+    session, _, review = _setup(viewer, qtbot, crop_dir, tmp_path, embedder=HashEmbedder(), prepare_run=lazy_levels)
+    return session, review, kept["level0"]
 
 
 def _shown(layer, level0) -> tuple[np.ndarray, np.ndarray]:

@@ -23,14 +23,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .classify import _CLIP  # the clip of classify.standardise, whose numbers these blocks reproduce
+
 ROW_BLOCK = 32768
 """Cells per block (a block's dense features: 32,768 x 458 float32 = 60 MB)."""
 
 GENE_BLOCK = 32
 """Genes per block of the gene statistics (1M cells x 32 genes float32 = 128 MB)."""
-
-_CLIP = 10.0
-
 
 class ExpressionFeatures:
     """Standardised log-normalised expression of ``counts`` (cells x shared genes), row block by row block.
