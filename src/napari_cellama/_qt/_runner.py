@@ -8,7 +8,12 @@ result``, see :mod:`napari_cellama.core._progress`) or a plain function. The run
   job started from another's ``on_done`` with ``chained=True`` (e.g. the demo, then its
   reference's columns);
 * shows stage and count in its own bar and in a ``napari.utils.progress`` bar (``describe``
-  may word the stage, e.g. with the current loss) and re-emits each step as ``progressed``;
+  may word the stage, e.g. with the current loss) and re-emits each step as ``progressed``.
+  The bars follow a new stage at once but a running count at most every
+  :data:`MIN_REDRAW_S`: each repaint recomposes the whole window (its canvas is an OpenGL
+  widget), which under software OpenGL (remote desktops, ``xvfb``) costs tens of
+  milliseconds of the two cores the job itself needs; the latest count is shown when the
+  interval is up;
 * on Cancel calls ``worker.quit()``: a generator stops at its next yield (a batch of
   embeddings or a training step at most), ``on_done`` is not called, so nothing is half-added;
 * turns errors into a napari notification (``CellamaInputError`` messages as they are,
@@ -21,13 +26,17 @@ result``, see :mod:`napari_cellama.core._progress`) or a plain function. The run
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable
 
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
 
 from ..core._progress import run as run_generator
 from ..validators import CellamaInputError
+
+MIN_REDRAW_S = 0.25
+"""Shortest interval between two redraws of the bars within one stage (seconds)."""
 
 
 def error_message(err: BaseException) -> str:
@@ -69,6 +78,11 @@ class JobRunner(QObject):
         self._pbar = None
         self.last_error: str | None = None
         self.was_cancelled = False
+        self._shown: tuple[object, float] = (None, 0.0)  # (stage, monotonic time) last drawn
+        self._pending = None  # the latest step not yet drawn
+        self._flush = QTimer(self)
+        self._flush.setSingleShot(True)
+        self._flush.timeout.connect(self._show_pending)
 
     # ------------------------------------------------------------------ state
     @property
@@ -153,17 +167,35 @@ class JobRunner(QObject):
             stage, done, total = value
         except (TypeError, ValueError):
             return
+        wait = self._shown[1] + MIN_REDRAW_S - time.monotonic()
+        if stage == self._shown[0] and wait > 0 and done < total:
+            self._pending = value  # drawn when the interval is up (or replaced by a later step)
+            if not self._flush.isActive():
+                self._flush.start(max(int(wait * 1000), 1))
+        else:
+            self._show(value)
+        self.progressed.emit(value)
+
+    def _show_pending(self) -> None:
+        if self._pending is not None and self._workers:
+            self._show(self._pending)
+
+    def _show(self, value) -> None:
+        """Draw one step in both bars."""
+        stage, done, total = value
+        self._pending = None
+        self._flush.stop()
+        self._shown = (stage, time.monotonic())
         text = self.describe(stage, done, total) if self.describe is not None else f"{stage}: {done}/{total}"
         total = max(int(total), 1)
         self.bar.setRange(0, total)
+        self.bar.setFormat(text)  # before the value: a valueChanged listener reads both
         self.bar.setValue(min(int(done), total))
-        self.bar.setFormat(text)
         pbar = self._pbar  # a late signal may arrive after the job finished and closed it
         if pbar is not None:
             pbar.set_description(f"napari-cellama: {text}")
             pbar.total = total
             pbar.update(int(done) - pbar.n)  # update() notifies napari's activity panel
-        self.progressed.emit(value)
 
     def _on_error(self, err: BaseException) -> None:
         self.fail(error_message(err))
@@ -185,6 +217,9 @@ class JobRunner(QObject):
         self.finished.emit()
 
     def _reset(self, text: str) -> None:
+        self._pending = None
+        self._flush.stop()
+        self._shown = (None, 0.0)
         self.cancel_button.setEnabled(False)
         self.bar.setRange(0, 1)
         self.bar.setValue(1 if text == "done" else 0)
