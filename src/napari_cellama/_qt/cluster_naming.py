@@ -53,6 +53,17 @@ def fit_warning_text(report) -> str:
             f"Unknown — " + "; ".join(parts) + more + ". Their markers say what they are: name them below.")
 
 
+def _resolution_line(report) -> str:
+    """The fit table's line on the pairs of reference types the panel does not tell apart."""
+    res = getattr(report, "panel_resolution", None)
+    return "" if res is None or not len(res.pairs) else "\n⚠ " + res.short()
+
+
+def _resolution_tip(report) -> str:
+    res = getattr(report, "panel_resolution", None)
+    return "" if res is None else res.summary()
+
+
 class ClusterPanel(QWidget):
     """Cluster list of one clustering + show on tissue + name it (see the module docstring)."""
 
@@ -227,13 +238,15 @@ class ClusterNamingMixin:
         if name == FIT_CLUSTERS and report is not None:
             info = (f"reference fit per cluster of {report.cluster_source}; flagged clusters (≥ "
                     f"{report.missing_share:.0%} Unknown) first" + (
-                        f"\nUnknown call: {report.unknown_call.split(' - ')[0]}" if report.unknown_call else ""))
+                        f"\nUnknown call: {report.unknown_call.split(' - ')[0]}" if report.unknown_call else "")
+                    + _resolution_line(report))
             table = report.table
         else:
             info = f"{name}: size and dominant current label"
             table = cluster_summary(clusters, self.annotation)
         self.clusters.show_clusters(table, info)
-        self.clusters.info.setToolTip(report.unknown_call if name == FIT_CLUSTERS and report is not None else "")
+        self.clusters.info.setToolTip("\n".join(filter(None, (report.unknown_call, _resolution_tip(report))))
+                                      if name == FIT_CLUSTERS and report is not None else "")
 
     def cluster_cells(self, cluster: str, clustering: str | None = None) -> pd.Index:
         clusters = getattr(self, "_sources", {}).get(clustering or self.clusters.clustering)

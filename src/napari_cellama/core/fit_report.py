@@ -61,6 +61,9 @@ class FitReport:
     missing_share: float = DEFAULT_MISSING_TYPE_SHARE
     unknown_call: str = ""
     """How the transfer's Unknown call used the clusters (the table's ``unknown_call``; '' if not recorded)."""
+    panel_resolution: object = None
+    """:class:`~.panel_resolution.PanelResolution`: the pairs of reference types the shared panel does
+    not tell apart (None: not computed - no ``reference`` given to :func:`reference_fit_report`)."""
 
     @property
     def relative(self) -> bool:
@@ -101,6 +104,8 @@ class FitReport:
                                      for _, r in miss.iterrows()))
         else:
             lines.append(f"no cluster is mostly Unknown (>= {self.missing_share:.0%}): the reference covers every cluster")
+        if self.panel_resolution is not None:
+            lines.append(self.panel_resolution.summary())
         return "\n".join(lines)
 
 
@@ -153,12 +158,16 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
                          low_confidence: float = DEFAULT_LOW_CONFIDENCE,
                          missing_share: float = DEFAULT_MISSING_TYPE_SHARE,
                          n_markers: int = DEFAULT_FIT_REPORT_MARKERS,
-                         cluster_source: str | None = None) -> FitReport:
+                         cluster_source: str | None = None, reference=None,
+                         label_key: str | None = None) -> FitReport:
     """Fit report of a transfer ``table`` (rows: query cells) over ``query`` (AnnData, all its genes).
 
     ``clusters``: a Series of cluster ids indexed by cell id (e.g.
     :func:`napari_cellama.io.read_xenium_clusters`); None: Leiden on the query's expression.
     Cells of the table without a cluster are left out of the report.
+    ``reference`` (AnnData, labels in ``obs[label_key]``): also report the pairs of reference
+    types the shared panel does not tell apart (``FitReport.panel_resolution``,
+    :func:`~.panel_resolution.reference_panel_resolution`; a few seconds).
     """
     cells = pd.Index(table.index)
     if clusters is None:
@@ -211,4 +220,11 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
     at = cols.index("top_markers")
     cols[at:at] = [c for c in EVIDENCE_COLUMNS[:3] if c in out]
     cols += [UNKNOWN_CALL] if UNKNOWN_CALL in out else []
-    return FitReport(out.loc[:, cols], source, low_confidence, missing_share, call)
+    resolution = None
+    if reference is not None:
+        from .panel_resolution import reference_panel_resolution
+
+        if label_key is None:
+            raise ValueError("reference_fit_report: give label_key with reference (the obs column of its labels)")
+        resolution = reference_panel_resolution(query, reference, label_key)
+    return FitReport(out.loc[:, cols], source, low_confidence, missing_share, call, resolution)
