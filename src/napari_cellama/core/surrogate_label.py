@@ -161,13 +161,15 @@ class ClusterEvidence:
     None under the absolute call)."""
 
     def __init__(self, query, reference):
-        from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL
+        from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO
         from .unknown import with_cluster_evidence
 
         _, self.extra = with_cluster_evidence(np.zeros(query.counts.shape[0], np.float32), query, reference)
         self.novelty = self.extra.get(CLUSTER_NOVELTY)
         ratio = self.extra.get(CLUSTER_RESIDUAL)
         self.ratio = None if ratio is None or np.isnan(ratio).all() else ratio  # all NaN: the absolute call
+        if self.ratio is not None and DETECTION_RATIO in self.extra:  # the relative call: either ratio counts
+            self.ratio = np.fmax(self.ratio, self.extra[DETECTION_RATIO])
 
     def combine(self, score: np.ndarray, cells=None) -> np.ndarray:
         """``score`` (of ``cells``, None: all) combined with the cells' cluster evidence."""

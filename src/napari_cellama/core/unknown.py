@@ -73,6 +73,8 @@ query-relative residual ratio, the absolute score (mean with the cluster's novel
 DEFAULT_UNKNOWN_PCS = 30
 """Principal components of the reference's expression in which the unknown score is measured."""
 
+_MIN_DEVIANCE = 0.1
+"""Floor of the query's typical cluster's detection deviance (excess deviance per cell)."""
 _BLOCK = 4096
 _MIN_BASELINE = 0.05
 """Floor of the query's typical cluster residual (a query whose clusters the reference explains
@@ -247,7 +249,14 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *,
     query of fewer than ``MIN_LEIDEN_CELLS`` cells without given clusters, or with a single
     cluster, keeps the per-cell scores (only ``unknown_call``, ``cell only: <why>``).
     """
-    from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL, cluster_novelty
+    from .cluster_evidence import (
+        CLUSTER_NOVELTY,
+        CLUSTER_RESIDUAL,
+        DETECTION_RATIO,
+        PROFILE_RESIDUAL,
+        UNKNOWN_CALL,
+        cluster_novelty,
+    )
     from .fit_report import leiden_clusters
 
     def cell_only(why: str) -> dict:
@@ -264,6 +273,7 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *,
         return score, cell_only("a single query cluster (nothing to compare it with)")
     novelty = np.full(len(clusters), np.nan, dtype=np.float32)
     ratio = np.full(len(clusters), np.nan, dtype=np.float32)
+    detection = np.full(len(clusters), np.nan, dtype=np.float32)
     residual = np.full(len(clusters), np.nan, dtype=np.float32)
     call = f"{CALL_ABSOLUTE}: no cell with a cluster"
     relative = False
@@ -276,11 +286,30 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *,
         call = ev.call
         if ev.ratio is not None:
             ratio[has] = ev.ratio
+            detection[has] = detection_evidence(counts, cl, ref)
             relative = True
-    combined = combine_cluster_evidence(score, novelty, ratio if relative else None, outlier_ratio=outlier_ratio)
-    return combined, {CLUSTER_NOVELTY: novelty, CLUSTER_RESIDUAL: ratio, PROFILE_RESIDUAL: residual,
-                      UNKNOWN_CALL: call_column(len(score), call),
+    outlying = np.fmax(ratio, detection) if relative else None
+    combined = combine_cluster_evidence(score, novelty, outlying, outlier_ratio=outlier_ratio)
+    return combined, {CLUSTER_NOVELTY: novelty, CLUSTER_RESIDUAL: ratio, DETECTION_RATIO: detection,
+                      PROFILE_RESIDUAL: residual, UNKNOWN_CALL: call_column(len(score), call),
                       QUERY_CLUSTER: np.where(has, clusters, "").astype(str)}
+
+
+def detection_evidence(counts, clusters, reference) -> np.ndarray:
+    """Per cell: its cluster's detection deviance (:func:`~.cluster_evidence.cluster_detection`)
+    over the query's typical cluster's (cell-weighted median; floor ``_MIN_DEVIANCE``)."""
+    from .cluster_evidence import cluster_detection
+
+    d = cluster_detection(counts, clusters, reference)
+    ok = d["deviance"].notna().to_numpy()
+    per_cell = pd.Series(d["deviance"].to_numpy(), index=d["cluster"].to_numpy()).reindex(
+        np.asarray(clusters, dtype=object)).to_numpy(dtype=np.float64)
+    if not ok.any():
+        return np.full(len(per_cell), np.nan, dtype=np.float32)
+    v, w = d["deviance"].to_numpy()[ok], d["n_cells"].to_numpy(dtype=float)[ok]
+    order = np.argsort(v, kind="stable")
+    typical = float(v[order][np.searchsorted(np.cumsum(w[order]) / w.sum(), 0.5)])
+    return (per_cell / max(typical, _MIN_DEVIANCE)).astype(np.float32)
 
 
 def call_column(n: int, value: str) -> pd.Categorical:
@@ -345,7 +374,8 @@ def residual_evidence(counts, clusters, reference) -> ResidualEvidence:
     return ResidualEvidence(per_cell, per_cell / floor, (
         f"{CALL_RELATIVE}: residual / typical cluster's ({baseline:.2f}"
         + (f", floor {_MIN_BASELINE:g}" if baseline < _MIN_BASELINE else "")
-        + f") - Unknown from a ratio of {DEFAULT_OUTLIER_RATIO:g} at the default level"))
+        + f") - Unknown from a ratio of {DEFAULT_OUTLIER_RATIO:g} (of the residual or of the detection deviance, "
+        "detection_ratio) at the default level"))
 
 
 def _rows(x, mask):
