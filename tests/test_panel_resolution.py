@@ -101,3 +101,30 @@ def test_the_fit_report_carries_the_panel_resolution(pbmc3k):
     with pytest.raises(ValueError, match="label_key"):
         reference_fit_report(table, query, clusters, reference=pbmc3k)
     assert FitReport(report.table, "x").panel_resolution is None
+
+
+def test_detection_deviance_flags_nk_cells_whose_mean_profile_a_mix_of_other_types_explains(pbmc3k):
+    """The query-relative Unknown call's detection test (core/cluster_evidence.py ``cluster_detection``),
+    on real cells: NK left out of the reference, 150 genes of the bone-marrow panel (panel seed 1:
+    CD3E, GNLY, KLRD1 are in it), the query's true types as its clusters: the NK cells do not
+    detect what the type mix that best explains their mean profile detects (CD3E of CD8 T)."""
+    import gzip
+
+    from napari_cellama.core.unknown import detection_evidence
+
+    features = Path("/work/shared/data/xenium_bone_marrow/cell_feature_matrix/features.tsv.gz")
+    with gzip.open(features, "rt") as fh:
+        panel = sorted(r[1] for r in (line.rstrip("\n").split("\t") for line in fh) if r[2] == "Gene Expression")
+    genes = sorted(np.random.default_rng(1).choice(panel, 150, replace=False).tolist())
+    x, y = _restrict(pbmc3k, genes)
+    x = sp.csr_matrix(x)
+    rng = np.random.default_rng(0)
+    half = np.zeros(len(y), bool)
+    half[rng.permutation(len(y))[: len(y) // 2]] = True  # reference half / query half
+    ref = (x[half & (y != "NK")], y[half & (y != "NK")])
+    q = ~half & np.isin(y, ["NK", "CD8 T", "B", "CD14+ Mono", "Naive CD4 T"])
+    clusters = y[q]  # the query's true types as its clusters
+    ratio = pd.Series(detection_evidence(x[q], clusters, ref), index=clusters).groupby(level=0).first()
+    assert ratio["NK"] > 3.5 > ratio.drop("NK").max()
+    # present types keep a small ratio: the mix of their types' detections fits them
+    assert ratio.drop("NK").max() < 2.0

@@ -65,14 +65,17 @@ def test_the_outlying_cluster_is_unknown_and_the_others_are_not():
     score, extra = with_cluster_evidence(own, q, r)
     new = clusters == "new"
     assert (score[new] > 0.95).all() and (score[~new] <= 0.95).all()
-    assert set(extra) == {CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL, "query_cluster"}
+    assert set(extra) == {CLUSTER_NOVELTY, CLUSTER_RESIDUAL, "detection_ratio", PROFILE_RESIDUAL, UNKNOWN_CALL,
+                          "query_cluster"}
+    assert (extra["detection_ratio"][~new] < 3.5).all()  # present clusters detect what their types detect
     assert extra[CLUSTER_RESIDUAL][new].min() > 3.5 > extra[CLUSTER_RESIDUAL][~new].max()
     # the ratio is the cluster's residual over the typical (cell-weighted median) cluster's
     res = extra[PROFILE_RESIDUAL]
     np.testing.assert_allclose(extra[CLUSTER_RESIDUAL], res / np.median(res), rtol=1e-5)
     assert list(pd.unique(np.asarray(extra[UNKNOWN_CALL]))) == [
         f"relative: residual / typical cluster's ({np.median(res):.2f}) - "
-        "Unknown from a ratio of 3.5 at the default level"]
+        "Unknown from a ratio of 3.5 (of the residual or of the detection deviance, detection_ratio) at the "
+        "default level"]
     # two-sided: a cell typical of its predicted type (own score 0.3) stays, even in the new cluster
     own[new] = 0.3
     score, _ = with_cluster_evidence(own, q, r)

@@ -18,8 +18,8 @@ from .markers import niche_markers
 from .niche import NicheResult, format_niche_sentences, iter_niches, iter_recluster, recluster, run_niches
 from .options import FinetuneOptions, KMeans, KNearest, Leiden, NicheOptions, PrototypeOptions, Radius
 from .palette import palette_color, to_hex, to_rgba
-from .panel_resolution import PanelResolution, panel_resolution
 from .panel import PanelReport, normalise_symbol, shared_panel
+from .panel_resolution import PanelResolution, panel_resolution
 from .pipeline import TransferResult, iter_transfer, run_transfer, transfer_labels
 from .prototypes import (
     MarkerSet,

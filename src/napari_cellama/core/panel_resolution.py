@@ -72,7 +72,7 @@ class PanelResolution:
             return ""
         shown = [f"{r.type_a} / {r.type_b} ({r.a_called_b:.0%})" for r in self.pairs.head(max_pairs).itertuples()]
         more = f" +{len(self.pairs) - max_pairs} more" if len(self.pairs) > max_pairs else ""
-        return (f"the panel does not tell apart: " + ", ".join(shown) + more
+        return ("the panel does not tell apart: " + ", ".join(shown) + more
                 + " - a type missing from the reference would be called its partner without warning")
 
     def summary(self) -> str:
