@@ -20,7 +20,10 @@ markers match no type.
 profiles explains a cluster's mean profile. The unknown score (:func:`.unknown.with_cluster_evidence`)
 divides it by the query's typical cluster's residual (query-relative: a donor or protocol shift
 raises every cluster's residual and cancels), and falls back to the novelty where no part of
-the query is explained well.
+the query is explained well. :func:`cluster_detection` asks the same of the cluster's cells'
+*detections*: a mean profile can be matched by a mix of other types (NK cells as CD8 T plus
+monocytes) where the genes each cell detects cannot (no CD3E); its ratio to the query's typical
+cluster counts beside the residual's.
 
 Measured (docs/quality.md, ``benchmarks/quality_transfer.py --only b1,b2,b3`` and ``--only b4``):
 within pbmc3k a left-out type's cluster has 4.0-8.4 times the typical residual, present types'
