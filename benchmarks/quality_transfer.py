@@ -19,7 +19,7 @@ not a class). ``transferred`` = before the Unknown call, ``cell_type`` = after i
 
 Run from the repository root (embeddings come from $NAPARI_CELLAMA_CACHE when present)::
 
-    python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0] [--no-cluster-evidence]
+    python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0] [--no-cluster-evidence] [--detection]
 
 The Unknown levels of the per-level columns are ``$QUALITY_ALPHAS`` (default 0.01,0.02,0.05,0.1,0.2,0.3).
 
@@ -201,7 +201,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-cluster-evidence", action="store_true",
                    help="the unknown score from each cell alone (TransferOptions(unknown_clusters=False))")
+    p.add_argument("--detection", action="store_true",
+                   help="count the detection deviance in the query-relative call (TransferOptions(unknown_detection=True))")
     args = p.parse_args(argv)
+    if args.detection:
+        OPTIONS["unknown_detection"] = True
     if args.no_cluster_evidence:
         OPTIONS["unknown_clusters"] = False
     import _quality_data as Q

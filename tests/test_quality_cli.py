@@ -43,7 +43,7 @@ def test_default_method_writes_reasons_and_the_fit_report(files, tmp_path):
     assert report["n_cells"].sum() == 120
     assert "reference fit per query cluster (Leiden" in r.stderr
     # why a cluster is (not) flagged: its residual ratio, its residual, and the call that was made
-    assert list(report.columns)[7:11] == ["cluster_novelty", "cluster_residual", "detection_ratio", "profile_residual"]
+    assert list(report.columns)[7:10] == ["cluster_novelty", "cluster_residual", "profile_residual"]
     assert list(report.columns)[-1] == "unknown_call"
     call = report["unknown_call"].iloc[0]
     assert (report["unknown_call"] == call).all() and f"Unknown call: {call}" in r.stderr

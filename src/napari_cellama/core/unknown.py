@@ -45,6 +45,7 @@ from .._constants import (
     CONFIDENCE,
     DEFAULT_OUTLIER_RATIO,
     DEFAULT_UNKNOWN_ALPHA,
+    DEFAULT_UNKNOWN_DETECTION,
     DEFAULT_UNKNOWN_NEIGHBORS,
     DISTANCE,
     REASON_FAR,
@@ -223,8 +224,8 @@ def unknown_scores(query, reference, predicted, *, k: int = DEFAULT_UNKNOWN_NEIG
     return cell_unknown_scores(cal, query, predicted)
 
 
-def with_cluster_evidence(score: np.ndarray, query, reference, *,
-                          outlier_ratio: float = DEFAULT_OUTLIER_RATIO) -> tuple[np.ndarray, dict]:
+def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio: float = DEFAULT_OUTLIER_RATIO,
+                          detection: bool = DEFAULT_UNKNOWN_DETECTION) -> tuple[np.ndarray, dict]:
     """Combine each cell's own ``score`` with its query cluster's evidence (:mod:`.cluster_evidence`).
 
     ``query.clusters`` (None: Leiden on ``query.counts``) and ``reference`` are
@@ -238,7 +239,9 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *,
     ``1 - rho ** -(ln 20 / ln outlier_ratio)`` (0.95, the default level, at ``outlier_ratio``),
     and a cell's unknown score is the smaller of that and its own score plus
     ``UNKNOWN_CELL_MARGIN``: Unknown needs an outlying cluster *and* a cell that is itself
-    atypical of its predicted type.
+    atypical of its predicted type. With ``detection`` (``TransferOptions.unknown_detection``, off
+    by default) a cluster's ratio is the larger of that and its detection-deviance ratio
+    (:func:`detection_evidence`; column ``detection_ratio``).
 
     **Absolute call** (the mean of the cell's score and its cluster's novelty, ``1 - best marker
     match``) where no shift can be measured: the query's typical cluster's residual above
@@ -276,7 +279,7 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *,
         return score, cell_only("a single query cluster (nothing to compare it with)")
     novelty = np.full(len(clusters), np.nan, dtype=np.float32)
     ratio = np.full(len(clusters), np.nan, dtype=np.float32)
-    detection = np.full(len(clusters), np.nan, dtype=np.float32)
+    det_ratio = np.full(len(clusters), np.nan, dtype=np.float32)
     residual = np.full(len(clusters), np.nan, dtype=np.float32)
     call = f"{CALL_ABSOLUTE}: no cell with a cluster"
     relative = False
@@ -289,13 +292,19 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *,
         call = ev.call
         if ev.ratio is not None:
             ratio[has] = ev.ratio
-            detection[has] = detection_evidence(counts, cl, ref)
             relative = True
-    outlying = np.fmax(ratio, detection) if relative else None
+            if detection:
+                det_ratio[has] = detection_evidence(counts, cl, ref)
+                call = call.replace(" at the default level", " (of the residual or of the detection deviance, "
+                                    "detection_ratio) at the default level")
+    outlying = (np.fmax(ratio, det_ratio) if detection else ratio) if relative else None
     combined = combine_cluster_evidence(score, novelty, outlying, outlier_ratio=outlier_ratio)
-    return combined, {CLUSTER_NOVELTY: novelty, CLUSTER_RESIDUAL: ratio, DETECTION_RATIO: detection,
-                      PROFILE_RESIDUAL: residual, UNKNOWN_CALL: call_column(len(score), call),
-                      QUERY_CLUSTER: np.where(has, clusters, "").astype(str)}
+    extra = {CLUSTER_NOVELTY: novelty, CLUSTER_RESIDUAL: ratio}
+    if detection:
+        extra[DETECTION_RATIO] = det_ratio
+    extra.update({PROFILE_RESIDUAL: residual, UNKNOWN_CALL: call_column(len(score), call),
+                  QUERY_CLUSTER: np.where(has, clusters, "").astype(str)})
+    return combined, extra
 
 
 def detection_evidence(counts, clusters, reference) -> np.ndarray:
@@ -377,8 +386,7 @@ def residual_evidence(counts, clusters, reference) -> ResidualEvidence:
     return ResidualEvidence(per_cell, per_cell / floor, (
         f"{CALL_RELATIVE}: residual / typical cluster's ({baseline:.2f}"
         + (f", floor {_MIN_BASELINE:g}" if baseline < _MIN_BASELINE else "")
-        + f") - Unknown from a ratio of {DEFAULT_OUTLIER_RATIO:g} (of the residual or of the detection deviance, "
-        "detection_ratio) at the default level"))
+        + f") - Unknown from a ratio of {DEFAULT_OUTLIER_RATIO:g} at the default level"))
 
 
 def _rows(x, mask):
