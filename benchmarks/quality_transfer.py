@@ -19,7 +19,7 @@ not a class). ``transferred`` = before the Unknown call, ``cell_type`` = after i
 
 Run from the repository root (embeddings come from $NAPARI_CELLAMA_CACHE when present)::
 
-    python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0] [--no-cluster-evidence]
+    python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0] [--no-cluster-evidence] [--detection]
 
 The Unknown levels of the per-level columns are ``$QUALITY_ALPHAS`` (default 0.01,0.02,0.05,0.1,0.2,0.3).
 
@@ -95,6 +95,40 @@ def evaluate_setting(s, seeds) -> dict:
             "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys}}
 
 
+def information_ceiling(rx, ry, qx, seed) -> dict:
+    """How well the panel's genes could flag each type at all (benchmark 4's ceiling columns).
+
+    * ``query_proba[t]``: an *oracle* allowed the left-out type's labels - logistic regression on
+      log-normalised expression fitted on the whole reference half, every type included - gives
+      each query cell P(t); its AUROC for "cell of t" against the other query cells bounds what
+      any detector working from these genes can reach (a detector that never saw ``t`` can only
+      do worse than one that did).
+    * ``recall[t]`` / ``confusion[t][u]``: 5-fold cross-validated predictions of the same model
+      on the reference half: the share of ``t``'s cells called ``t``, and called ``u`` - how much
+      of ``t`` is indistinguishable from ``u`` on this panel (what a missing ``t`` called ``u``
+      has to stand out against).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from napari_cellama.core.classify import log_normalise
+
+    xr, xq = log_normalise(rx), log_normalise(qx)
+    lr = LogisticRegression(max_iter=10000)
+    proba = lr.fit(xr, ry).predict_proba(xq)
+    cats = [str(c) for c in lr.classes_]
+    cv = cross_val_predict(LogisticRegression(max_iter=10000), xr, ry,
+                           cv=StratifiedKFold(5, shuffle=True, random_state=seed))
+    y = np.asarray(ry).astype(str)
+    cv = np.asarray(cv).astype(str)
+    recall, confusion = {}, {}
+    for t in cats:
+        m = y == t
+        recall[t] = float((cv[m] == t).mean())
+        confusion[t] = {u: float((cv[m] == u).mean()) for u in cats if u != t}
+    return {"query_proba": {t: proba[:, i] for i, t in enumerate(cats)}, "recall": recall, "confusion": confusion}
+
+
 def leave_one_out(s, seeds) -> dict:
     from sklearn.metrics import roc_auc_score
 
@@ -102,6 +136,7 @@ def leave_one_out(s, seeds) -> dict:
 
     out = []
     for seed, (rx, re_, ry, qx, qe, qy) in s.splits(seeds):
+        ceiling = information_ceiling(rx, ry, qx, seed)
         for drop in DROPS:
             keep = ry != drop
             t = head_table(rx[keep], re_[keep], ry[keep], qx, qe, TransferOptions(**OPTIONS))
@@ -113,11 +148,18 @@ def leave_one_out(s, seeds) -> dict:
                    "missing_unknown_default": float((t["cell_type"][miss] == "Unknown").mean()),
                    "present_unknown_default": float((t["cell_type"][~miss] == "Unknown").mean()),
                    "missing_called_as": t["transferred_type"][miss].value_counts().head(3).to_dict()}
+            called = next(iter(row["missing_called_as"]), "")
+            row["oracle_auroc"] = float(roc_auc_score(miss, ceiling["query_proba"][drop]))
+            row["called_type"] = called
+            row["ref_cv_recall"] = ceiling["recall"][drop]
+            row["ref_cv_confusion"] = ceiling["confusion"][drop].get(called, 0.0)
             for a in ALPHAS:
                 row[f"missing_unknown@{a}"] = float((score[miss] > 1 - a).mean())
                 row[f"present_unknown@{a}"] = float((score[~miss] > 1 - a).mean())
             out.append(row)
             print(f"  LOTO {s.name} seed {seed} -{drop}: AUROC {row['auroc_unknown_score']:.3f} "
+                  f"[ceiling: oracle {row['oracle_auroc']:.3f}, ref. CV recall {row['ref_cv_recall']:.2f}, "
+                  f"-> {called} {row['ref_cv_confusion']:.2f}] "
                   f"(1-conf {row['auroc_1_minus_confidence']:.3f}); Unknown: missing {row['missing_unknown_default']:.2f}, "
                   f"present {row['present_unknown_default']:.3f}; called {row['missing_called_as']}", flush=True)
     return {"rows": out}
@@ -138,14 +180,16 @@ def print_tables(results: dict) -> None:
     for name, e in results.get("loto", {}).items():
         rows = e["rows"]
         print(f"\nleave-one-type-out on {name} (mean over seeds), default alpha {results['default_alpha']}\n")
-        print("| removed | AUROC unknown_score | AUROC 1-confidence | missing -> Unknown | present -> Unknown | "
+        print("| removed | AUROC unknown_score | ceiling: oracle AUROC | ceiling: ref. CV recall | "
+              "ref. CV share called as in LOTO | AUROC 1-confidence | missing -> Unknown | present -> Unknown | "
               + " | ".join(f"missing/present @{a}" for a in ALPHAS) + " |")
-        print("|---" * (5 + len(ALPHAS)) + "|")
+        print("|---" * (8 + len(ALPHAS)) + "|")
         for drop in DROPS + ("mean",):
             sel = rows if drop == "mean" else [r for r in rows if r["dropped"] == drop]
             def f(k, sel=sel):
                 return np.mean([r[k] for r in sel])
-            print(f"| {drop} | {f('auroc_unknown_score'):.3f} | {f('auroc_1_minus_confidence'):.3f} | "
+            print(f"| {drop} | {f('auroc_unknown_score'):.3f} | {f('oracle_auroc'):.3f} | {f('ref_cv_recall'):.2f} | "
+                  f"{f('ref_cv_confusion'):.2f} | {f('auroc_1_minus_confidence'):.3f} | "
                   f"{f('missing_unknown_default'):.2f} | {f('present_unknown_default'):.3f} | "
                   + " | ".join(f"{f(f'missing_unknown@{a}'):.2f} / {f(f'present_unknown@{a}'):.3f}" for a in ALPHAS) + " |")
 
@@ -157,7 +201,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--no-cluster-evidence", action="store_true",
                    help="the unknown score from each cell alone (TransferOptions(unknown_clusters=False))")
+    p.add_argument("--detection", action="store_true",
+                   help="count the detection deviance in the query-relative call (TransferOptions(unknown_detection=True))")
     args = p.parse_args(argv)
+    if args.detection:
+        OPTIONS["unknown_detection"] = True
     if args.no_cluster_evidence:
         OPTIONS["unknown_clusters"] = False
     import _quality_data as Q

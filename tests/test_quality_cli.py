@@ -54,6 +54,12 @@ def test_default_method_writes_reasons_and_the_fit_report(files, tmp_path):
                                    rtol=0.02, atol=0.01)
     else:
         assert call.startswith("absolute: ") and report["cluster_residual"].isna().all()
+    # the pairs of reference types the shared panel does not tell apart, printed and written beside
+    pairs = pd.read_csv(tmp_path / "fit_unresolved_pairs.csv")
+    assert list(pairs.columns) == ["type_a", "type_b", "a_called_b", "b_called_a", "recall_a", "recall_b"]
+    assert "panel resolution: the 765 shared genes" in r.stderr
+    assert (pairs[["a_called_b", "b_called_a"]].max(axis=1) >= 0.25).all()
+    assert f"wrote {len(pairs)} pair(s) of reference types" in r.stderr
 
 
 def test_knn_method_and_no_unknown_call(files, tmp_path):

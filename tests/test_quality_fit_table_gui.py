@@ -27,7 +27,11 @@ def test_fit_table_shows_the_residual_ratio_and_the_unknown_call(viewer, qtbot, 
     assert {"novelty", "residual ×typical", "residual"} <= set(headers)
     assert "unknown_call" not in headers and "unknown call" not in headers  # one value: the info line
     short = report.unknown_call.split(" - ")[0]  # the why in short; the whole call on hover
-    assert f"Unknown call: {short}" in panel.info.text() and panel.info.toolTip() == report.unknown_call
+    assert f"Unknown call: {short}" in panel.info.text() and panel.info.toolTip().startswith(report.unknown_call)
+    # the pairs of reference types the shared panel does not tell apart: one line, the details on hover
+    res = report.panel_resolution
+    assert res is not None and res.summary() in panel.info.toolTip()
+    assert (f"⚠ {res.short()}" in panel.info.text()) == bool(len(res.pairs))
     ratio_col, res_col = headers.index("residual ×typical"), headers.index("residual")
     t = report.table
     for i in range(panel.table.rowCount()):
@@ -46,3 +50,4 @@ def test_fit_table_shows_the_residual_ratio_and_the_unknown_call(viewer, qtbot, 
     session.fit_report = reference_fit_report(table, session.query, clusters, cluster_source=report.cluster_source)
     assert panel.table.item(0, 0).text() == str(biggest)
     assert f"Unknown call: {short}" in panel.info.text()
+    assert panel.info.toolTip() == report.unknown_call and "⚠ the panel" not in panel.info.text()  # no reference

@@ -15,7 +15,7 @@ from napari_cellama.core.cluster_evidence import (
     cluster_residual,
 )
 from napari_cellama.core.head_transfer import CellSet
-from napari_cellama.core.unknown import with_cluster_evidence
+from napari_cellama.core.unknown import combine_cluster_evidence, with_cluster_evidence
 
 N_GENES = 80
 TYPES = {"A": range(0, 8), "B": range(8, 16), "C": range(16, 24)}
@@ -110,3 +110,22 @@ def test_without_a_well_matched_part_of_the_query_the_absolute_score_is_used():
     assert call.startswith(f"absolute: typical cluster residual {typical:.2f} > 0.5 (RELATIVE_MAX_BASELINE) - ")
     assert (np.asarray(extra[UNKNOWN_CALL]) == call).all()
     assert (score > 0.95).all()
+
+
+def test_the_detection_deviance_is_opt_in_and_counts_beside_the_residual():
+    rng = np.random.default_rng(1)
+    ref, labels = _reference(rng)
+    query = np.vstack([_cells(rng, 60, TYPES["A"]), _cells(rng, 60, TYPES["B"]), _cells(rng, 60, TYPES["C"]),
+                       _cells(rng, 40, NEW)])
+    clusters = np.repeat(["a", "b", "c", "new"], [60, 60, 60, 40])
+    q, r = _sets(query, clusters, ref, labels)
+    own = np.full(len(clusters), 0.8, np.float32)
+    plain, _ = with_cluster_evidence(own, q, r)
+    score, extra = with_cluster_evidence(own, q, r, detection=True)
+    new = clusters == "new"
+    det = extra["detection_ratio"]
+    assert (det[~new] < 3.5).all()  # present clusters detect what their types detect
+    ratio = np.fmax(extra[CLUSTER_RESIDUAL], det)  # the larger of the two ratios counts
+    np.testing.assert_allclose(score, combine_cluster_evidence(own, extra[CLUSTER_NOVELTY], ratio), rtol=1e-6)
+    assert (score >= plain - 1e-6).all() and (score[new] > 0.95).all()
+    assert "detection deviance" in str(np.asarray(extra[UNKNOWN_CALL])[0])

@@ -452,6 +452,24 @@ DEFAULT_NOVEL_CLUSTER = 0.99
 """Fit report: a cluster whose mean ``cluster_novelty`` reaches this (its markers correlate with no
 reference type's: match <= 0.01) is listed as possibly missing, whatever its share of Unknown."""
 
+DEFAULT_UNKNOWN_DETECTION = False
+"""Query-relative Unknown call: also count a cluster's detection-deviance ratio (core/cluster_evidence.py
+``cluster_detection``) beside its profile-residual ratio. Off by default: on 145 genes it lifts the
+leave-one-type-out AUROC from 0.661 to 0.847, but makes 9.3% of an all-present query Unknown (Leiden
+clusters carved from the naive / memory T continuum deviate by construction; docs/quality.md)."""
+
+DEFAULT_UNRESOLVED_LEVEL = 0.25
+"""Panel resolution (core/panel_resolution.py): two reference types are reported as not told apart
+by the shared panel when, in the reference's own cross-validation (the ensemble's expression
+model), at least this share of one type's cells is called the other. A cell of one of them whose
+type is missing from the reference is then called the other without an Unknown warning."""
+
+DEFAULT_RESOLUTION_CELLS = 300
+"""Panel resolution: reference cells per type (at most; a seeded sample) in the cross-validation."""
+
+DEFAULT_RESOLUTION_FOLDS = 3
+"""Panel resolution: cross-validation folds (types with fewer cells are not assessed)."""
+
 UNKNOWN = "Unknown"
 """Label of cells that look like no reference type (a type the reference lacks)."""
 

@@ -45,7 +45,8 @@ def add_arguments(p) -> None:
     p.add_argument("--fit-report", default=None, metavar="FIT.csv",
                    help="also write the reference fit report per query cluster (the Xenium run's graph "
                         "clusters, else Leiden on expression): size, Unknown and low-confidence shares, "
-                        "dominant label, top markers, possibly missing types")
+                        "dominant label, top markers, possibly missing types; beside it FIT_unresolved_pairs.csv: "
+                        "the pairs of reference types the shared panel does not tell apart")
     p.add_argument("--metadata", nargs="+", default=None, metavar="COL", help="obs columns appended to sentences")
     p.add_argument("--min-confidence", type=float, default=0.0,
                    help="cells below this vote share become Unassigned (default 0)")
@@ -120,11 +121,24 @@ def run(args) -> None:
     if fit_out is not None:
         from ..core.fit_report import reference_fit_report
 
-        report = reference_fit_report(result.table, query, clusters, cluster_source=cluster_source)
+        report = reference_fit_report(result.table, query, clusters, cluster_source=cluster_source,
+                                      reference=reference, label_key=args.label_key)
         print(report.summary(), file=sys.stderr)
         write_csv(fit_out, report.table, index=False, float_format="%.4g")
         print(f"wrote the fit report of {len(report.table)} query clusters to {fit_out}", file=sys.stderr)
+        pairs_out = resolution_path(fit_out)
+        write_csv(pairs_out, report.panel_resolution.pairs, index=False, float_format="%.4g")
+        print(f"wrote {len(report.panel_resolution.pairs)} pair(s) of reference types the panel does not tell "
+              f"apart to {pairs_out}", file=sys.stderr)
     _write_exports(args, exports, result, query)
+
+
+def resolution_path(fit_report):
+    """Where the panel-resolution pairs are written beside ``--fit-report`` FILE.csv: FILE_unresolved_pairs.csv."""
+    from pathlib import Path
+
+    p = Path(fit_report)
+    return p.with_name(f"{p.stem}_unresolved_pairs.csv")
 
 
 def _print_label_summary(table) -> None:

@@ -32,6 +32,7 @@ from .evidence_panel import fill_table, read_only_table
 _HEADERS = {"n_cells": "cells", "share_unknown": "Unknown", "share_low_confidence": "low conf.",
             "share_unassigned": "Unassig.", "dominant_label": "dominant", "dominant_share": "share",
             "top_markers": "top markers", "cluster_novelty": "novelty", "cluster_residual": "residual ×typical",
+            "detection_ratio": "detection ×typical",
             "profile_residual": "residual"}
 FIT_CLUSTERS = "reference-fit clusters"
 XENIUM_CLUSTERS = "Xenium graph clusters"
@@ -51,6 +52,17 @@ def fit_warning_text(report) -> str:
     more = f"; {len(miss) - 4} more" if len(miss) > 4 else ""
     return (f"⚠ Types possibly missing from the reference: {len(miss)} cluster(s), {n:,} cells, are mostly "
             f"Unknown — " + "; ".join(parts) + more + ". Their markers say what they are: name them below.")
+
+
+def _resolution_line(report) -> str:
+    """The fit table's line on the pairs of reference types the panel does not tell apart."""
+    res = getattr(report, "panel_resolution", None)
+    return "" if res is None or not len(res.pairs) else "\n⚠ " + res.short()
+
+
+def _resolution_tip(report) -> str:
+    res = getattr(report, "panel_resolution", None)
+    return "" if res is None else res.summary()
 
 
 class ClusterPanel(QWidget):
@@ -227,13 +239,15 @@ class ClusterNamingMixin:
         if name == FIT_CLUSTERS and report is not None:
             info = (f"reference fit per cluster of {report.cluster_source}; flagged clusters (≥ "
                     f"{report.missing_share:.0%} Unknown) first" + (
-                        f"\nUnknown call: {report.unknown_call.split(' - ')[0]}" if report.unknown_call else ""))
+                        f"\nUnknown call: {report.unknown_call.split(' - ')[0]}" if report.unknown_call else "")
+                    + _resolution_line(report))
             table = report.table
         else:
             info = f"{name}: size and dominant current label"
             table = cluster_summary(clusters, self.annotation)
         self.clusters.show_clusters(table, info)
-        self.clusters.info.setToolTip(report.unknown_call if name == FIT_CLUSTERS and report is not None else "")
+        self.clusters.info.setToolTip("\n".join(filter(None, (report.unknown_call, _resolution_tip(report))))
+                                      if name == FIT_CLUSTERS and report is not None else "")
 
     def cluster_cells(self, cluster: str, clustering: str | None = None) -> pd.Index:
         clusters = getattr(self, "_sources", {}).get(clustering or self.clusters.clustering)

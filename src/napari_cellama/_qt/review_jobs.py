@@ -72,7 +72,9 @@ def prepare_review(result, annotation, session_inputs: dict):
             source = "Leiden on the query's expression"
         clusters = pd.Series(clusters).astype(str)
         clusters.index = clusters.index.astype(str)
-        report = reference_fit_report(table, query, clusters, cluster_source=source)
+        ref, key = session_inputs.get("reference"), session_inputs.get("label_key")
+        report = reference_fit_report(table, query, clusters, cluster_source=source,  # + panel resolution
+                                      reference=ref if key else None, label_key=key)
     yield (STAGE_FIT, 3, total)
     return ReviewData(markers, index, dotplot, report, clusters)
 

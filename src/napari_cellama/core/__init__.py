@@ -19,6 +19,7 @@ from .niche import NicheResult, format_niche_sentences, iter_niches, iter_reclus
 from .options import FinetuneOptions, KMeans, KNearest, Leiden, NicheOptions, PrototypeOptions, Radius
 from .palette import palette_color, to_hex, to_rgba
 from .panel import PanelReport, normalise_symbol, shared_panel
+from .panel_resolution import PanelResolution, panel_resolution
 from .pipeline import TransferResult, iter_transfer, run_transfer, transfer_labels
 from .prototypes import (
     MarkerSet,
@@ -66,6 +67,7 @@ __all__ = [
     "FinetuneLog",
     "FinetuneOptions",
     "FitReport",
+    "PanelResolution",
     "FinetuneResult",
     "KMeans",
     "KNearest",
@@ -116,6 +118,7 @@ __all__ = [
     "read_markers",
     "recluster",
     "reference_fit_report",
+    "panel_resolution",
     "resolve_device",
     "restrict_markers",
     "run",

@@ -38,15 +38,16 @@ from .._constants import (
     UNASSIGNED,
     UNKNOWN,
 )
-from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL
+from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO, PROFILE_RESIDUAL, UNKNOWN_CALL
 
 FIT_CLUSTER = "cluster"
 FIT_COLUMNS = ("cluster", "n_cells", "share_unknown", "share_low_confidence", "share_unassigned",
                "dominant_label", "dominant_share", "top_markers", "possibly_missing")
-EVIDENCE_COLUMNS = (CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL)
+EVIDENCE_COLUMNS = (CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO, PROFILE_RESIDUAL, UNKNOWN_CALL)
 """Columns added when the transfer's unknown score carried cluster evidence: the cluster's marker
-novelty, its residual ratio to the query's typical cluster (the query-relative call's evidence;
-empty under the absolute call) and its profile residual (placed before ``top_markers``), and the
+novelty, its residual ratio and its detection-deviance ratio to the query's typical cluster (the
+query-relative call's evidence; empty under the absolute call) and its profile residual (placed
+before ``top_markers``), and the
 call made (``relative: ...``, ``absolute: <why>``, ``cell only: <why>``; last)."""
 _MIN_DETECTED = 0.1
 
@@ -61,6 +62,9 @@ class FitReport:
     missing_share: float = DEFAULT_MISSING_TYPE_SHARE
     unknown_call: str = ""
     """How the transfer's Unknown call used the clusters (the table's ``unknown_call``; '' if not recorded)."""
+    panel_resolution: object = None
+    """:class:`~.panel_resolution.PanelResolution`: the pairs of reference types the shared panel does
+    not tell apart (None: not computed - no ``reference`` given to :func:`reference_fit_report`)."""
 
     @property
     def relative(self) -> bool:
@@ -80,13 +84,15 @@ class FitReport:
         ev = CLUSTER_RESIDUAL in t
         head = f"{'cluster':>8} {'cells':>7} {'Unknown':>8} {'low conf':>8}"
         if ev:  # residual ratio (the relative call's evidence), profile residual, marker novelty
-            head += f" {'ratio':>6} {'resid.':>6} {'novelty':>7}"
+            head += f" {'ratio':>6} {'detect':>6} {'resid.':>6} {'novelty':>7}"
         lines.append(head + "  dominant label (share)  top markers")
         for _, r in t.head(max_rows).iterrows():
             row = (f"{r['cluster']!s:>8} {int(r['n_cells']):>7} {r['share_unknown']:>8.1%} "
                    f"{r['share_low_confidence']:>8.1%}")
             if ev:
-                row += f" {_num(r[CLUSTER_RESIDUAL], 6)} {_num(r[PROFILE_RESIDUAL], 6)} {_num(r[CLUSTER_NOVELTY], 7)}"
+                det = r[DETECTION_RATIO] if DETECTION_RATIO in t else np.nan
+                row += (f" {_num(r[CLUSTER_RESIDUAL], 6)} {_num(det, 6)} {_num(r[PROFILE_RESIDUAL], 6)}"
+                        f" {_num(r[CLUSTER_NOVELTY], 7)}")
             lines.append(row + f"  {r['dominant_label']} ({r['dominant_share']:.0%})  {r['top_markers']}")
         if ev and not self.relative:
             lines.append("ratio: '-' - the absolute call was used (see the Unknown call line), so no cluster is "
@@ -101,6 +107,8 @@ class FitReport:
                                      for _, r in miss.iterrows()))
         else:
             lines.append(f"no cluster is mostly Unknown (>= {self.missing_share:.0%}): the reference covers every cluster")
+        if self.panel_resolution is not None:
+            lines.append(self.panel_resolution.summary())
         return "\n".join(lines)
 
 
@@ -153,12 +161,16 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
                          low_confidence: float = DEFAULT_LOW_CONFIDENCE,
                          missing_share: float = DEFAULT_MISSING_TYPE_SHARE,
                          n_markers: int = DEFAULT_FIT_REPORT_MARKERS,
-                         cluster_source: str | None = None) -> FitReport:
+                         cluster_source: str | None = None, reference=None,
+                         label_key: str | None = None) -> FitReport:
     """Fit report of a transfer ``table`` (rows: query cells) over ``query`` (AnnData, all its genes).
 
     ``clusters``: a Series of cluster ids indexed by cell id (e.g.
     :func:`napari_cellama.io.read_xenium_clusters`); None: Leiden on the query's expression.
     Cells of the table without a cluster are left out of the report.
+    ``reference`` (AnnData, labels in ``obs[label_key]``): also report the pairs of reference
+    types the shared panel does not tell apart (``FitReport.panel_resolution``,
+    :func:`~.panel_resolution.reference_panel_resolution`; a few seconds).
     """
     cells = pd.Index(table.index)
     if clusters is None:
@@ -191,7 +203,7 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
         "dominant_label": dominant,
         "dominant_share": share,
     })
-    for col in (CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL):  # the unknown score's cluster evidence
+    for col in EVIDENCE_COLUMNS[:4]:  # the unknown score's cluster evidence
         if col in t:  # (core/cluster_evidence.py, core/unknown.py): one value per cluster
             out[col] = pd.Series(t[col].to_numpy(dtype=float), index=df.index).groupby(df[FIT_CLUSTER]).mean().round(4)
     call = ""
@@ -209,6 +221,13 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
                           kind="stable").reset_index(drop=True)
     cols = list(FIT_COLUMNS)
     at = cols.index("top_markers")
-    cols[at:at] = [c for c in EVIDENCE_COLUMNS[:3] if c in out]
+    cols[at:at] = [c for c in EVIDENCE_COLUMNS[:4] if c in out]
     cols += [UNKNOWN_CALL] if UNKNOWN_CALL in out else []
-    return FitReport(out.loc[:, cols], source, low_confidence, missing_share, call)
+    resolution = None
+    if reference is not None:
+        from .panel_resolution import reference_panel_resolution
+
+        if label_key is None:
+            raise ValueError("reference_fit_report: give label_key with reference (the obs column of its labels)")
+        resolution = reference_panel_resolution(query, reference, label_key)
+    return FitReport(out.loc[:, cols], source, low_confidence, missing_share, call, resolution)

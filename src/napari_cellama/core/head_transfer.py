@@ -117,7 +117,8 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     if options.unknown_clusters:
         from .unknown import with_cluster_evidence
 
-        score, extra = with_cluster_evidence(score, query, reference) if cluster_evidence is None \
+        score, extra = with_cluster_evidence(score, query, reference, detection=options.unknown_detection) \
+            if cluster_evidence is None \
             else cluster_evidence.apply(score)
     else:
         from .cluster_evidence import UNKNOWN_CALL

@@ -160,14 +160,17 @@ class ClusterEvidence:
     empty where the query has no cluster evidence); ``novelty`` / ``ratio``: per cell (``ratio``
     None under the absolute call)."""
 
-    def __init__(self, query, reference):
-        from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL
+    def __init__(self, query, reference, detection: bool = False):
+        from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO
         from .unknown import with_cluster_evidence
 
-        _, self.extra = with_cluster_evidence(np.zeros(query.counts.shape[0], np.float32), query, reference)
+        _, self.extra = with_cluster_evidence(np.zeros(query.counts.shape[0], np.float32), query, reference,
+                                              detection=detection)
         self.novelty = self.extra.get(CLUSTER_NOVELTY)
         ratio = self.extra.get(CLUSTER_RESIDUAL)
         self.ratio = None if ratio is None or np.isnan(ratio).all() else ratio  # all NaN: the absolute call
+        if self.ratio is not None and DETECTION_RATIO in self.extra:  # the relative call: either ratio counts
+            self.ratio = np.fmax(self.ratio, self.extra[DETECTION_RATIO])
 
     def combine(self, score: np.ndarray, cells=None) -> np.ndarray:
         """``score`` (of ``cells``, None: all) combined with the cells' cluster evidence."""
@@ -219,7 +222,7 @@ def head_label_function(query, reference, options, heads) -> HeadLabelFunction:
                           k=options.unknown_neighbors)
         projected = projected_expression(cal, query.counts)  # in blocks of cells: bounded memory
         if options.unknown_clusters:
-            evidence = ClusterEvidence(query, reference)
+            evidence = ClusterEvidence(query, reference, options.unknown_detection)
     fn = HeadLabelFunction(heads, cal, query.sentence_codes, expression_proba=expr_p, projected=projected,
                            cluster_evidence=evidence, options=options,
                            reference_embeddings=reference.embeddings)

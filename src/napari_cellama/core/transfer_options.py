@@ -19,6 +19,7 @@ from .._constants import (
     DEFAULT_TRANSFER_METHOD,
     DEFAULT_UNKNOWN_ALPHA,
     DEFAULT_UNKNOWN_CLUSTERS,
+    DEFAULT_UNKNOWN_DETECTION,
     DEFAULT_UNKNOWN_NEIGHBORS,
     METHOD_KNN,
     TRANSFER_METHODS,
@@ -52,6 +53,9 @@ class TransferOptions:
     explained by the reference types far worse than the query's typical cluster
     (:func:`.unknown.with_cluster_evidence`; the Xenium run's graph clusters when given, else
     Leiden on the query's expression)."""
+    unknown_detection: bool = DEFAULT_UNKNOWN_DETECTION
+    """Query-relative Unknown call: a cluster is also outlying by its detection deviance against its
+    reference-type mix (:func:`.cluster_evidence.cluster_detection`); off by default (docs/quality.md)."""
     unknown_neighbors: int = DEFAULT_UNKNOWN_NEIGHBORS
     """Reference cells of the predicted type averaged in the unknown score."""
     head_c: float = DEFAULT_HEAD_C
