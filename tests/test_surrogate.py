@@ -65,8 +65,8 @@ def test_surrogate_model_learns_the_real_model(exact_vectors):
 
 
 def test_kernels_equal_scipy_products():
-    """The PyTorch CSR x dense products (fit: float64 in column blocks; predictions: float32) equal
-    scipy's to rounding, also for non-canonical CSR input (unsorted / duplicate indices)."""
+    """The PyTorch CSR x dense products (the predictions' kernel, float32) equal scipy's to
+    rounding, also for non-canonical CSR input (unsorted / duplicate indices)."""
     import scipy.sparse as sp
 
     from napari_cellama.core import surrogate
@@ -83,13 +83,11 @@ def test_kernels_equal_scipy_products():
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, a @ b, rtol=1e-5, atol=1e-5)
     model = SurrogateModel()
-    old_block, surrogate._FIT_BLOCK = surrogate._FIT_BLOCK, 64  # several column blocks
-    try:
-        k = model._kernel(a, a)
-    finally:
-        surrogate._FIT_BLOCK = old_block
+    k = model._kernel(a, a)  # the fit's kernel: scipy, float64
     assert k.dtype == np.float64
-    np.testing.assert_allclose(k, np.square((a @ a.T).toarray() + 1.0), rtol=1e-12)
+    np.testing.assert_array_equal(k, np.square((a @ a.T).toarray() + 1.0))
+    d = np.ascontiguousarray(a.T.toarray(), dtype=np.float32)  # the predictions': float32, PyTorch
+    np.testing.assert_allclose(model._kernel(a, d), np.square((a @ a.T).toarray() + 1.0), rtol=1e-5, atol=1e-5)
 
 
 def test_choose_threshold_and_margins():
