@@ -64,32 +64,6 @@ def test_surrogate_model_learns_the_real_model(exact_vectors):
     assert unk.all()
 
 
-def test_kernels_equal_scipy_products():
-    """The PyTorch CSR x dense products (the predictions' kernel, float32) equal scipy's to
-    rounding, also for non-canonical CSR input (unsorted / duplicate indices)."""
-    import scipy.sparse as sp
-
-    from napari_cellama.core import surrogate
-
-    rng = np.random.default_rng(0)
-    a = sp.random(300, 200, density=0.05, format="csr", random_state=1)
-    b = rng.normal(size=(200, 40))
-    messy = sp.csr_matrix((np.r_[a.data, [0.5]], np.r_[a.indices, [a.indices[0]]],
-                           np.r_[a.indptr[:2] + [0, 1], a.indptr[2:] + 1]), shape=a.shape)
-    assert not messy.has_canonical_format
-    np.testing.assert_allclose(surrogate.sparse_dense(a, b), a @ b, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(surrogate.sparse_dense(messy, b), messy @ b, rtol=1e-12, atol=1e-12)
-    out32 = surrogate.sparse_dense(a, b.astype(np.float32))
-    assert out32.dtype == np.float32
-    np.testing.assert_allclose(out32, a @ b, rtol=1e-5, atol=1e-5)
-    model = SurrogateModel()
-    k = model._kernel(a, a)  # the fit's kernel: scipy, float64
-    assert k.dtype == np.float64
-    np.testing.assert_array_equal(k, np.square((a @ a.T).toarray() + 1.0))
-    d = np.ascontiguousarray(a.T.toarray(), dtype=np.float32)  # the predictions': float32, PyTorch
-    np.testing.assert_allclose(model._kernel(a, d), np.square((a @ a.T).toarray() + 1.0), rtol=1e-5, atol=1e-5)
-
-
 def test_choose_threshold_and_margins():
     s = np.array([[0.6, 0.3, 0.1], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
     np.testing.assert_allclose(margins(s), [0.3, 0.0, 1.0])

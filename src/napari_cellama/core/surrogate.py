@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import re
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -103,25 +102,6 @@ def _frequent(missing: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.sort(rows)
 
 
-def sparse_dense(a: sp.csr_matrix, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for a CSR ``a`` and a dense ``b`` in ``b``'s dtype, with PyTorch's CSR kernel
-    (multi-threaded; scipy's is single-threaded: 2.1x slower on 2 cores for the predictions'
-    kernel). Equal to scipy's product to rounding (``tests/test_surrogate.py``)."""
-    import torch
-
-    a = sp.csr_matrix(a)
-    if not a.has_canonical_format:  # torch needs sorted, distinct column indices per row
-        a = a.copy()
-        a.sum_duplicates()
-    with warnings.catch_warnings():  # "sparse CSR support is in beta"
-        warnings.simplefilter("ignore", UserWarning)
-        t = torch.sparse_csr_tensor(torch.from_numpy(a.indptr.astype(np.int64)),
-                                    torch.from_numpy(a.indices.astype(np.int64)),
-                                    torch.from_numpy(a.data.astype(b.dtype, copy=False)), size=a.shape,
-                                    check_invariants=True)  # cheap next to the product
-        return (t @ torch.from_numpy(b)).numpy()
-
-
 class SurrogateModel:
     """Kernel ridge map from sentence words to unit embedding vectors (see module docstring)."""
 
@@ -167,12 +147,11 @@ class SurrogateModel:
         return sp.diags(1.0 / np.maximum(norm, 1e-12)) @ x, unknown
 
     def _kernel(self, a: sp.csr_matrix, b) -> np.ndarray:
-        """``(a.b' + c)^2``; ``b`` sparse (rows: the fit's own kernel, float64) or the dense
-        transposed training features (float32 predictions)."""
-        # predictions: a sparse x dense product (PyTorch's kernel, multi-threaded); the fit's own
-        # kernel: scipy's sparse x sparse product, measured faster there (2.6 s against 6.6 s for
-        # a dense right-hand side in blocks, 2,500 section + reference sentences, load 8)
-        k = sparse_dense(a, b) if isinstance(b, np.ndarray) else (a @ b.T).toarray()
+        """``(a.b' + c)^2``; ``b`` sparse (rows) or the dense transposed training features."""
+        # every sentence shares words ("Top genes are"): the product is dense, so a sparse x dense
+        # product is much cheaper than a sparse x sparse one for the predictions (the fit's own
+        # kernel stays sparse x sparse: faster there, measured - docs/performance.md)
+        k = a @ b if isinstance(b, np.ndarray) else (a @ b.T).toarray()
         k = np.asarray(k)
         k += _POLY_C
         return np.square(k, out=k)
