@@ -8,7 +8,7 @@ fit, predictions, check and labels are the real ones, so the share re-embedded a
 agreement on all cells are what ``bench_scale.py`` would measure with the same sample (seed).
 Use it to compare check variants, fit sizes and seeds cheaply (about a minute each, idle).
 
-    python benchmarks/bench_scale_check.py --truth-cache /work/cache --fit 3000 --check 1000 --seed 0
+    python benchmarks/bench_scale_check.py --truth-cache /work/cache --fit 3000 --check 1000 --seed 0 1 2 --heldout loo
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def main(argv=None) -> int:
     p.add_argument("--truth-cache", required=True)
     p.add_argument("--fit", type=int, default=3000)
     p.add_argument("--check", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per seed (the exact run is shared)")
+    p.add_argument("--heldout", default="loo", choices=["loo", "split"],
+                   help="the check's held-out predictions: leave-one-out of every sampled sentence, or a split")
     args = p.parse_args(argv)
     from napari_cellama.core import run_transfer
     from napari_cellama.core.panel import shared_panel
@@ -48,18 +50,22 @@ def main(argv=None) -> int:
     vec, stats = exact_vectors(sentences, args.truth_cache)
     table = dict(zip(sentences, vec, strict=True))
     exact = run_transfer(query, reference, LABEL, k=10, embedder=served_embedder(table, None), clusters=clusters)
-    base = served_embedder(table, None)
-    emb = SurrogateEmbedder(base, n_fit=args.fit, n_check=args.check, seed=args.seed)
-    t = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = run_transfer(query, reference, LABEL, k=10, embedder=emb, clusters=clusters)
-    agree = float((res.table["cell_type"].to_numpy() == exact.table["cell_type"].to_numpy()).mean())
-    print("RESULT " + json.dumps({"fit": args.fit, "check": args.check, "seed": args.seed, "exact_vectors": stats,
-                                  "exact_sentences_in_run": base.n, "seconds_without_model": round(time.perf_counter() - t, 1),
-                                  "load": [round(x, 2) for x in os.getloadavg()],
-                                  "surrogate_check": res.params["surrogate_check"], "agreement_all_cells": round(agree, 5),
-                                  "warnings": [str(w.message) for w in caught if "surrogate" in str(w.message)]}))
+    for seed in args.seed:
+        base = served_embedder(table, None)
+        emb = SurrogateEmbedder(base, n_fit=args.fit, n_check=args.check, seed=seed, heldout=args.heldout)
+        t = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = run_transfer(query, reference, LABEL, k=10, embedder=emb, clusters=clusters)
+        agree = float((res.table["cell_type"].to_numpy() == exact.table["cell_type"].to_numpy()).mean())
+        print("RESULT " + json.dumps({"fit": args.fit, "check": args.check, "heldout": args.heldout, "seed": seed,
+                                      "exact_vectors": stats, "exact_sentences_in_run": base.n,
+                                      "seconds_without_model": round(time.perf_counter() - t, 1),
+                                      "load": [round(x, 2) for x in os.getloadavg()],
+                                      "surrogate_check": res.params["surrogate_check"],
+                                      "agreement_all_cells": round(agree, 5),
+                                      "warnings": [str(w.message) for w in caught if "surrogate" in str(w.message)]}),
+              flush=True)
     return 0
 
 

@@ -85,17 +85,47 @@ def _surrogate(n_fit=150, n_check=100, **kwargs):
                                           surrogate_check=n_check, **kwargs))
 
 
-def test_surrogate_transfer_checks_labels_and_records(pbmc, exact_vectors):
+def test_leave_one_out_predictions_equal_refits(exact_vectors):
+    """The closed-form leave-one-out predictions equal those of the map refitted without each sentence."""
+    sentences, vectors = exact_vectors
+    fit_s, fit_v = sentences[:400], vectors[:400]
+    model = SurrogateModel().fit(fit_s, fit_v, loo=30)
+    assert model.loo_vectors.shape == (30, vectors.shape[1]) and model.loo_norm.shape == (30,)
+    np.testing.assert_allclose(np.linalg.norm(model.loo_vectors, axis=1), 1.0, atol=1e-5)
+    checked = 0
+    for i in range(30):
+        rest = [s for j, s in enumerate(fit_s) if j != i]
+        refit = SurrogateModel().fit(rest, np.delete(fit_v, i, axis=0))
+        pred, unknown, norm = refit.predict([fit_s[i]], return_norm=True)
+        if unknown[0]:  # a word only this sentence has: the refit cannot see it (the closed form can)
+            continue
+        np.testing.assert_allclose(pred[0], model.loo_vectors[i], atol=2e-5)
+        np.testing.assert_allclose(norm[0], model.loo_norm[i], rtol=2e-5)
+        checked += 1
+    assert checked >= 10
+    # and they are held-out predictions: further from the exact vectors than the fitted ones
+    fitted, _ = model.predict(fit_s[:30])
+    assert np.sum(model.loo_vectors * fit_v[:30], axis=1).mean() < np.sum(fitted * fit_v[:30], axis=1).mean()
+    # without loo nothing extra is computed
+    assert SurrogateModel().fit(fit_s, fit_v).loo_vectors is None
+
+
+@pytest.mark.parametrize("heldout", ["loo", "split"])
+def test_surrogate_transfer_checks_labels_and_records(pbmc, exact_vectors, heldout):
     ref, query = pbmc
     exact = run_transfer(query, ref, LABEL, mode="onnx")
     emb = _surrogate()
     emb.exact_below = 0  # tiny test data: use the surrogate anyway
-    emb.n_fit, emb.n_check = 150, 100
+    emb.n_fit, emb.n_check, emb.heldout = 150, 100, heldout
     result = run_transfer(query, ref, LABEL, embedder=emb)
     check = result.params["surrogate_check"]
     assert result.params[EMBED_MODE] == EMBED_MODE_SURROGATE
-    n_rest = len(set(result.table["sentence"])) - 250  # neither fitted (150) nor held out (100)
-    assert check["n_check"] == 100
+    assert check["heldout"] == heldout
+    n_rest = len(set(result.table["sentence"])) - 250  # neither fitted nor held out (250 sampled)
+    # leave-one-out: every sampled sentence is fitted and held out; split: 100 held out of the fit
+    assert check["n_check"] == (250 if heldout == "loo" else 100)
+    own = 250 if heldout == "loo" else 150  # plus the reference's sentences (those not sampled as well)
+    assert own < check["n_fit"] <= own + len(set(adata_sentences(ref)))
     assert check["predicted"] + check["unknown_words_exact"] + check["frequent_exact"] == n_rest
     assert 0.0 <= check["share_reembedded"] <= 1.0 and check["reembedded"] <= check["predicted"]
     assert check["meets_target"] is True and check["estimated_agreement"] >= 0.99
@@ -117,6 +147,11 @@ def test_surrogate_that_cannot_meet_the_target_warns_and_records(pbmc):
     check = result.params["surrogate_check"]
     assert check["meets_target"] is False and check["reembedded"] == 0
     assert check["estimated_agreement"] < 0.99
+
+
+def test_heldout_scheme_is_checked():
+    with pytest.raises(CellamaInputError, match="loo"):
+        SurrogateEmbedder(Embedder(mode="onnx"), heldout="half")
 
 
 def test_small_runs_are_embedded_exactly(pbmc):
