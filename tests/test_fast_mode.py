@@ -93,6 +93,26 @@ def test_onnx_mode_gives_exact_labels_on_pbmc68k(fast_env):
         assert agreement >= 0.99, (k, agreement)
 
 
+def test_onnx_forward_passes_of_16_rows_equal_one_pass(fast_env):
+    """A float32 batch runs in passes of FORWARD_ROWS (faster on the CPU); the vectors equal one
+    pass over the batch, and the int8 graph keeps one pass (its activation scale is per pass)."""
+    from napari_cellama.core import fast
+
+    sentences = pbmc()[0][:70]
+    emb = Embedder(mode="onnx", cache=None, batch_size=70)
+    emb.load()
+    encoder = emb._fast
+    assert isinstance(encoder, fast.OnnxEncoder) and fast.FORWARD_ROWS < len(sentences)
+    split = encoder.encode_batch(sentences)
+    whole = np.asarray(encoder.session.run(None, encoder.tokenize(sentences))[0], dtype=np.float32)
+    assert split.shape == whole.shape and np.abs(split - whole).max() < 1e-6
+    calls = []
+    run = encoder.session.run
+    encoder.session = type("Counting", (), {"run": lambda self, *a: calls.append(1) or run(*a)})()
+    encoder.encode_batch(sentences)
+    assert len(calls) == -(-len(sentences) // fast.FORWARD_ROWS)
+
+
 def test_fast_int8_mode_is_close_to_exact_on_pbmc68k(fast_embedder):
     sentences, labels, ref_idx, query_idx = pbmc()
     exact = exact_embeddings()

@@ -190,6 +190,14 @@ def prepare_fast_model(folder: str | os.PathLike, cache_dir: str | os.PathLike |
     return target
 
 
+FORWARD_ROWS = 16
+"""Sentences per ONNX forward pass on the CPU. Smaller passes keep the activations in cache:
+on 2 cores, float32, 16 rows embedded 166-170 reference and 280-284 query sentences/s against
+152-155 and 259-269 at 64 rows and 123 / 203 at 256 (1,000 pbmc3k and 1,500 crop sentences,
+length-sorted, idle); the float32 vectors differ by at most 3e-8. The embedder's batch
+(progress, Cancel, cache writes) stays as set."""
+
+
 def _threads() -> int:
     """``OMP_NUM_THREADS`` if set (Dask workers set it to their thread count), else physical cores."""
     env = os.environ.get("OMP_NUM_THREADS", "")
@@ -245,10 +253,17 @@ class OnnxEncoder:
         return {k: feeds[k] for k in self.inputs}
 
     def encode_batch(self, sentences: Sequence[str]) -> np.ndarray:
+        """Embed one batch; float32 (``onnx``) in forward passes of at most :data:`FORWARD_ROWS`.
+
+        The int8 graph quantises activations with one scale per pass, so its vectors depend
+        on the pass's rows: it keeps the batch as one pass (as its recorded results were made).
+        """
         if len(sentences) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        out = self.session.run(None, self.tokenize(sentences))[0]
-        return np.asarray(out, dtype=np.float32)
+        step = FORWARD_ROWS if self.mode == "onnx" else len(sentences)
+        parts = [self.session.run(None, self.tokenize(sentences[i : i + step]))[0]
+                 for i in range(0, len(sentences), step)]
+        return np.asarray(np.concatenate(parts), dtype=np.float32)
 
 
 __all__ = ["EXPORT_VARIANT", "FAST_VARIANT", "GRAPHS", "KEEP_EXPORTS", "RECIPES", "OnnxEncoder", "prune_onnx_cache", "export_onnx", "onnx_cache_dir", "prepare_fast_model", "quantize_onnx"]
