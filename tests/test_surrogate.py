@@ -64,6 +64,20 @@ def test_surrogate_model_learns_the_real_model(exact_vectors):
     assert unk.all()
 
 
+def test_fit_kernel_and_training_features_equal_the_sparse_products(exact_vectors):
+    """The fit builds its kernel as sparse x dense (fast); it equals the sparse x sparse product,
+    and the kept training features equal the transposed sparse features."""
+    sentences, vectors = exact_vectors
+    model = SurrogateModel().fit(sentences[:300], vectors[:300])
+    x, _ = model.features(sentences[:300])
+    k = np.square((x @ x.T).toarray() + 1.0)
+    k[np.diag_indices_from(k)] += model.ridge
+    alpha = np.linalg.solve(k, vectors[:300].astype(np.float64))
+    np.testing.assert_allclose(model._alpha, alpha.astype(np.float32), rtol=1e-4, atol=1e-4)
+    assert model._train.flags["C_CONTIGUOUS"] and model._train.dtype == np.float32
+    np.testing.assert_array_equal(model._train, x.T.toarray().astype(np.float32))
+
+
 def test_choose_threshold_and_margins():
     s = np.array([[0.6, 0.3, 0.1], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
     np.testing.assert_allclose(margins(s), [0.3, 0.0, 1.0])
