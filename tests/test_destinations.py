@@ -156,6 +156,15 @@ def test_outputs_naming_the_same_file_are_refused_before_the_run(tmp_path, small
     assert not out.exists()
 
 
+def test_fit_report_pairs_file_may_not_replace_another_output(tmp_path, small_h5ad, capsys):
+    """``--fit-report F.csv`` also writes ``F_unresolved_pairs.csv``: an ``--out`` of that name is refused."""
+    out = tmp_path / "fit_unresolved_pairs.csv"
+    code, err = _run_cli(capsys, "transfer", small_h5ad, "--reference", small_h5ad, "--label-key", "bulk_labels",
+                         "--out", out, "--fit-report", tmp_path / "fit.csv")
+    assert code == 2 and "same file" in err and "unresolved pairs" in err, err
+    assert not out.exists()
+
+
 def test_outputs_inside_each_other_or_an_input_are_refused(tmp_path):
     (tmp_path / "s.zarr").mkdir()
     with pytest.raises(CellamaInputError, match="overlap"):

@@ -174,7 +174,10 @@ def _check_exports(args) -> dict:
 
     names = {"out": "output CSV", "fit_report": "fit report CSV", "explorer_csv": "Xenium Explorer CSV",
              "h5ad": "h5ad file", "zarr": "SpatialData zarr"}
-    checked = check_outputs({names[k]: getattr(args, k) for k in names}, sources=[args.query, args.reference],
+    outputs = {names[k]: getattr(args, k) for k in names}
+    if args.fit_report is not None:  # written beside the fit report: it must not replace another output
+        outputs["fit report's unresolved pairs CSV"] = resolution_path(args.fit_report)
+    checked = check_outputs(outputs, sources=[args.query, args.reference],
                             folders=["SpatialData zarr"], replace_foreign=args.overwrite)
     return {k: checked[v] for k, v in names.items() if v in checked}
 
