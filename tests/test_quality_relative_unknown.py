@@ -42,6 +42,16 @@ def _sets(query, clusters, ref, labels):
     return q, r
 
 
+def _three_present_one_new():
+    """Clusters of the reference's types A, B, C (60 cells each) and of a new type (40 cells)."""
+    rng = np.random.default_rng(1)
+    ref, labels = _reference(rng)
+    query = np.vstack([_cells(rng, 60, TYPES["A"]), _cells(rng, 60, TYPES["B"]), _cells(rng, 60, TYPES["C"]),
+                       _cells(rng, 40, NEW)])
+    clusters = np.repeat(["a", "b", "c", "new"], [60, 60, 60, 40])
+    return (clusters, *_sets(query, clusters, ref, labels))
+
+
 def test_a_mix_of_reference_types_is_explained_a_new_type_is_not():
     rng = np.random.default_rng(0)
     ref, labels = _reference(rng)
@@ -55,12 +65,7 @@ def test_a_mix_of_reference_types_is_explained_a_new_type_is_not():
 
 
 def test_the_outlying_cluster_is_unknown_and_the_others_are_not():
-    rng = np.random.default_rng(1)
-    ref, labels = _reference(rng)
-    query = np.vstack([_cells(rng, 60, TYPES["A"]), _cells(rng, 60, TYPES["B"]), _cells(rng, 60, TYPES["C"]),
-                       _cells(rng, 40, NEW)])
-    clusters = np.repeat(["a", "b", "c", "new"], [60, 60, 60, 40])
-    q, r = _sets(query, clusters, ref, labels)
+    clusters, q, r = _three_present_one_new()
     own = np.full(len(clusters), 0.8, np.float32)  # every cell moderately atypical of its type
     score, extra = with_cluster_evidence(own, q, r)
     new = clusters == "new"
@@ -113,12 +118,7 @@ def test_without_a_well_matched_part_of_the_query_the_absolute_score_is_used():
 
 
 def test_the_detection_deviance_is_opt_in_and_counts_beside_the_residual():
-    rng = np.random.default_rng(1)
-    ref, labels = _reference(rng)
-    query = np.vstack([_cells(rng, 60, TYPES["A"]), _cells(rng, 60, TYPES["B"]), _cells(rng, 60, TYPES["C"]),
-                       _cells(rng, 40, NEW)])
-    clusters = np.repeat(["a", "b", "c", "new"], [60, 60, 60, 40])
-    q, r = _sets(query, clusters, ref, labels)
+    clusters, q, r = _three_present_one_new()
     own = np.full(len(clusters), 0.8, np.float32)
     plain, _ = with_cluster_evidence(own, q, r)
     score, extra = with_cluster_evidence(own, q, r, detection=True)

@@ -124,12 +124,7 @@ def cluster_residual(query_counts, clusters, reference, *, n_genes: int = DEFAUL
 
     ref_counts, ref_labels = reference
     cats, sums, n = _group_sums(query_counts, clusters)
-    types, rsums, rn = _group_sums(ref_counts, np.asarray(ref_labels).astype(str))
-    rmean = rsums / np.maximum(rn, 1.0)[:, None]
-    overall = rsums.sum(axis=0) / max(rn.sum(), 1.0)
-    k = max(1, min(int(n_genes), rmean.shape[1]))
-    genes = np.unique(np.concatenate([np.argsort(-(rmean[j] - overall), kind="stable")[:k]
-                                      for j in range(len(types))]))
+    _, rmean, genes = _type_profiles(ref_counts, ref_labels, n_genes)
     basis = rmean[:, genes].T
     rows = []
     for i, c in enumerate(cats):
