@@ -78,7 +78,7 @@ class StageClock:
     most 10 steps, e.g. the classifier's and the check's sub-steps)."""
 
     def __init__(self, rss: bool = False):
-        self.first, self.order = {}, []
+        self.first, self.order, self.sys_at = {}, [], {}
         self.rss: dict[str, float] = {}
         self._step = "start"
         if rss:
@@ -102,7 +102,14 @@ class StageClock:
         self._step = stage if total > 10 else f"{stage}:{done}/{total}"
         if stage not in self.first:
             self.first[stage] = time.perf_counter()
+            self.sys_at[stage] = resource.getrusage(resource.RUSAGE_SELF).ru_stime
             self.order.append(stage)
+
+    def system_seconds(self) -> dict:
+        """Kernel CPU seconds (all threads) in each stage: mostly page faults of newly touched memory."""
+        end = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+        return {st: round((self.sys_at[self.order[i + 1]] if i + 1 < len(self.order) else end) - self.sys_at[st], 2)
+                for i, st in enumerate(self.order)}
 
     def durations(self, end: float) -> dict:
         return {st: round((self.first[self.order[i + 1]] if i + 1 < len(self.order) else end) - self.first[st], 2)
@@ -232,6 +239,7 @@ def child(args) -> int:
         "annotation_s": round(end - t0, 2),
         "end_to_end_s": round(end - t_start, 2),
         "stages_s": clock.durations(end),
+        "stages_system_s": clock.system_seconds(),
         "peak_rss_gb": round(rss_gb, 2),
         **({"stage_peak_rss_gb": clock.rss} if args.stage_rss else {}),
         "load_during": load(),

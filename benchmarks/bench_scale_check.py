@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per seed (the exact run is shared)")
     p.add_argument("--heldout", default="loo", choices=["loo", "split"],
                    help="the check's held-out predictions: leave-one-out of every sampled sentence, or a split")
+    p.add_argument("--target", type=float, default=None, help="the check's target agreement (default: the embedder's)")
     args = p.parse_args(argv)
     from napari_cellama.core import run_transfer
     from napari_cellama.core.panel import shared_panel
@@ -52,13 +53,15 @@ def main(argv=None) -> int:
     exact = run_transfer(query, reference, LABEL, k=10, embedder=served_embedder(table, None), clusters=clusters)
     for seed in args.seed:
         base = served_embedder(table, None)
-        emb = SurrogateEmbedder(base, n_fit=args.fit, n_check=args.check, seed=seed, heldout=args.heldout)
+        extra = {} if args.target is None else {"target": args.target}
+        emb = SurrogateEmbedder(base, n_fit=args.fit, n_check=args.check, seed=seed, heldout=args.heldout, **extra)
         t = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             res = run_transfer(query, reference, LABEL, k=10, embedder=emb, clusters=clusters)
         agree = float((res.table["cell_type"].to_numpy() == exact.table["cell_type"].to_numpy()).mean())
         print("RESULT " + json.dumps({"fit": args.fit, "check": args.check, "heldout": args.heldout, "seed": seed,
+                                      "target": emb.target,
                                       "exact_vectors": stats, "exact_sentences_in_run": base.n,
                                       "seconds_without_model": round(time.perf_counter() - t, 1),
                                       "load": [round(x, 2) for x in os.getloadavg()],

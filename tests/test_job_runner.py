@@ -74,3 +74,22 @@ def test_latest_count_shown_after_a_burst(qtbot):
     assert runner.busy
     qtbot.waitUntil(lambda: not runner.busy, timeout=10_000)
     assert seen.index(100) < seen.index(1000)
+
+
+def _memory_job():
+    from napari_cellama.core.memory import retaining
+
+    yield "work", 0, 1
+    return retaining()
+
+
+def test_jobs_run_with_freed_memory_kept_and_restored_after(qtbot, monkeypatch):
+    """A job runs inside ``retained_memory`` (still a generator: its progress is reported), and
+    the allocator's defaults are back when it ends (napari's own memory is not kept)."""
+    from napari_cellama.core import memory
+
+    monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)
+    runner = JobRunner()
+    _drawn, steps, results = _run(qtbot, runner, _memory_job)
+    assert steps and results == [memory._libc() is not None]
+    assert not memory.retaining()

@@ -249,3 +249,23 @@ def test_prototype_and_niche_cli_reuse_the_cache(demo_data, pbmc, tmp_path, monk
     assert _packs(tmp_path / "embeddings") == first
     # --no-cache embeds again: the model must load (the patched load fails the command)
     assert main([*commands[0], "--no-cache"]) == 1
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_leave_one_out_closed_form_from_either_triangle(lower):
+    """The leave-one-out predictions from a lower or an upper Cholesky factor (the fit passes an
+    upper one, factored in place) equal ``y - alpha / diag((K + ridge I)^-1)``."""
+    import scipy.linalg as sl
+
+    from napari_cellama.core.surrogate_model import _loo
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(700, 40))
+    k = np.square(a @ a.T / 40 + 1.0) + 0.1 * np.eye(700)  # > 2 blocks of the in-place sums
+    y = rng.normal(size=(700, 8))
+    alpha = np.linalg.solve(k, y)
+    expect = y[:500] - alpha[:500] / np.diag(np.linalg.inv(k))[:500, None]
+    factor = sl.cho_factor(np.array(k, order="F"), lower=lower, overwrite_a=True)
+    got, norm = _loo(factor, sl.cho_solve(factor, y), y, 500)
+    np.testing.assert_allclose(norm, np.linalg.norm(expect, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(got, expect / np.linalg.norm(expect, axis=1)[:, None], atol=1e-6)

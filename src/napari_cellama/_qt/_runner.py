@@ -25,6 +25,7 @@ result``, see :mod:`napari_cellama.core._progress`) or a plain function. The run
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections.abc import Callable
@@ -33,10 +34,31 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
 
 from ..core._progress import run as run_generator
+from ..core.memory import retained_memory
 from ..validators import CellamaInputError
 
 MIN_REDRAW_S = 0.25
 """Shortest interval between two redraws of the bars within one stage (seconds)."""
+
+
+def _keeping_memory(job: Callable) -> Callable:
+    """``job`` run inside :func:`~napari_cellama.core.memory.retained_memory` (freed memory
+    stays in the process until the job ends); a generator function stays one, so the worker
+    still reports its progress. A cancelled job leaves it when its generator is closed."""
+    if inspect.isgeneratorfunction(job):
+        @functools.wraps(job)
+        def steps(*args, **kwargs):
+            with retained_memory():
+                return (yield from job(*args, **kwargs))
+
+        return steps
+
+    @functools.wraps(job)
+    def call(*args, **kwargs):
+        with retained_memory():
+            return job(*args, **kwargs)
+
+    return call
 
 
 def error_message(err: BaseException) -> str:
@@ -116,7 +138,7 @@ class JobRunner(QObject):
         self.bar.setFormat(what)
         self.cancel_button.setEnabled(True)
         # errors are reported here (notification + failed); napari must not re-raise them
-        worker = create_worker(job, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+        worker = create_worker(_keeping_memory(job), *args, _start_thread=False, _ignore_errors=True, **kwargs)
         if hasattr(worker, "yielded"):
             worker.yielded.connect(self._on_progress)
         if on_done is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable, Generator, TypeVar
 
+from .memory import retained_memory
+
 T = TypeVar("T")
 
 Progress = tuple[str, int, int]
@@ -23,12 +25,14 @@ ProgressCallback = Callable[[str, int, int], None]
 def run(gen: Generator[Progress, None, T], callback: ProgressCallback | None = None) -> T:
     """Drive a progress generator to the end and return its result.
 
-    ``callback(stage, done, total)`` is called for every progress tuple.
+    ``callback(stage, done, total)`` is called for every progress tuple. Freed memory stays
+    in the process until the step ends (:func:`~napari_cellama.core.memory.retained_memory`).
     """
-    while True:
-        try:
-            stage, done, total = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(stage, done, total)
+    with retained_memory():
+        while True:
+            try:
+                stage, done, total = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if callback is not None:
+                callback(stage, done, total)

@@ -183,7 +183,11 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
     max_share = getattr(embedder, "max_exact_share", 1.0) if max_share is None else float(max_share)
     check = dict(embedder.last_check or {})
     name = getattr(label_fn, "__qualname__", None) or type(label_fn).__name__
-    check.update(target=target, label_function=name)
+    # the threshold aims above the target by the embedder's margin (the leave-one-out check's,
+    # see SurrogateEmbedder); the run meets the target when its estimate reaches the target
+    margin = float(getattr(embedder, "check_margin", 0.0))
+    aim = min(target + margin, 1.0)
+    check.update(target=target, check_margin=margin, label_function=name)
     if last is None or not last["predicted"].any():
         check.update(predicted=0, reembedded=0, share_reembedded=0.0, estimated_agreement=1.0, meets_target=True)
         embedder.last_check = check
@@ -235,7 +239,7 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
     cell_pred = predicted[codes]
     share = float(cell_pred.mean())
     n_eff = effective_size(np.bincount(codes[hcells])[heldout]) if len(hcells) else 0.0
-    t, est = choose_threshold(hm, disagree, share, target, effective_n=n_eff)
+    t, est = choose_threshold(hm, disagree, share, aim, effective_n=n_eff)
     fragile = cell_pred & (r < t)
     redo = np.unique(codes[fragile])
     # a sentence's robustness is that of its least robust cell

@@ -1,0 +1,62 @@
+"""The allocator setting that keeps freed memory in the process during a long step."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from napari_cellama.core import memory
+from napari_cellama.core._progress import run
+
+psutil = pytest.importorskip("psutil")
+glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or memory._libc() is None,
+                           reason="glibc's mallopt only")
+
+MB = 2**20
+
+
+def _rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def _freed_block_stays(size_mb: int = 200) -> bool:
+    """Allocate, fill and free a large block; whether its memory is still resident."""
+    before = _rss()
+    block = np.ones(size_mb * MB // 8)
+    del block
+    return _rss() - before > size_mb * MB // 2
+
+
+@glibc
+def test_freed_memory_stays_during_a_step_and_is_returned_after(monkeypatch):
+    monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)
+    assert not _freed_block_stays()  # defaults: a large block is its own mapping, unmapped on free
+    with memory.retained_memory() as changed:
+        assert changed and memory.retaining()
+        with memory.retained_memory():  # nested steps share the setting
+            pass
+        assert memory.retaining()
+        inside = _rss()
+        assert _freed_block_stays()
+        # reused without growing: a second block of the same size takes the freed memory
+        block = np.ones(200 * MB // 8)
+        assert _rss() - inside < 260 * MB
+        del block
+    assert not memory.retaining()
+    assert _rss() - inside < 100 * MB  # the outermost exit trimmed the heap
+    assert not _freed_block_stays()  # and the defaults are back
+
+
+@glibc
+def test_progress_runner_keeps_memory_and_can_be_switched_off(monkeypatch):
+    def step():
+        yield ("work", 0, 1)
+        return memory.retaining()
+
+    monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)
+    assert run(step()) is True
+    monkeypatch.setenv(memory.ENV_RETAIN_MEMORY, "0")
+    assert run(step()) is False
+    with memory.retained_memory() as changed:
+        assert not changed
+        assert not _freed_block_stays()
