@@ -269,3 +269,17 @@ def test_leave_one_out_closed_form_from_either_triangle(lower):
     got, norm = _loo(factor, sl.cho_solve(factor, y), y, 500)
     np.testing.assert_allclose(norm, np.linalg.norm(expect, axis=1), rtol=1e-6)
     np.testing.assert_allclose(got, expect / np.linalg.norm(expect, axis=1)[:, None], atol=1e-6)
+
+
+def test_sparse_dense_product_in_bands_equals_one_product(monkeypatch):
+    """The surrogate's kernel products split rows over threads; the result is the same to the bit."""
+    import scipy.sparse as sp
+
+    from napari_cellama.core.surrogate_model import _sparse_dense
+
+    rng = np.random.default_rng(5)
+    a = sp.random(1000, 300, density=0.05, format="csr", random_state=6, dtype=np.float32)
+    b = rng.normal(size=(300, 70)).astype(np.float32)
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("OMP_NUM_THREADS", threads)
+        np.testing.assert_array_equal(_sparse_dense(a, b), np.asarray(a @ b))

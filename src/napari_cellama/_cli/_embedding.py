@@ -41,8 +41,10 @@ def print_surrogate_check(params: dict) -> None:
         print("surrogate check: every sentence embedded exactly (small run or all cached)", file=sys.stderr)
         return
     met = "met" if check.get("meets_target") else "NOT met: use --mode onnx for reliable labels"
-    print(f"surrogate check: {check['predicted']} sentences predicted (held-out cosine to exact "
-          f"{check.get('cosine_mean')}, held-out label agreement {check.get('heldout_label_agreement')}); "
+    how = "leave-one-out" if check.get("heldout") == "loo" else "held-out"
+    print(f"surrogate check: {check['predicted']} sentences predicted ({how} cosine to exact "
+          f"{check.get('cosine_mean')} over {check.get('n_check')} sentences, {how} label agreement "
+          f"{check.get('heldout_label_agreement')}); "
           f"{check['reembedded']} re-embedded exactly ({check['share_reembedded']:.1%} of distinct sentences); "
           f"estimated label agreement with exact {check['estimated_agreement']:.2%} "
           f"(target {check['target']:.0%}: {met})", file=sys.stderr)
