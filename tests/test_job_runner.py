@@ -93,3 +93,15 @@ def test_jobs_run_with_freed_memory_kept_and_restored_after(qtbot, monkeypatch):
     _drawn, steps, results = _run(qtbot, runner, _memory_job)
     assert steps and results == [memory._libc() is not None]
     assert not memory.retaining()
+
+
+def test_cancelled_job_gives_the_memory_setting_back(qtbot, monkeypatch):
+    from napari_cellama.core import memory
+
+    monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)
+    runner = JobRunner()
+    runner.start(_slow_job, 200, 0.02)
+    qtbot.waitUntil(lambda: memory.retaining() or memory._libc() is None, timeout=10_000)
+    runner.cancel()
+    qtbot.waitUntil(lambda: not runner.busy, timeout=30_000)
+    assert runner.was_cancelled and not memory.retaining()

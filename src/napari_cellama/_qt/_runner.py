@@ -224,6 +224,9 @@ class JobRunner(QObject):
         self.bar.setFormat("failed")
 
     def _on_finished(self, worker) -> None:
+        gen = getattr(worker, "_gen", None)  # superqt's generator worker; a cancelled job's
+        if gen is not None:  # generator is closed now, so its cleanup (retained_memory) runs
+            gen.close()
         if worker in self._workers:
             self._workers.remove(worker)
         if self._workers:  # a chained job is still running
