@@ -73,6 +73,19 @@ DEFAULT_NOVEL_CLUSTER = 0.99
 """Fit report: a cluster whose mean ``cluster_novelty`` reaches this (its markers correlate with no
 reference type's: match <= 0.01) is listed as possibly missing, whatever its share of Unknown."""
 
+DEFAULT_UNKNOWN_COCLUSTERING = True
+"""Query-relative Unknown call: also test each query cell's cluster in a Leiden clustering of the
+reference and the query together (core/co_clustering.py): a cluster with far fewer reference cells
+than the typical share (one-sided binomial, Bonferroni over the clusters, score ``1 - p``) is a
+type the reference lacks. On 145 / 143-gene panels (benchmark 4) it lifts the share of a left-out
+type's cells called Unknown from 5% / 0% (docs/quality.md)."""
+
+UNKNOWN_JOINT_CELL_MARGIN = 0.7
+"""Co-clustering evidence: a cell's own score plus this margin caps its score from the joint cluster,
+so the quarter of the cells most typical of their predicted type (own score below 0.25) is not
+Unknown at the default level. Measured against ``UNKNOWN_CELL_MARGIN`` (0.45) and 0.6 / no cap on
+benchmark 4 (docs/quality.md)."""
+
 DEFAULT_UNKNOWN_DETECTION = False
 """Query-relative Unknown call: also count a cluster's detection-deviance ratio (core/cluster_evidence.py
 ``cluster_detection``) beside its profile-residual ratio. Off by default: on 145 genes it lifts the
