@@ -23,15 +23,15 @@ the reference types explain far worse than the query's typical cluster (query-re
 donor or protocol shift cancels) makes its atypical cells Unknown: by its mean profile (the
 profile residual) or, opt-in, by which genes its cells detect (the detection deviance against the
 cluster's reference-type mix, :func:`~.cluster_evidence.cluster_detection`; NK cells called CD8 T
-on a 150-gene panel lack CD3E).
+on a 150-gene panel lack CD3E); and, by default, a cell whose cluster in a joint clustering of the
+reference and the query holds far fewer reference cells than chance allows (:mod:`.co_clustering`).
 
 A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
 Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): on the
-458-gene panel mean AUROC 0.976, 82% of a left-out type's cells Unknown and 1.9% of present
-types' cells; across donors (pbmc3k -> pbmc68k) no cell Unknown. With the opt-in detection
-deviance, on 145 genes 0.847, 49% and 4.5% (default 0.661, 5%, 0.2%), but 9.3% of an
-all-present 145-gene query Unknown.
+458-gene panel mean AUROC 0.981, 94% of a left-out type's cells Unknown and 2.6% of present
+types' cells; on 145 / 143 genes 0.868 / 0.845, 60% / 56% and 2.7% / 4.1% (without the co-clustering
+evidence 0.645 / 0.694, 5% / 0%); across donors (pbmc3k -> pbmc68k) no cell Unknown.
 """
 
 from __future__ import annotations
