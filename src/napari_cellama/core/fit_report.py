@@ -87,14 +87,15 @@ class FitReport:
         ev = CLUSTER_RESIDUAL in t
         head = f"{'cluster':>8} {'cells':>7} {'Unknown':>8} {'low conf':>8}"
         if ev:  # residual ratio (the relative call's evidence), profile residual, marker novelty
-            head += f" {'ratio':>6} {'detect':>6} {'resid.':>6} {'novelty':>7}"
+            head += f" {'ratio':>6} {'detect':>6} {'joint':>6} {'resid.':>6} {'novelty':>7}"
         lines.append(head + "  dominant label (share)  top markers")
         for _, r in t.head(max_rows).iterrows():
             row = (f"{r['cluster']!s:>8} {int(r['n_cells']):>7} {r['share_unknown']:>8.1%} "
                    f"{r['share_low_confidence']:>8.1%}")
             if ev:
                 det = r[DETECTION_RATIO] if DETECTION_RATIO in t else np.nan
-                row += (f" {_num(r[CLUSTER_RESIDUAL], 6)} {_num(det, 6)} {_num(r[PROFILE_RESIDUAL], 6)}"
+                joint = r[JOINT_ENRICHMENT] if JOINT_ENRICHMENT in t else np.nan
+                row += (f" {_num(r[CLUSTER_RESIDUAL], 6)} {_num(det, 6)} {_num(joint, 6)} {_num(r[PROFILE_RESIDUAL], 6)}"
                         f" {_num(r[CLUSTER_NOVELTY], 7)}")
             lines.append(row + f"  {r['dominant_label']} ({r['dominant_share']:.0%})  {r['top_markers']}")
         if ev and not self.relative:
