@@ -70,7 +70,7 @@ def test_absolute_fallback_is_reported_with_its_reason():
     assert t[CLUSTER_RESIDUAL].isna().all() and t[PROFILE_RESIDUAL].gt(0.5).all()
     assert not report.relative
     typical = np.median(table[PROFILE_RESIDUAL])
-    assert report.unknown_call.startswith(f"absolute: typical cluster residual {typical:.2f} > 0.5 (RELATIVE_MAX_BASELINE)")
+    assert report.unknown_call.startswith(f"absolute: typical cluster residual {typical:.2f} > 0.7 (RELATIVE_MAX_BASELINE)")
     text = report.summary()
     assert "Unknown call: absolute" in text and "the absolute call was used" in text
     assert t[CLUSTER_NOVELTY].notna().all()

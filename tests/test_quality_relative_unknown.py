@@ -115,7 +115,7 @@ def test_without_a_well_matched_part_of_the_query_the_absolute_score_is_used():
     # the call says why: the typical cluster's residual is above RELATIVE_MAX_BASELINE
     call = str(extra[UNKNOWN_CALL][0])
     typical = np.median(extra[PROFILE_RESIDUAL])
-    assert call.startswith(f"absolute: typical cluster residual {typical:.2f} > 0.5 (RELATIVE_MAX_BASELINE) - ")
+    assert call.startswith(f"absolute: typical cluster residual {typical:.2f} > 0.7 (RELATIVE_MAX_BASELINE) - ")
     assert (np.asarray(extra[UNKNOWN_CALL]) == call).all()
     assert (score > 0.95).all()
 

@@ -30,7 +30,7 @@ A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The t
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
 Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): on the
 458-gene panel mean AUROC 0.981, 94% of a left-out type's cells Unknown and 2.6% of present
-types' cells; on 145 / 143 genes 0.868 / 0.845, 60% / 56% and 2.7% / 4.1% (without the co-clustering
+types' cells; on 145 / 143 genes 0.891 / 0.845, 70% / 56% and 3.2% / 4.1% (without the co-clustering
 evidence 0.645 / 0.694, 5% / 0%); across donors (pbmc3k -> pbmc68k) no cell Unknown.
 """
 
