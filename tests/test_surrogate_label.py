@@ -225,3 +225,29 @@ def test_cluster_evidence_is_computed_once_and_gives_the_same_table(pbmc, monkey
     result = run_transfer(qry, ref, LABEL, embedder=emb, clusters=qry.obs["louvain"])
     assert result.params["surrogate_check"]["predicted"] > 0
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("coclustering", [True, False])
+def test_label_function_judges_the_co_clustering_call(pbmc, coclustering):
+    """A type left out of the reference (CD14+ monocytes): the joint reference + query clusters make
+    its cells Unknown in the transfer, and the surrogate check's label function gives the same labels
+    (it computes the cluster evidence, the joint clustering included, once - before any label)."""
+    from napari_cellama.core._progress import run
+
+    q, r, q_emb, r_emb, labels, codes, clusters = _sides(pbmc)
+    keep = labels != "CD14+ Monocyte"
+    options = TransferOptions(unknown_coclustering=coclustering)
+    heads = fit_heads(r_emb[keep], log_normalise(r.X[keep]), labels[keep], method=options.method, c=options.head_c,
+                      expression_weight=options.expression_weight, seed=options.seed)
+    query = CellSet(q_emb, q.X, q.obs_names, sentence_codes=codes, clusters=clusters)
+    reference = CellSet(r_emb[keep], r.X[keep], r.obs_names[keep], labels=labels[keep])
+    table = run(iter_head_transfer(query, reference, options, heads=heads))
+    got, _ = head_label_function(query, reference, options, heads)(q_emb)
+    np.testing.assert_array_equal(got, table["cell_type"].to_numpy())
+    mono = (query_labels := pbmc[1].obs[LABEL].astype(str).reindex(q.obs_names).to_numpy()) == "CD14+ Monocyte"
+    share = (got[mono] == UNKNOWN).mean()
+    if coclustering:  # the joint evidence is what calls them (the residual alone: none)
+        assert "joint_enrichment" in table and share >= 0.5
+        assert (got[~mono] == UNKNOWN).mean() <= 0.1 and len(set(query_labels)) > 5
+    else:
+        assert "joint_enrichment" not in table and share < 0.5

@@ -39,14 +39,17 @@ from .._constants import (
     UNKNOWN,
 )
 from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO, PROFILE_RESIDUAL, UNKNOWN_CALL
+from .co_clustering import JOINT_ENRICHMENT
 
 FIT_CLUSTER = "cluster"
 FIT_COLUMNS = ("cluster", "n_cells", "share_unknown", "share_low_confidence", "share_unassigned",
                "dominant_label", "dominant_share", "top_markers", "possibly_missing")
-EVIDENCE_COLUMNS = (CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO, PROFILE_RESIDUAL, UNKNOWN_CALL)
+EVIDENCE_COLUMNS = (CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO, JOINT_ENRICHMENT, PROFILE_RESIDUAL, UNKNOWN_CALL)
 """Columns added when the transfer's unknown score carried cluster evidence: the cluster's marker
 novelty, its residual ratio and its detection-deviance ratio to the query's typical cluster (the
-query-relative call's evidence; empty under the absolute call) and its profile residual (placed
+query-relative call's evidence; empty under the absolute call), the mean over its cells of their
+joint reference + query cluster's score (``joint_enrichment``, core/co_clustering.py; empty under
+the absolute call) and its profile residual (placed
 before ``top_markers``), and the
 call made (``relative: ...``, ``absolute: <why>``, ``cell only: <why>``; last)."""
 _MIN_DETECTED = 0.1
@@ -84,14 +87,15 @@ class FitReport:
         ev = CLUSTER_RESIDUAL in t
         head = f"{'cluster':>8} {'cells':>7} {'Unknown':>8} {'low conf':>8}"
         if ev:  # residual ratio (the relative call's evidence), profile residual, marker novelty
-            head += f" {'ratio':>6} {'detect':>6} {'resid.':>6} {'novelty':>7}"
+            head += f" {'ratio':>6} {'detect':>6} {'joint':>6} {'resid.':>6} {'novelty':>7}"
         lines.append(head + "  dominant label (share)  top markers")
         for _, r in t.head(max_rows).iterrows():
             row = (f"{r['cluster']!s:>8} {int(r['n_cells']):>7} {r['share_unknown']:>8.1%} "
                    f"{r['share_low_confidence']:>8.1%}")
             if ev:
                 det = r[DETECTION_RATIO] if DETECTION_RATIO in t else np.nan
-                row += (f" {_num(r[CLUSTER_RESIDUAL], 6)} {_num(det, 6)} {_num(r[PROFILE_RESIDUAL], 6)}"
+                joint = r[JOINT_ENRICHMENT] if JOINT_ENRICHMENT in t else np.nan
+                row += (f" {_num(r[CLUSTER_RESIDUAL], 6)} {_num(det, 6)} {_num(joint, 6)} {_num(r[PROFILE_RESIDUAL], 6)}"
                         f" {_num(r[CLUSTER_NOVELTY], 7)}")
             lines.append(row + f"  {r['dominant_label']} ({r['dominant_share']:.0%})  {r['top_markers']}")
         if ev and not self.relative:
@@ -203,7 +207,7 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
         "dominant_label": dominant,
         "dominant_share": share,
     })
-    for col in EVIDENCE_COLUMNS[:4]:  # the unknown score's cluster evidence
+    for col in EVIDENCE_COLUMNS[:-1]:  # the unknown score's cluster evidence
         if col in t:  # (core/cluster_evidence.py, core/unknown.py): one value per cluster
             out[col] = pd.Series(t[col].to_numpy(dtype=float), index=df.index).groupby(df[FIT_CLUSTER]).mean().round(4)
     call = ""
@@ -221,7 +225,7 @@ def reference_fit_report(table: pd.DataFrame, query, clusters=None, *,
                           kind="stable").reset_index(drop=True)
     cols = list(FIT_COLUMNS)
     at = cols.index("top_markers")
-    cols[at:at] = [c for c in EVIDENCE_COLUMNS[:4] if c in out]
+    cols[at:at] = [c for c in EVIDENCE_COLUMNS[:-1] if c in out]
     cols += [UNKNOWN_CALL] if UNKNOWN_CALL in out else []
     resolution = None
     if reference is not None:

@@ -117,7 +117,8 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
     if options.unknown_clusters:
         from .unknown import with_cluster_evidence
 
-        score, extra = with_cluster_evidence(score, query, reference, detection=options.unknown_detection) \
+        score, extra = with_cluster_evidence(score, query, reference, detection=options.unknown_detection,
+                                             coclustering=options.unknown_coclustering) \
             if cluster_evidence is None \
             else cluster_evidence.apply(score)
     else:

@@ -160,17 +160,19 @@ class ClusterEvidence:
     empty where the query has no cluster evidence); ``novelty`` / ``ratio``: per cell (``ratio``
     None under the absolute call)."""
 
-    def __init__(self, query, reference, detection: bool = False):
+    def __init__(self, query, reference, detection: bool = False, coclustering: bool = True):
         from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO
+        from .co_clustering import JOINT_ENRICHMENT
         from .unknown import with_cluster_evidence
 
         _, self.extra = with_cluster_evidence(np.zeros(query.counts.shape[0], np.float32), query, reference,
-                                              detection=detection)
+                                              detection=detection, coclustering=coclustering)
         self.novelty = self.extra.get(CLUSTER_NOVELTY)
         ratio = self.extra.get(CLUSTER_RESIDUAL)
         self.ratio = None if ratio is None or np.isnan(ratio).all() else ratio  # all NaN: the absolute call
         if self.ratio is not None and DETECTION_RATIO in self.extra:  # the relative call: either ratio counts
             self.ratio = np.fmax(self.ratio, self.extra[DETECTION_RATIO])
+        self.joint = self.extra.get(JOINT_ENRICHMENT) if self.ratio is not None else None  # relative call only
 
     def combine(self, score: np.ndarray, cells=None) -> np.ndarray:
         """``score`` (of ``cells``, None: all) combined with the cells' cluster evidence."""
@@ -179,7 +181,8 @@ class ClusterEvidence:
         from .unknown import combine_cluster_evidence
 
         cells = slice(None) if cells is None else cells
-        return combine_cluster_evidence(score, self.novelty[cells], None if self.ratio is None else self.ratio[cells])
+        return combine_cluster_evidence(score, self.novelty[cells], None if self.ratio is None else self.ratio[cells],
+                                        joint=None if self.joint is None else self.joint[cells])
 
     def apply(self, score: np.ndarray) -> tuple[np.ndarray, dict]:
         """``(combined score, extra columns)`` for all cells, as ``with_cluster_evidence`` returns them."""
@@ -222,7 +225,7 @@ def head_label_function(query, reference, options, heads) -> HeadLabelFunction:
                           k=options.unknown_neighbors)
         projected = projected_expression(cal, query.counts)  # in blocks of cells: bounded memory
         if options.unknown_clusters:
-            evidence = ClusterEvidence(query, reference, options.unknown_detection)
+            evidence = ClusterEvidence(query, reference, options.unknown_detection, options.unknown_coclustering)
     fn = HeadLabelFunction(heads, cal, query.sentence_codes, expression_proba=expr_p, projected=projected,
                            cluster_evidence=evidence, options=options,
                            reference_embeddings=reference.embeddings)

@@ -24,6 +24,7 @@ from .._constants import (
     METHOD_KNN,
     TRANSFER_METHODS,
 )
+from .._transfer_defaults import DEFAULT_UNKNOWN_COCLUSTERING
 from ..validators import CellamaInputError, check_fraction, check_n_neighbors, check_positive_int, check_top_k
 
 
@@ -56,6 +57,10 @@ class TransferOptions:
     unknown_detection: bool = DEFAULT_UNKNOWN_DETECTION
     """Query-relative Unknown call: a cluster is also outlying by its detection deviance against its
     reference-type mix (:func:`.cluster_evidence.cluster_detection`); off by default (docs/quality.md)."""
+    unknown_coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING
+    """Query-relative Unknown call: a cell whose cluster in a Leiden clustering of the reference and the
+    query together holds far fewer reference cells than the typical share is Unknown too
+    (:mod:`.co_clustering`, column ``joint_enrichment``); on by default (docs/quality.md)."""
     unknown_neighbors: int = DEFAULT_UNKNOWN_NEIGHBORS
     """Reference cells of the predicted type averaged in the unknown score."""
     head_c: float = DEFAULT_HEAD_C

@@ -23,15 +23,15 @@ the reference types explain far worse than the query's typical cluster (query-re
 donor or protocol shift cancels) makes its atypical cells Unknown: by its mean profile (the
 profile residual) or, opt-in, by which genes its cells detect (the detection deviance against the
 cluster's reference-type mix, :func:`~.cluster_evidence.cluster_detection`; NK cells called CD8 T
-on a 150-gene panel lack CD3E).
+on a 150-gene panel lack CD3E); and, by default, a cell whose cluster in a joint clustering of the
+reference and the query holds far fewer reference cells than chance allows (:mod:`.co_clustering`).
 
 A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
 Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): on the
-458-gene panel mean AUROC 0.976, 82% of a left-out type's cells Unknown and 1.9% of present
-types' cells; across donors (pbmc3k -> pbmc68k) no cell Unknown. With the opt-in detection
-deviance, on 145 genes 0.847, 49% and 4.5% (default 0.661, 5%, 0.2%), but 9.3% of an
-all-present 145-gene query Unknown.
+458-gene panel mean AUROC 0.981, 94% of a left-out type's cells Unknown and 2.6% of present
+types' cells; on 145 / 143 genes 0.891 / 0.845, 70% / 56% and 3.2% / 4.1% (without the co-clustering
+evidence 0.645 / 0.694, 5% / 0%); across donors (pbmc3k -> pbmc68k) no cell Unknown.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from .._constants import (
     UNKNOWN_CELL_MARGIN,
     UNKNOWN_SCORE,
 )
+from .._transfer_defaults import DEFAULT_UNKNOWN_COCLUSTERING, UNKNOWN_JOINT_CELL_MARGIN
 
 MIN_LEIDEN_CELLS = 50
 """Queries with fewer cells (and no given clusters) get no cluster evidence."""
@@ -227,7 +228,8 @@ def unknown_scores(query, reference, predicted, *, k: int = DEFAULT_UNKNOWN_NEIG
 
 
 def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio: float = DEFAULT_OUTLIER_RATIO,
-                          detection: bool = DEFAULT_UNKNOWN_DETECTION) -> tuple[np.ndarray, dict]:
+                          detection: bool = DEFAULT_UNKNOWN_DETECTION,
+                          coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING) -> tuple[np.ndarray, dict]:
     """Combine each cell's own ``score`` with its query cluster's evidence (:mod:`.cluster_evidence`).
 
     ``query.clusters`` (None: Leiden on ``query.counts``) and ``reference`` are
@@ -243,7 +245,12 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
     ``UNKNOWN_CELL_MARGIN``: Unknown needs an outlying cluster *and* a cell that is itself
     atypical of its predicted type. With ``detection`` (``TransferOptions.unknown_detection``, off
     by default) a cluster's ratio is the larger of that and its detection-deviance ratio
-    (:func:`detection_evidence`; column ``detection_ratio``).
+    (:func:`detection_evidence`; column ``detection_ratio``). With ``coclustering``
+    (``TransferOptions.unknown_coclustering``, on by default) the reference and the query are
+    also clustered together (:mod:`.co_clustering`): a joint cluster with far fewer reference cells
+    than the typical share scores ``1 - p`` (binomial, Bonferroni; column ``joint_enrichment``),
+    capped by the cell's own score plus ``UNKNOWN_JOINT_CELL_MARGIN``; a cell's unknown score is the
+    larger of that and the residual's.
 
     **Absolute call** (the mean of the cell's score and its cluster's novelty, ``1 - best marker
     match``) where no shift can be measured: the query's typical cluster's residual above
@@ -265,6 +272,7 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
         UNKNOWN_CALL,
         cluster_novelty,
     )
+    from .co_clustering import JOINT_ENRICHMENT, joint_enrichment
     from .fit_report import leiden_clusters
 
     def cell_only(why: str) -> dict:
@@ -283,6 +291,7 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
     ratio = np.full(len(clusters), np.nan, dtype=np.float32)
     det_ratio = np.full(len(clusters), np.nan, dtype=np.float32)
     residual = np.full(len(clusters), np.nan, dtype=np.float32)
+    joint = np.full(len(clusters), np.nan, dtype=np.float32)
     call = f"{CALL_ABSOLUTE}: no cell with a cluster"
     relative = False
     if has.any():
@@ -299,11 +308,17 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
                 det_ratio[has] = detection_evidence(counts, cl, ref)
                 call = call.replace(" at the default level", " (of the residual or of the detection deviance, "
                                     "detection_ratio) at the default level")
+            if coclustering:
+                joint = joint_enrichment(query.counts, reference.counts)
+                call += "; or a joint reference + query cluster short of reference cells (joint_enrichment >= 0.95)"
     outlying = (np.fmax(ratio, det_ratio) if detection else ratio) if relative else None
-    combined = combine_cluster_evidence(score, novelty, outlying, outlier_ratio=outlier_ratio)
+    combined = combine_cluster_evidence(score, novelty, outlying, outlier_ratio=outlier_ratio,
+                                        joint=joint if relative and coclustering else None)
     extra = {CLUSTER_NOVELTY: novelty, CLUSTER_RESIDUAL: ratio}
     if detection:
         extra[DETECTION_RATIO] = det_ratio
+    if coclustering:
+        extra[JOINT_ENRICHMENT] = joint
     extra.update({PROFILE_RESIDUAL: residual, UNKNOWN_CALL: call_column(len(score), call),
                   QUERY_CLUSTER: np.where(has, clusters, "").astype(str)})
     return combined, extra
@@ -331,11 +346,14 @@ def call_column(n: int, value: str) -> pd.Categorical:
     return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
 
 
-def combine_cluster_evidence(score, novelty, ratio=None, *, outlier_ratio: float = DEFAULT_OUTLIER_RATIO):
+def combine_cluster_evidence(score, novelty, ratio=None, *, outlier_ratio: float = DEFAULT_OUTLIER_RATIO,
+                             joint=None):
     """Per cell: its own unknown ``score`` combined with its cluster's evidence, the rule of
     :func:`with_cluster_evidence` (``ratio`` None: the absolute call, mean with ``novelty``;
-    else the query-relative call). Cells with NaN ``novelty`` (no cluster) keep their score."""
-    combined = np.asarray(score, dtype=np.float32).copy()
+    else the query-relative call; ``joint``: the co-clustering scores, used only with ``ratio``).
+    Cells with NaN ``novelty`` (no cluster) keep their score."""
+    own = np.asarray(score, dtype=np.float32)
+    combined = own.copy()
     has = ~np.isnan(np.asarray(novelty, dtype=np.float64))
     if ratio is None:
         combined[has] = (combined[has] + np.asarray(novelty)[has]) / 2
@@ -343,6 +361,10 @@ def combine_cluster_evidence(score, novelty, ratio=None, *, outlier_ratio: float
         k = np.log(20.0) / np.log(max(float(outlier_ratio), 1.0 + 1e-6))
         cluster_score = 1.0 - np.maximum(np.nan_to_num(np.asarray(ratio)[has], nan=1.0), 1.0) ** -k
         combined[has] = np.minimum(cluster_score, np.minimum(combined[has] + UNKNOWN_CELL_MARGIN, 1.0))
+        if joint is not None:
+            j = np.nan_to_num(np.asarray(joint, dtype=np.float32), nan=0.0)
+            capped = np.minimum(j, np.minimum(own + UNKNOWN_JOINT_CELL_MARGIN, 1.0))
+            combined[has] = np.maximum(combined[has], capped[has])
     return combined.astype(np.float32)
 
 

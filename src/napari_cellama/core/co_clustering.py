@@ -1,0 +1,76 @@
+"""Co-clustering evidence for Unknown: query cells that form a cluster without reference cells.
+
+Leiden on the reference and the query *together* (their shared-panel counts stacked, the same
+clustering as :func:`~.fit_report.leiden_clusters`): cells of a type both datasets hold fall into
+the same clusters in the proportion of the two datasets' sizes, whatever the clustering does
+with them - a naive / memory T continuum carved into small clusters by their detections on a
+small panel is carved the same way in both, so its clusters stay mixed. A type the reference
+lacks forms clusters of query cells only. Per joint cluster with ``n`` cells of which ``n_ref``
+are reference cells, under the *typical* reference share ``s`` (the median over the query's
+cells of their cluster's reference share, so a donor or protocol shift that keeps the datasets
+apart everywhere cancels):
+
+    ``p = n_clusters x P(Binomial(n, s) <= n_ref)``   (one-sided, Bonferroni over the clusters)
+
+and the cluster's score is ``1 - p`` (clipped to 0..1): 0.95, the default level, when so few
+reference cells would be seen by chance with probability 0.05 in any cluster. It is used only
+under the query-relative call (:func:`.unknown.with_cluster_evidence`), capped by the cell's own
+score plus ``UNKNOWN_JOINT_CELL_MARGIN``.
+
+Measured (docs/quality.md, benchmark 4, 145 / 143-gene panels): a left-out type's joint cluster
+holds 68-99% query cells against a typical 50% (p down to 1e-45); present types' clusters
+stay within chance, and across donors (pbmc3k -> pbmc68k) the typical share absorbs the
+separation of the datasets (no cell Unknown).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+JOINT_ENRICHMENT = "joint_enrichment"
+"""Table column: the score of the cell's joint reference + query cluster (``1 - p``, see the module
+doc; NaN where it was not computed: the absolute call, or the option off)."""
+JOINT_COLUMNS = ("cluster", "n_cells", "n_reference", "reference_share", "p_value", "score")
+
+
+def joint_cluster_table(query_counts, reference_counts, clusters=None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per joint cluster (``JOINT_COLUMNS``) and each query cell's joint cluster.
+
+    ``query_counts`` / ``reference_counts``: cells x the same shared genes (counts or
+    log-normalised values). ``clusters``: joint cluster ids for the stacked reference then query
+    cells (None: Leiden on the stacked counts). ``DataFrame.attrs['typical_share']``: ``s``.
+    """
+    from scipy.stats import binom
+
+    n_ref = reference_counts.shape[0]
+    if clusters is None:
+        from .fit_report import leiden_clusters
+
+        stacked = sp.vstack([sp.csr_matrix(reference_counts), sp.csr_matrix(query_counts)]).tocsr()
+        clusters = leiden_clusters(stacked)
+    cl = np.asarray(clusters, dtype=object)
+    is_ref = np.arange(len(cl)) < n_ref
+    g = pd.DataFrame({"cluster": cl, "ref": is_ref}).groupby("cluster", sort=True)["ref"].agg(["sum", "count"])
+    n = g["count"].to_numpy(dtype=np.float64)
+    nr = g["sum"].to_numpy(dtype=np.float64)
+    share = nr / n
+    nq = n - nr
+    typical = 0.5
+    if nq.sum() > 0:
+        order = np.argsort(share, kind="stable")
+        typical = float(share[order][np.searchsorted(np.cumsum(nq[order]) / nq.sum(), 0.5)])
+    s = min(max(typical, 1e-6), 1.0 - 1e-6)
+    p = np.clip(binom.cdf(nr, n, s) * len(g), 0.0, 1.0)
+    table = pd.DataFrame({"cluster": g.index.to_numpy(), "n_cells": n.astype(int), "n_reference": nr.astype(int),
+                          "reference_share": share, "p_value": p, "score": 1.0 - p})
+    table.attrs["typical_share"] = typical
+    return table, cl[n_ref:]
+
+
+def joint_enrichment(query_counts, reference_counts, clusters=None) -> np.ndarray:
+    """Per query cell: the score of its joint reference + query cluster (``1 - p``, module doc)."""
+    table, qcl = joint_cluster_table(query_counts, reference_counts, clusters)
+    per = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy())
+    return per.reindex(qcl).to_numpy(dtype=np.float32)

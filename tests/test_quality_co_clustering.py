@@ -1,0 +1,93 @@
+"""The co-clustering evidence of the Unknown call (issue 14, core/co_clustering.py): a cluster of a
+Leiden clustering of the reference and the query together that holds far fewer reference cells
+than the typical share is a type the reference lacks. Mechanics on given clusters and synthetic
+counts; pbmc68k_reduced (real counts, no model) for what it finds. Not timed."""
+
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from scipy.stats import binom
+from tests.test_quality_relative_unknown import _three_present_one_new
+
+from napari_cellama._transfer_defaults import UNKNOWN_JOINT_CELL_MARGIN
+from napari_cellama.core.cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, UNKNOWN_CALL
+from napari_cellama.core.co_clustering import JOINT_ENRICHMENT, joint_cluster_table, joint_enrichment
+from napari_cellama.core.unknown import combine_cluster_evidence, with_cluster_evidence
+from napari_cellama.io import expression_for_sentences
+
+
+def test_the_score_is_one_minus_the_bonferroni_binomial_p_under_the_typical_share():
+    # joint clusters (reference cells first, then query cells): x and y mixed 1:1, z query only
+    ref = np.array(["x"] * 50 + ["y"] * 30 + ["z"] * 1)
+    qry = np.array(["x"] * 50 + ["y"] * 34 + ["z"] * 20)
+    table, qcl = joint_cluster_table(sp.csr_matrix((len(qry), 3)), sp.csr_matrix((len(ref), 3)),
+                                     clusters=np.r_[ref, qry])
+    t = table.set_index("cluster")
+    assert t["n_reference"].tolist() == [50, 30, 1] and t["n_cells"].tolist() == [100, 64, 21]
+    # typical reference share: the median over the query's cells of their cluster's share (y's 30 / 64)
+    assert table.attrs["typical_share"] == pytest.approx(30 / 64)
+    expect = np.clip(3 * binom.cdf([50, 30, 1], [100, 64, 21], 30 / 64), 0, 1)
+    np.testing.assert_allclose(t["p_value"], expect)
+    np.testing.assert_allclose(t["score"], 1 - expect)
+    assert t.loc["z", "score"] > 0.95 > t.loc["y", "score"]  # only the query-only cluster reaches the level
+    np.testing.assert_array_equal(qcl, qry)
+    np.testing.assert_allclose(joint_enrichment(sp.csr_matrix((len(qry), 3)), sp.csr_matrix((len(ref), 3)),
+                                                clusters=np.r_[ref, qry]), t["score"].reindex(qry), rtol=1e-6)
+
+
+def test_a_separation_of_every_cluster_is_absorbed_by_the_typical_share():
+    """Another protocol: every joint cluster holds mostly query cells; none is short of reference
+    cells against the typical share."""
+    ref = np.array(["x"] * 10 + ["y"] * 12 + ["z"] * 9)
+    qry = np.array(["x"] * 90 + ["y"] * 100 + ["z"] * 80)
+    table, _ = joint_cluster_table(sp.csr_matrix((len(qry), 2)), sp.csr_matrix((len(ref), 2)), clusters=np.r_[ref, qry])
+    assert table.attrs["typical_share"] == pytest.approx(9 / 89)  # z's: the query-cell median
+    assert (table["score"] < 0.95).all()
+
+
+def test_the_joint_evidence_makes_the_new_type_unknown_and_is_capped_by_the_cell():
+    clusters, q, r = _three_present_one_new()
+    own = np.full(len(clusters), 0.6, np.float32)  # too typical for the residual's cap (0.6 + 0.45 ...)
+    new = clusters == "new"
+    score, extra = with_cluster_evidence(own, q, r)
+    assert (extra[JOINT_ENRICHMENT][new] > 0.95).all() and (extra[JOINT_ENRICHMENT][~new] < 0.95).all()
+    assert (score[new] > 0.95).all() and (score[~new] <= 0.95).all()
+    assert "joint reference + query cluster" in str(np.asarray(extra[UNKNOWN_CALL])[0])
+    np.testing.assert_allclose(score, combine_cluster_evidence(own, extra[CLUSTER_NOVELTY], extra[CLUSTER_RESIDUAL],
+                                                               joint=extra[JOINT_ENRICHMENT]), rtol=1e-6)
+    # a cell among the most typical of its predicted type keeps its label, even in a query-only cluster
+    own[new] = 0.94 - UNKNOWN_JOINT_CELL_MARGIN
+    score, _ = with_cluster_evidence(own, q, r)
+    assert (score[new] <= 0.95).all()
+    # switched off: no joint column, the residual's call alone
+    off, extra_off = with_cluster_evidence(own, q, r, coclustering=False)
+    assert JOINT_ENRICHMENT not in extra_off
+    np.testing.assert_allclose(off, combine_cluster_evidence(own, extra_off[CLUSTER_NOVELTY],
+                                                             extra_off[CLUSTER_RESIDUAL]), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def pbmc68k_halves():
+    a = expression_for_sentences(sc.datasets.pbmc68k_reduced())
+    idx = np.random.default_rng(3).permutation(a.n_obs)
+    ref, query = a[idx[:350]], a[idx[350:]]
+    return ref.X, ref.obs["bulk_labels"].astype(str).to_numpy(), query.X, query.obs["bulk_labels"].astype(str).to_numpy()
+
+
+@pytest.mark.parametrize("drop", ["", "CD19+ B", "CD14+ Monocyte"])
+def test_a_type_left_out_of_pbmc68k_forms_query_only_clusters(pbmc68k_halves, drop):
+    """350 reference / 350 query cells of pbmc68k_reduced (Leiden on the stacked counts): with B or
+    CD14+ monocytes left out of the reference, (nearly) all their query cells fall in clusters at
+    the default level (measured: 100% / 95%), few others (2% / 11%, before the cell's cap); with
+    every type present, none."""
+    rx, ry, qx, qy = pbmc68k_halves
+    keep = ry != drop
+    score = joint_enrichment(qx, rx[keep])
+    miss = qy == drop
+    flagged = score > 0.95
+    if drop:
+        assert flagged[miss].mean() >= 0.9
+        assert flagged[~miss].mean() <= 0.15
+    else:
+        assert not flagged.any()
