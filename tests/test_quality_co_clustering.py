@@ -91,3 +91,19 @@ def test_a_type_left_out_of_pbmc68k_forms_query_only_clusters(pbmc68k_halves, dr
         assert flagged[~miss].mean() <= 0.15
     else:
         assert not flagged.any()
+
+
+def test_a_large_query_is_sampled_and_scored_per_query_cluster(pbmc68k_halves):
+    """Above ``max_query`` cells the joint clustering takes a random sample and each query cluster
+    gets its sampled cells' mean score: B left out of the reference still scores its cluster at
+    the default level, the present types' clusters do not."""
+    rx, ry, qx, qy = pbmc68k_halves
+    keep = ry != "CD19+ B"
+    score = joint_enrichment(qx, rx[keep], query_clusters=qy, max_query=250)
+    for label in np.unique(qy):  # one value per query cluster
+        assert len(np.unique(score[qy == label])) == 1
+    assert (score[qy == "CD19+ B"] > 0.95).all()
+    assert (score[qy != "CD19+ B"] < 0.95).mean() >= 0.85
+    # at or below max_query the cells keep their own joint cluster's score
+    np.testing.assert_array_equal(joint_enrichment(qx, rx[keep], query_clusters=qy, max_query=len(qy)),
+                                  joint_enrichment(qx, rx[keep]))
