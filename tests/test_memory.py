@@ -48,6 +48,37 @@ def test_freed_memory_stays_during_a_step_and_is_returned_after(monkeypatch):
 
 
 @glibc
+def test_after_a_step_mid_sized_arrays_are_not_mapped_anew(monkeypatch):
+    """After a step, blocks below 32 MiB come from the heap again (glibc's sliding threshold is
+    switched off by any mallopt, so the exit must not write back the 128 KiB start value: every
+    4 MB array would then be a fresh mapping, faulted in anew)."""
+    import resource
+
+    monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)
+    memory._libc().mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD at glibc's start value, as in a new process
+    with memory.retained_memory():
+        pass
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(100):
+        block = np.ones(4 * MB // 8)
+        del block
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < 20_000, faults  # fresh mappings: ~100 x 1,024 pages
+
+
+@glibc
+def test_allocator_settings_of_the_user_are_left_alone(monkeypatch):
+    monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)
+    monkeypatch.setenv("MALLOC_ARENA_MAX_", "2")
+    with memory.retained_memory() as changed:
+        assert not changed
+    monkeypatch.delenv("MALLOC_ARENA_MAX_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1000000")
+    with memory.retained_memory() as changed:
+        assert not changed
+
+
+@glibc
 def test_progress_runner_keeps_memory_and_can_be_switched_off(monkeypatch):
     def step():
         yield ("work", 0, 1)

@@ -107,3 +107,24 @@ def test_a_large_query_is_sampled_and_scored_per_query_cluster(pbmc68k_halves):
     # at or below max_query the cells keep their own joint cluster's score
     np.testing.assert_array_equal(joint_enrichment(qx, rx[keep], query_clusters=qy, max_query=len(qy)),
                                   joint_enrichment(qx, rx[keep]))
+
+
+def test_sampling_keeps_rare_clusters_and_skips_cells_without_a_cluster():
+    from napari_cellama.core.co_clustering import JOINT_MIN_CLUSTER_CELLS, _cluster_sample
+
+    labels = np.array(["common"] * 5000 + ["rare"] * 30 + ["small"] * 80, dtype=object)
+    rows = np.arange(len(labels)) + 7  # positions in the query (cells without a cluster left out)
+    take = _cluster_sample(labels, rows, 500, seed=0)
+    got = labels[take - 7]
+    assert (got == "rare").sum() == 30  # all of a cluster smaller than the minimum
+    assert (got == "small").sum() >= JOINT_MIN_CLUSTER_CELLS
+    assert len(take) == len(np.unique(take)) and np.all(np.diff(take) > 0) and take.min() >= 7
+    assert 500 <= len(take) <= 500 + 30 + JOINT_MIN_CLUSTER_CELLS
+
+
+def test_large_query_scores_only_cells_with_a_cluster(pbmc68k_halves):
+    rx, ry, qx, qy = pbmc68k_halves
+    own = qy.astype(object).copy()
+    own[:20] = None  # cells without a cluster: no score, and not sampled
+    score = joint_enrichment(qx, rx[ry != "CD19+ B"], query_clusters=own, max_query=250)
+    assert np.isnan(score[:20]).all() and not np.isnan(score[20:]).any()

@@ -282,4 +282,7 @@ def test_sparse_dense_product_in_bands_equals_one_product(monkeypatch):
     b = rng.normal(size=(300, 70)).astype(np.float32)
     for threads in ("1", "2", "3"):
         monkeypatch.setenv("OMP_NUM_THREADS", threads)
-        np.testing.assert_array_equal(_sparse_dense(a, b), np.asarray(a @ b))
+        got = _sparse_dense(a, b)
+        np.testing.assert_array_equal(got, np.asarray(a @ b))
+        assert got.dtype == np.float32
+    assert _sparse_dense(a[:0], b).shape == (0, 70)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import time
 from collections.abc import Callable
 
@@ -226,7 +227,10 @@ class JobRunner(QObject):
     def _on_finished(self, worker) -> None:
         gen = getattr(worker, "_gen", None)  # superqt's generator worker; a cancelled job's
         if gen is not None:  # generator is closed now, so its cleanup (retained_memory) runs
-            gen.close()
+            try:
+                gen.close()
+            except Exception:  # noqa: BLE001 - a job's cleanup must not leave the runner busy
+                logging.getLogger(__name__).exception("closing a finished job's generator failed")
         if worker in self._workers:
             self._workers.remove(worker)
         if self._workers:  # a chained job is still running

@@ -34,6 +34,9 @@ JOINT_ENRICHMENT = "joint_enrichment"
 doc; NaN where it was not computed: the absolute call, or the option off)."""
 JOINT_COLUMNS = ("cluster", "n_cells", "n_reference", "reference_share", "p_value", "score")
 JOINT_MAX_QUERY_CELLS = 10_000
+JOINT_MIN_CLUSTER_CELLS = 50
+"""Sampled cells of each query cluster at least (all of a smaller one), so that a rare cluster of a
+large query - a rare type the reference lacks - still gets the co-clustering evidence."""
 """A larger query enters the joint clustering as a random sample of this many of its cells, and
 each of its clusters takes the mean score of its sampled cells. The joint Leiden (exact
 neighbours) took 31 s for the bone-marrow section's 84,518 cells plus the pbmc3k reference (load
@@ -75,23 +78,41 @@ def joint_cluster_table(query_counts, reference_counts, clusters=None) -> tuple[
     return table, cl[n_ref:]
 
 
+def _cluster_sample(labels: np.ndarray, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted sample of ``rows`` (cells with cluster ``labels``): ``n`` at random, topped up to
+    :data:`JOINT_MIN_CLUSTER_CELLS` per cluster (the few extra cells of rare clusters barely move
+    the typical reference share, a median over the sampled query cells)."""
+    rng = np.random.default_rng(seed)
+    chosen = np.zeros(len(rows), dtype=bool)
+    chosen[rng.choice(len(rows), n, replace=False)] = True
+    for members in pd.Series(np.arange(len(rows))).groupby(labels).indices.values():
+        members = np.asarray(members)
+        short = JOINT_MIN_CLUSTER_CELLS - int(chosen[members].sum())
+        if short > 0:
+            free = members[~chosen[members]]
+            chosen[rng.choice(free, min(short, len(free)), replace=False)] = True
+    return rows[chosen]
+
+
 def joint_enrichment(query_counts, reference_counts, clusters=None, *, query_clusters=None,
                      max_query: int = JOINT_MAX_QUERY_CELLS, seed: int = 0) -> np.ndarray:
     """Per query cell: the score of its joint reference + query cluster (``1 - p``, module doc).
 
-    With ``query_clusters`` (the query's own clusters) and more than ``max_query`` query cells,
-    the joint clustering takes a random ``max_query`` of them (``seed``), and every query cell
-    gets the mean score of the sampled cells of its query cluster (NaN for a cluster without
-    one)."""
-    n_query = query_counts.shape[0]
-    if clusters is None and query_clusters is not None and n_query > max_query:
-        take = np.sort(np.random.default_rng(seed).choice(n_query, int(max_query), replace=False))
-        table, qcl = joint_cluster_table(query_counts[take], reference_counts)
-        per = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy())
-        sampled = per.reindex(qcl).to_numpy(dtype=np.float64)
+    With ``query_clusters`` (the query's own clusters) and more than ``max_query`` query cells
+    with a cluster, the joint clustering takes a random ``max_query`` of them (``seed``) plus,
+    for a rare query cluster, enough of its cells to hold :data:`JOINT_MIN_CLUSTER_CELLS` (all
+    of a smaller one); every query cell gets the mean score of the sampled cells of its query
+    cluster (NaN for cells without a cluster)."""
+    if clusters is None and query_clusters is not None:
         own = pd.Series(np.asarray(query_clusters, dtype=object))
-        means = pd.Series(sampled).groupby(own.iloc[take].to_numpy()).mean()
-        return own.map(means).to_numpy(dtype=np.float32)
+        valid = np.flatnonzero(own.notna().to_numpy())
+        if len(valid) > max_query:
+            take = _cluster_sample(own.iloc[valid].to_numpy(), valid, int(max_query), seed)
+            table, qcl = joint_cluster_table(query_counts[take], reference_counts)
+            per = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy())
+            sampled = per.reindex(qcl).to_numpy(dtype=np.float64)
+            means = pd.Series(sampled).groupby(own.iloc[take].to_numpy()).mean()
+            return own.map(means).to_numpy(dtype=np.float32)
     table, qcl = joint_cluster_table(query_counts, reference_counts, clusters)
     per = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy())
     return per.reindex(qcl).to_numpy(dtype=np.float32)

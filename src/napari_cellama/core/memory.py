@@ -12,10 +12,14 @@ about 12 s of its 87 s (docs/performance.md).
 
 :func:`retained_memory` asks glibc's allocator, for the duration of the step, to serve large
 blocks from its heap instead of separate mappings (``M_MMAP_MAX`` 0) and not to give free
-heap memory back (``M_TRIM_THRESHOLD``), so a freed block is reused without new faults. On
-leaving the outermost step the defaults are restored and ``malloc_trim(0)`` returns what is
-free to the system. Peak memory rises a little (the heap cannot always reuse a freed block
-for a larger one). ``NAPARI_CELLAMA_RETAIN_MEMORY=0`` switches it off.
+heap memory back (``M_TRIM_THRESHOLD``), so a freed block is reused without new faults (up to a
+2 GiB free top of the heap, which is still trimmed). On leaving the outermost step blocks of
+32 MiB and more are mapped separately again, free heap memory above 64 MiB is trimmed - where
+glibc's own sliding thresholds end up, since any ``mallopt`` switches the sliding off - and
+``malloc_trim(0)`` returns what is free to the system. Peak memory rises a little (the heap
+cannot always reuse a freed block for a larger one). ``NAPARI_CELLAMA_RETAIN_MEMORY=0`` switches
+it off; so does any ``MALLOC_*_`` variable or a ``glibc.malloc`` tunable (the user's settings
+are left alone).
 
 Allocations of threads other than the main one come from glibc's per-thread arenas, which
 still map blocks above 64 MB separately: in napari (whose steps run in a worker thread) the
@@ -35,9 +39,14 @@ ENV_RETAIN_MEMORY = "NAPARI_CELLAMA_RETAIN_MEMORY"
 """Set to ``0`` to leave the allocator as it is."""
 
 _M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
 _M_MMAP_MAX = -4
-_DEFAULT_TRIM_THRESHOLD = 128 * 1024  # glibc's defaults (mallopt(3))
-_DEFAULT_MMAP_MAX = 65536
+_DEFAULT_MMAP_MAX = 65536  # glibc's default (mallopt(3))
+# After the step: where glibc's own sliding thresholds end up after large blocks were freed (any
+# mallopt of these switches the sliding off for good, so "the defaults" cannot be written back;
+# 128 KiB would map and unmap every array above it, faulting it in anew each time)
+_AFTER_MMAP_THRESHOLD = 32 * 1024 * 1024
+_AFTER_TRIM_THRESHOLD = 2 * _AFTER_MMAP_THRESHOLD
 _KEEP = 2**31 - 1  # the largest value mallopt takes: free heap memory is not given back
 
 _lock = threading.Lock()
@@ -61,14 +70,20 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def _wanted() -> bool:
-    return os.environ.get(ENV_RETAIN_MEMORY, "1").strip().lower() not in ("0", "false", "no", "off")
+    if os.environ.get(ENV_RETAIN_MEMORY, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    # the user tuned the allocator: leave it as set
+    if any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ):
+        return False
+    return "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", "")
 
 
 @contextlib.contextmanager
 def retained_memory() -> Iterator[bool]:
     """Context for a long step: freed memory stays in the process until the outermost one ends.
 
-    Yields whether the allocator was changed (glibc on Linux and not switched off). Nested
+    Yields whether the allocator was changed (glibc on Linux, not switched off, not tuned by the
+    user). Nested
     and concurrent steps share one setting: the last to leave restores the defaults.
     """
     global _depth
@@ -88,7 +103,8 @@ def retained_memory() -> Iterator[bool]:
             _depth -= 1
             if _depth == 0:
                 libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+                libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP_THRESHOLD)
+                libc.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM_THRESHOLD)
                 libc.malloc_trim(0)
 
 

@@ -124,7 +124,6 @@ class SurrogateEmbedder:
         if heldout not in ("loo", "split"):
             raise CellamaInputError(f"surrogate held-out scheme must be 'loo' or 'split', not {heldout!r}")
         self.heldout = heldout
-        self.check_margin = LOO_CHECK_MARGIN if heldout == "loo" else 0.0
         if getattr(base, "mode", None) == EMBED_MODE_SURROGATE:
             raise CellamaInputError("the base of a surrogate embedder must be an exact embedder")
         self.base = base
@@ -140,6 +139,11 @@ class SurrogateEmbedder:
         self._last: dict | None = None
         self.last_stats: dict = {}
         self.last_check: dict | None = None
+
+    @property
+    def check_margin(self) -> float:
+        """How far above ``target`` the check aims (:data:`LOO_CHECK_MARGIN` for leave-one-out)."""
+        return LOO_CHECK_MARGIN if self.heldout == "loo" else 0.0
 
     def __getattr__(self, name):  # model_id, device, cache, fingerprint, dimension, load, close, ...
         if name == "base":

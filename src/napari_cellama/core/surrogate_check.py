@@ -240,6 +240,8 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
     share = float(cell_pred.mean())
     n_eff = effective_size(np.bincount(codes[hcells])[heldout]) if len(hcells) else 0.0
     t, est = choose_threshold(hm, disagree, share, aim, effective_n=n_eff)
+    if not np.isfinite(t) and aim > target:  # the margin is out of reach (e.g. a target near 1)
+        t, est = choose_threshold(hm, disagree, share, target, effective_n=n_eff)
     fragile = cell_pred & (r < t)
     redo = np.unique(codes[fragile])
     # a sentence's robustness is that of its least robust cell
