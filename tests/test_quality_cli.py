@@ -42,8 +42,8 @@ def test_default_method_writes_reasons_and_the_fit_report(files, tmp_path):
     assert list(report.columns)[:3] == ["cluster", "n_cells", "share_unknown"]
     assert report["n_cells"].sum() == 120
     assert "reference fit per query cluster (Leiden" in r.stderr
-    # why a cluster is (not) flagged: its residual ratio, its joint-cluster score, its residual, and the call made
-    assert list(report.columns)[7:11] == ["cluster_novelty", "cluster_residual", "joint_enrichment", "profile_residual"]
+    # why a cluster is (not) flagged: its residual ratio, its residual, and the call that was made
+    assert list(report.columns)[7:10] == ["cluster_novelty", "cluster_residual", "profile_residual"]
     assert list(report.columns)[-1] == "unknown_call"
     call = report["unknown_call"].iloc[0]
     assert (report["unknown_call"] == call).all() and f"Unknown call: {call}" in r.stderr
@@ -52,10 +52,8 @@ def test_default_method_writes_reasons_and_the_fit_report(files, tmp_path):
         typical = float(call.split("(")[1].split(")")[0].split(",")[0])
         np.testing.assert_allclose(report["cluster_residual"], report["profile_residual"] / max(typical, 0.05),
                                    rtol=0.02, atol=0.01)
-        assert report["joint_enrichment"].between(0, 1).all()
     else:
         assert call.startswith("absolute: ") and report["cluster_residual"].isna().all()
-        assert report["joint_enrichment"].isna().all()
     # the pairs of reference types the shared panel does not tell apart, printed and written beside
     pairs = pd.read_csv(tmp_path / "fit_unresolved_pairs.csv")
     assert list(pairs.columns) == ["type_a", "type_b", "a_called_b", "b_called_a", "recall_a", "recall_b"]

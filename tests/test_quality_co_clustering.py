@@ -50,7 +50,7 @@ def test_the_joint_evidence_makes_the_new_type_unknown_and_is_capped_by_the_cell
     clusters, q, r = _three_present_one_new()
     own = np.full(len(clusters), 0.6, np.float32)  # too typical for the residual's cap (0.6 + 0.45 ...)
     new = clusters == "new"
-    score, extra = with_cluster_evidence(own, q, r)
+    score, extra = with_cluster_evidence(own, q, r, coclustering=True)  # opt-in
     assert (extra[JOINT_ENRICHMENT][new] > 0.95).all() and (extra[JOINT_ENRICHMENT][~new] < 0.95).all()
     assert (score[new] > 0.95).all() and (score[~new] <= 0.95).all()
     assert "joint reference + query cluster" in str(np.asarray(extra[UNKNOWN_CALL])[0])
@@ -58,7 +58,7 @@ def test_the_joint_evidence_makes_the_new_type_unknown_and_is_capped_by_the_cell
                                                                joint=extra[JOINT_ENRICHMENT]), rtol=1e-6)
     # a cell among the most typical of its predicted type keeps its label, even in a query-only cluster
     own[new] = 0.94 - UNKNOWN_JOINT_CELL_MARGIN
-    score, _ = with_cluster_evidence(own, q, r)
+    score, _ = with_cluster_evidence(own, q, r, coclustering=True)
     assert (score[new] <= 0.95).all()
     # switched off: no joint column, the residual's call alone
     off, extra_off = with_cluster_evidence(own, q, r, coclustering=False)

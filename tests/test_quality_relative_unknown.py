@@ -70,20 +70,17 @@ def test_the_outlying_cluster_is_unknown_and_the_others_are_not():
     score, extra = with_cluster_evidence(own, q, r)
     new = clusters == "new"
     assert (score[new] > 0.95).all() and (score[~new] <= 0.95).all()
-    assert set(extra) == {CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL, "query_cluster",
-                          "joint_enrichment"}
+    assert set(extra) == {CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL, "query_cluster"}
     assert extra[CLUSTER_RESIDUAL][new].min() > 3.5 > extra[CLUSTER_RESIDUAL][~new].max()
     # the ratio is the cluster's residual over the typical (cell-weighted median) cluster's
     res = extra[PROFILE_RESIDUAL]
     np.testing.assert_allclose(extra[CLUSTER_RESIDUAL], res / np.median(res), rtol=1e-5)
     assert list(pd.unique(np.asarray(extra[UNKNOWN_CALL]))) == [
         f"relative: residual / typical cluster's ({np.median(res):.2f}) - "
-        "Unknown from a ratio of 3.5 at the default level; or a joint reference + query cluster short of "
-        "reference cells (joint_enrichment >= 0.95)"]
+        "Unknown from a ratio of 3.5 at the default level"]
     # two-sided: a cell typical of its predicted type (own score 0.3) stays, even in the new cluster
-    # (the residual's cap; the co-clustering evidence has its own, tests/test_quality_co_clustering.py)
     own[new] = 0.3
-    score, _ = with_cluster_evidence(own, q, r, coclustering=False)
+    score, _ = with_cluster_evidence(own, q, r)
     assert (score[new] <= 0.95).all()
 
 
@@ -115,7 +112,7 @@ def test_without_a_well_matched_part_of_the_query_the_absolute_score_is_used():
     # the call says why: the typical cluster's residual is above RELATIVE_MAX_BASELINE
     call = str(extra[UNKNOWN_CALL][0])
     typical = np.median(extra[PROFILE_RESIDUAL])
-    assert call.startswith(f"absolute: typical cluster residual {typical:.2f} > 0.7 (RELATIVE_MAX_BASELINE) - ")
+    assert call.startswith(f"absolute: typical cluster residual {typical:.2f} > 0.5 (RELATIVE_MAX_BASELINE) - ")
     assert (np.asarray(extra[UNKNOWN_CALL]) == call).all()
     assert (score > 0.95).all()
 
@@ -129,7 +126,6 @@ def test_the_detection_deviance_is_opt_in_and_counts_beside_the_residual():
     det = extra["detection_ratio"]
     assert (det[~new] < 3.5).all()  # present clusters detect what their types detect
     ratio = np.fmax(extra[CLUSTER_RESIDUAL], det)  # the larger of the two ratios counts
-    np.testing.assert_allclose(score, combine_cluster_evidence(own, extra[CLUSTER_NOVELTY], ratio,
-                                                               joint=extra["joint_enrichment"]), rtol=1e-6)
+    np.testing.assert_allclose(score, combine_cluster_evidence(own, extra[CLUSTER_NOVELTY], ratio), rtol=1e-6)
     assert (score >= plain - 1e-6).all() and (score[new] > 0.95).all()
     assert "detection deviance" in str(np.asarray(extra[UNKNOWN_CALL])[0])

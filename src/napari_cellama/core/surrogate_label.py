@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .._constants import DEFAULT_N_NEIGHBORS, UNASSIGNED, UNKNOWN
+from .._transfer_defaults import DEFAULT_UNKNOWN_COCLUSTERING
 
 
 class KnnLabelFunction:
@@ -160,7 +161,7 @@ class ClusterEvidence:
     empty where the query has no cluster evidence); ``novelty`` / ``ratio``: per cell (``ratio``
     None under the absolute call)."""
 
-    def __init__(self, query, reference, detection: bool = False, coclustering: bool = True):
+    def __init__(self, query, reference, detection: bool = False, coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING):
         from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO
         from .co_clustering import JOINT_ENRICHMENT
         from .unknown import with_cluster_evidence
