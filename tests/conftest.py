@@ -49,3 +49,22 @@ def full_dir() -> Path:
 @pytest.fixture
 def viewer(make_napari_viewer):
     return make_napari_viewer(show=True)
+
+
+@pytest.fixture
+def allocator_defaults():
+    """The allocator outside any step for one test, whatever earlier tests left running (a job of
+    a GUI test that ended before its worker did keeps ``retained_memory`` entered until it ends);
+    the outer state is put back afterwards."""
+    from napari_cellama.core import memory
+
+    libc = memory._libc()
+    with memory._lock:
+        saved, memory._depth = memory._depth, 0
+        if saved and libc is not None:
+            memory._restore(libc)
+    yield
+    with memory._lock:
+        if saved and memory._depth == 0 and libc is not None:
+            memory._apply(libc)
+        memory._depth += saved

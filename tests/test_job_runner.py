@@ -83,7 +83,7 @@ def _memory_job():
     return retaining()
 
 
-def test_jobs_run_with_freed_memory_kept_and_restored_after(qtbot, monkeypatch):
+def test_jobs_run_with_freed_memory_kept_and_restored_after(qtbot, monkeypatch, allocator_defaults):
     """A job runs inside ``retained_memory`` (still a generator: its progress is reported), and
     the allocator's defaults are back when it ends (napari's own memory is not kept)."""
     from napari_cellama.core import memory
@@ -95,7 +95,7 @@ def test_jobs_run_with_freed_memory_kept_and_restored_after(qtbot, monkeypatch):
     assert not memory.retaining()
 
 
-def test_cancelled_job_gives_the_memory_setting_back(qtbot, monkeypatch):
+def test_cancelled_job_gives_the_memory_setting_back(qtbot, monkeypatch, allocator_defaults):
     from napari_cellama.core import memory
 
     monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)

@@ -28,7 +28,7 @@ def _freed_block_stays(size_mb: int = 200) -> bool:
 
 
 @glibc
-def test_freed_memory_stays_during_a_step_and_is_returned_after(monkeypatch):
+def test_freed_memory_stays_during_a_step_and_is_returned_after(monkeypatch, allocator_defaults):
     monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)
     assert not _freed_block_stays()  # defaults: a large block is its own mapping, unmapped on free
     with memory.retained_memory() as changed:
@@ -48,7 +48,7 @@ def test_freed_memory_stays_during_a_step_and_is_returned_after(monkeypatch):
 
 
 @glibc
-def test_after_a_step_mid_sized_arrays_are_not_mapped_anew(monkeypatch):
+def test_after_a_step_mid_sized_arrays_are_not_mapped_anew(monkeypatch, allocator_defaults):
     """After a step, blocks below 32 MiB come from the heap again (glibc's sliding threshold is
     switched off by any mallopt, so the exit must not write back the 128 KiB start value: every
     4 MB array would then be a fresh mapping, faulted in anew)."""
@@ -67,7 +67,7 @@ def test_after_a_step_mid_sized_arrays_are_not_mapped_anew(monkeypatch):
 
 
 @glibc
-def test_allocator_settings_of_the_user_are_left_alone(monkeypatch):
+def test_allocator_settings_of_the_user_are_left_alone(monkeypatch, allocator_defaults):
     monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)
     monkeypatch.setenv("MALLOC_ARENA_MAX_", "2")
     with memory.retained_memory() as changed:
@@ -79,7 +79,7 @@ def test_allocator_settings_of_the_user_are_left_alone(monkeypatch):
 
 
 @glibc
-def test_progress_runner_keeps_memory_and_can_be_switched_off(monkeypatch):
+def test_progress_runner_keeps_memory_and_can_be_switched_off(monkeypatch, allocator_defaults):
     def step():
         yield ("work", 0, 1)
         return memory.retaining()

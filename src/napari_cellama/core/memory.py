@@ -78,6 +78,18 @@ def _wanted() -> bool:
     return "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", "")
 
 
+def _apply(libc: ctypes.CDLL) -> None:
+    libc.mallopt(_M_MMAP_MAX, 0)
+    libc.mallopt(_M_TRIM_THRESHOLD, _KEEP)
+
+
+def _restore(libc: ctypes.CDLL) -> None:
+    libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP_THRESHOLD)
+    libc.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
+
+
 @contextlib.contextmanager
 def retained_memory() -> Iterator[bool]:
     """Context for a long step: freed memory stays in the process until the outermost one ends.
@@ -93,8 +105,7 @@ def retained_memory() -> Iterator[bool]:
         return
     with _lock:
         if _depth == 0:
-            libc.mallopt(_M_MMAP_MAX, 0)
-            libc.mallopt(_M_TRIM_THRESHOLD, _KEEP)
+            _apply(libc)
         _depth += 1
     try:
         yield True
@@ -102,10 +113,7 @@ def retained_memory() -> Iterator[bool]:
         with _lock:
             _depth -= 1
             if _depth == 0:
-                libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                libc.mallopt(_M_MMAP_THRESHOLD, _AFTER_MMAP_THRESHOLD)
-                libc.mallopt(_M_TRIM_THRESHOLD, _AFTER_TRIM_THRESHOLD)
-                libc.malloc_trim(0)
+                _restore(libc)
 
 
 def retaining() -> bool:
