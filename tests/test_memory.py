@@ -67,15 +67,27 @@ def test_after_a_step_mid_sized_arrays_are_not_mapped_anew(monkeypatch, allocato
 
 
 @glibc
-def test_allocator_settings_of_the_user_are_left_alone(monkeypatch, allocator_defaults):
+@pytest.mark.parametrize("setting", [{"MALLOC_ARENA_MAX_": "2"}, {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1000000"}, {}])
+def test_allocator_settings_the_process_started_with_are_left_alone(setting):
+    """Read from the environment the process started with (what glibc read), not ``os.environ``,
+    which e.g. Dask's nanny changes for its workers."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("MALLOC_") or k in ("GLIBC_TUNABLES", memory.ENV_RETAIN_MEMORY))}
+    env.update(setting)
+    code = "from napari_cellama.core import memory\nwith memory.retained_memory() as changed:\n    print(changed)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ("False" if setting else "True")
+
+
+@glibc
+def test_a_malloc_variable_set_later_in_os_environ_does_not_switch_it_off(monkeypatch, allocator_defaults):
     monkeypatch.delenv(memory.ENV_RETAIN_MEMORY, raising=False)
-    monkeypatch.setenv("MALLOC_ARENA_MAX_", "2")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # what Dask's nanny does before spawning
     with memory.retained_memory() as changed:
-        assert not changed
-    monkeypatch.delenv("MALLOC_ARENA_MAX_")
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1000000")
-    with memory.retained_memory() as changed:
-        assert not changed
+        assert changed == ("MALLOC_TRIM_THRESHOLD_" not in memory._environ_at_start())
 
 
 @glibc

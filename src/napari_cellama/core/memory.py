@@ -18,8 +18,8 @@ heap memory back (``M_TRIM_THRESHOLD``), so a freed block is reused without new 
 glibc's own sliding thresholds end up, since any ``mallopt`` switches the sliding off - and
 ``malloc_trim(0)`` returns what is free to the system. Peak memory rises a little (the heap
 cannot always reuse a freed block for a larger one). ``NAPARI_CELLAMA_RETAIN_MEMORY=0`` switches
-it off; so does any ``MALLOC_*_`` variable or a ``glibc.malloc`` tunable (the user's settings
-are left alone).
+it off; so does any ``MALLOC_*_`` variable or a ``glibc.malloc`` tunable the process was started
+with (the user's settings are left alone).
 
 Allocations of threads other than the main one come from glibc's per-thread arenas, which
 still map blocks above 64 MB separately: in napari (whose steps run in a worker thread) the
@@ -34,6 +34,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 ENV_RETAIN_MEMORY = "NAPARI_CELLAMA_RETAIN_MEMORY"
 """Set to ``0`` to leave the allocator as it is."""
@@ -69,13 +70,33 @@ def _libc() -> ctypes.CDLL | None:
     return _libc_handle
 
 
+_start_environ: dict[str, str] | None = None
+
+
+def _environ_at_start() -> dict[str, str]:
+    """The environment the process started with (``/proc/self/environ``), which is what glibc read
+    its ``MALLOC_*_`` settings from. ``os.environ`` is no guide: Dask's nanny, for one, adds
+    ``MALLOC_TRIM_THRESHOLD_`` to it for the workers it spawns, which leaves this process's
+    allocator as it was."""
+    global _start_environ
+    if _start_environ is None:
+        try:
+            raw = Path("/proc/self/environ").read_bytes()
+            pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+            _start_environ = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+        except OSError:
+            _start_environ = dict(os.environ)
+    return _start_environ
+
+
 def _wanted() -> bool:
     if os.environ.get(ENV_RETAIN_MEMORY, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
-    # the user tuned the allocator: leave it as set
-    if any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ):
+    # the user tuned the allocator when starting the process: leave it as set
+    start = _environ_at_start()
+    if any(k.startswith("MALLOC_") and k.endswith("_") for k in start):
         return False
-    return "glibc.malloc" not in os.environ.get("GLIBC_TUNABLES", "")
+    return "glibc.malloc" not in start.get("GLIBC_TUNABLES", "")
 
 
 def _apply(libc: ctypes.CDLL) -> None:
