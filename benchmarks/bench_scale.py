@@ -105,15 +105,17 @@ class StageClock:
             self.sys_at[stage] = resource.getrusage(resource.RUSAGE_SELF).ru_stime
             self.order.append(stage)
 
-    def system_seconds(self) -> dict:
-        """Kernel CPU seconds (all threads) in each stage: mostly page faults of newly touched memory."""
-        end = resource.getrusage(resource.RUSAGE_SELF).ru_stime
-        return {st: round((self.sys_at[self.order[i + 1]] if i + 1 < len(self.order) else end) - self.sys_at[st], 2)
+    def _spans(self, marks: dict, end: float) -> dict:
+        """Per stage: the mark of the next stage (or ``end``) minus its own."""
+        return {st: round((marks[self.order[i + 1]] if i + 1 < len(self.order) else end) - marks[st], 2)
                 for i, st in enumerate(self.order)}
 
+    def system_seconds(self) -> dict:
+        """Kernel CPU seconds (all threads) in each stage: mostly page faults of newly touched memory."""
+        return self._spans(self.sys_at, resource.getrusage(resource.RUSAGE_SELF).ru_stime)
+
     def durations(self, end: float) -> dict:
-        return {st: round((self.first[self.order[i + 1]] if i + 1 < len(self.order) else end) - self.first[st], 2)
-                for i, st in enumerate(self.order)}
+        return self._spans(self.first, end)
 
 
 def exact_vectors(sentences: list[str], truth_cache) -> tuple[np.ndarray, dict]:

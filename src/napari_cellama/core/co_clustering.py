@@ -103,16 +103,15 @@ def joint_enrichment(query_counts, reference_counts, clusters=None, *, query_clu
     for a rare query cluster, enough of its cells to hold :data:`JOINT_MIN_CLUSTER_CELLS` (all
     of a smaller one); every query cell gets the mean score of the sampled cells of its query
     cluster (NaN for cells without a cluster)."""
+    take = None
     if clusters is None and query_clusters is not None:
         own = pd.Series(np.asarray(query_clusters, dtype=object))
         valid = np.flatnonzero(own.notna().to_numpy())
         if len(valid) > max_query:
             take = _cluster_sample(own.iloc[valid].to_numpy(), valid, int(max_query), seed)
-            table, qcl = joint_cluster_table(query_counts[take], reference_counts)
-            per = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy())
-            sampled = per.reindex(qcl).to_numpy(dtype=np.float64)
-            means = pd.Series(sampled).groupby(own.iloc[take].to_numpy()).mean()
-            return own.map(means).to_numpy(dtype=np.float32)
-    table, qcl = joint_cluster_table(query_counts, reference_counts, clusters)
-    per = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy())
-    return per.reindex(qcl).to_numpy(dtype=np.float32)
+    table, qcl = joint_cluster_table(query_counts if take is None else query_counts[take], reference_counts, clusters)
+    scores = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy()).reindex(qcl).to_numpy()
+    if take is None:
+        return scores.astype(np.float32)
+    means = pd.Series(scores).groupby(own.iloc[take].to_numpy()).mean()
+    return own.map(means).to_numpy(dtype=np.float32)

@@ -141,9 +141,8 @@ class SurrogateModel:
             stop = min(start + _FIT_BLOCK, n)
             # rows of a CSR slice, transposed: (features, block) dense; K is symmetric, so the
             # block's columns are written as rows (contiguous)
-            k[start:stop] = _sparse_dense(x, x[start:stop].T.toarray()).T
-        k += _POLY_C
-        return np.square(k, out=k)
+            k[start:stop] = self._kernel(x, x[start:stop].T.toarray()).T
+        return k
 
     def predict(self, sentences: Sequence[str], *, return_norm: bool = False):
         """``(vectors, unknown)``: unit float32 predictions and the out-of-vocabulary mask;
