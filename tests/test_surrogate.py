@@ -154,13 +154,15 @@ def test_surrogate_transfer_checks_labels_and_records(pbmc, exact_vectors, heldo
 
 def test_surrogate_that_cannot_meet_the_target_warns_and_records(pbmc):
     ref, query = pbmc
-    emb = _surrogate(max_exact_share=0.0)
+    # a target that ~250 held-out cells cannot show (their 95% bound alone is ~1%) with no
+    # re-embedding allowed
+    emb = _surrogate(max_exact_share=0.0, target_agreement=0.999)
     emb.exact_below = 0
     with pytest.warns(SurrogateAgreementWarning, match="below the target"):
         result = run_transfer(query, ref, LABEL, embedder=emb)
     check = result.params["surrogate_check"]
     assert check["meets_target"] is False and check["reembedded"] == 0
-    assert check["estimated_agreement"] < 0.99
+    assert check["estimated_agreement"] < 0.999
 
 
 def test_heldout_scheme_is_checked():
