@@ -37,6 +37,8 @@ BY_TYPE = True
 """The Unknown call's co-clustering test also needs a cluster short of reference cells against the
 share its reference cells' types predict (:func:`type_ratios`); False: the typical share alone
 (the sixth session's rule; ``benchmarks/quality_transfer.py --joint-global-share``)."""
+RESOLUTIONS = (1.0,)
+"""Leiden resolutions of the joint clustering (scratch experiment: several, Bonferroni over them)."""
 TYPE_RATIO_ITERATIONS = 3
 """Passes of :func:`type_ratios` that divide a mixed cluster's query cells among its types."""
 JOINT_MAX_QUERY_CELLS = 10_000
@@ -180,9 +182,21 @@ def joint_enrichment(query_counts, reference_counts, clusters=None, *, query_clu
         valid = np.flatnonzero(own.notna().to_numpy())
         if len(valid) > max_query:
             take = _cluster_sample(own.iloc[valid].to_numpy(), valid, int(max_query), seed)
-    table, qcl = joint_cluster_table(query_counts if take is None else query_counts[take], reference_counts, clusters,
-                                     reference_labels=reference_labels)
-    scores = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy()).reindex(qcl).to_numpy()
+    q = query_counts if take is None else query_counts[take]
+    if clusters is None and len(RESOLUTIONS) > 1:
+        from .fit_report import leiden_clusters
+
+        stacked = sp.vstack([sp.csr_matrix(reference_counts), sp.csr_matrix(q)]).tocsr()
+        scores = None
+        for r in RESOLUTIONS:
+            table, qcl = joint_cluster_table(q, reference_counts, leiden_clusters(stacked, resolution=r),
+                                             reference_labels=reference_labels)
+            p = np.clip((1.0 - table["score"].to_numpy()) * len(RESOLUTIONS), 0.0, 1.0)
+            sc = pd.Series(1.0 - p, index=table["cluster"].to_numpy()).reindex(qcl).to_numpy()
+            scores = sc if scores is None else np.fmax(scores, sc)
+    else:
+        table, qcl = joint_cluster_table(q, reference_counts, clusters, reference_labels=reference_labels)
+        scores = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy()).reindex(qcl).to_numpy()
     if take is None:
         return scores.astype(np.float32)
     means = pd.Series(scores).groupby(own.iloc[take].to_numpy()).mean()
