@@ -231,13 +231,14 @@ def main(argv=None) -> int:
                    help="composition shift: at most N reference cells per type (seeded sample of the reference half)")
     p.add_argument("--joint-global-share", action="store_true",
                    help="the co-clustering test against the typical reference share alone (the sixth session's rule)")
-    p.add_argument("--joint-resolutions", default=None, help="(experiment) Leiden resolutions of the joint clustering")
+    p.add_argument("--relative-max-baseline", type=float, default=None,
+                   help="(experiment) RELATIVE_MAX_BASELINE of the query-relative call")
     args = p.parse_args(argv)
     REF_CAP["cap"] = args.ref_cap
-    if args.joint_resolutions:
-        from napari_cellama.core import co_clustering
+    if args.relative_max_baseline is not None:
+        from napari_cellama.core import unknown
 
-        co_clustering.RESOLUTIONS = tuple(float(v) for v in args.joint_resolutions.split(","))
+        unknown.RELATIVE_MAX_BASELINE = args.relative_max_baseline
     if args.joint_global_share:
         from napari_cellama.core import co_clustering
 
