@@ -233,13 +233,8 @@ def main(argv=None) -> int:
                    help="the co-clustering test against the typical reference share alone (the sixth session's rule)")
     p.add_argument("--relative-max-baseline", type=float, default=None,
                    help="(experiment) RELATIVE_MAX_BASELINE of the query-relative call")
-    p.add_argument("--loo-min-cells", type=int, default=None, help="(experiment) co_clustering.LOO_MIN_CELLS")
     args = p.parse_args(argv)
     REF_CAP["cap"] = args.ref_cap
-    if args.loo_min_cells is not None:
-        from napari_cellama.core import co_clustering
-
-        co_clustering.LOO_MIN_CELLS = args.loo_min_cells
     if args.relative_max_baseline is not None:
         from napari_cellama.core import unknown
 

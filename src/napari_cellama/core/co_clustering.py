@@ -49,8 +49,6 @@ BY_TYPE = True
 """The Unknown call's co-clustering test also needs a cluster short of reference cells against the
 share its reference cells' types predict (:func:`type_ratios`); False: the typical share alone
 (the sixth session's rule; ``benchmarks/quality_transfer.py --joint-global-share``)."""
-LOO_MIN_CELLS = 0
-"""(Experiment, 0: off) test each cluster against its types' ratios in the other clusters."""
 TYPE_RATIO_ITERATIONS = 3
 """Passes of :func:`type_ratios` that divide a mixed cluster's query cells among its types."""
 JOINT_MAX_QUERY_CELLS = 10_000
@@ -159,29 +157,8 @@ def _expected_share(ref_clusters, ref_labels, index, n_query) -> np.ndarray:
     rho = np.nan_to_num(rho, nan=np.nanmax(rho) if np.isfinite(rho).any() else 1.0)
     r = by_type.sum(axis=1)
     expected_query = by_type @ rho
-    if LOO_MIN_CELLS:
-        expected_query = _leave_one_out_expected(n_query, by_type, rho, expected_query)
     lenient = float(rho.max()) if len(rho) else 1.0
     return np.where(r > 0, r / np.maximum(r + expected_query, 1e-12), 1.0 / (1.0 + lenient))
-
-
-def _leave_one_out_expected(n_query, by_type, rho, expected_query):
-    """(Experiment) each cluster's expected query cells from its types' ratios in the *other* clusters
-    (where those hold at least ``LOO_MIN_CELLS`` of the type's reference cells)."""
-    n_query = np.asarray(n_query, dtype=np.float64)
-    expected = by_type * rho[None, :]
-    total = expected.sum(axis=1, keepdims=True)
-    share = np.divide(expected, total, out=np.zeros_like(expected), where=total > 0)
-    per_type = np.divide(share * n_query[:, None], by_type, out=np.full_like(expected, np.nan), where=by_type > 0)
-    out = expected_query.copy()
-    for c in range(by_type.shape[0]):
-        e = 0.0
-        for t in np.flatnonzero(by_type[c] > 0):
-            w = by_type[:, t].copy()
-            w[c] = 0
-            e += by_type[c, t] * (_weighted_median(per_type[w > 0, t], w[w > 0]) if w.sum() >= LOO_MIN_CELLS else rho[t])
-        out[c] = e
-    return out
 
 
 def _cluster_sample(labels: np.ndarray, rows: np.ndarray, n: int, seed: int) -> np.ndarray:
