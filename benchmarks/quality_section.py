@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--time-leiden", action="store_true",
                    help="also time the Leiden clustering a query without graph clusters gets (GUI, h5ad)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "quality_section.json")
+    p.add_argument("--coclustering", action="store_true", help="TransferOptions(unknown_coclustering=True)")
     args = p.parse_args(argv)
     from sklearn.metrics import adjusted_rand_score
 
@@ -70,8 +71,8 @@ def main(argv=None) -> int:
     for method in args.methods.split(","):
         embedder = Embedder(cache=True)
         t1 = time.perf_counter()
-        res = run_transfer(query, reference, "cell_type", embedder=embedder, options=TransferOptions(method=method),
-                           clusters=clusters)
+        options = TransferOptions(method=method, unknown_coclustering=args.coclustering)
+        res = run_transfer(query, reference, "cell_type", embedder=embedder, options=options, clusters=clusters)
         seconds = time.perf_counter() - t1
         t = res.table
         labels = t["cell_type"].astype(str)

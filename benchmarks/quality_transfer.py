@@ -20,6 +20,10 @@ not a class). ``transferred`` = before the Unknown call, ``cell_type`` = after i
 Run from the repository root (embeddings come from $NAPARI_CELLAMA_CACHE when present)::
 
     python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0] [--no-cluster-evidence] [--detection]
+        [--coclustering | --no-coclustering] [--ref-cap N]
+
+``--ref-cap N`` is the composition-shift check: the reference half keeps at most N cells per type
+(a seeded sample), so the query holds the common types many times as often as the reference.
 
 The Unknown levels of the per-level columns are ``$QUALITY_ALPHAS`` (default 0.01,0.02,0.05,0.1,0.2,0.3).
 
@@ -43,6 +47,20 @@ sys.path.insert(0, str(HERE))
 SEEDS = (0, 1, 2)
 OPTIONS = {}
 """TransferOptions fields set from the command line (``--no-cluster-evidence``)."""
+REF_CAP = {"cap": None}
+"""``--ref-cap N``: the reference half keeps at most N cells per type (a seeded sample), the query
+half is whole - a composition shift like a per-type-capped reference (``--max-per-type``)."""
+
+
+def cap_reference(split, seed):
+    """The split with its reference capped per type (``REF_CAP``; unchanged without a cap)."""
+    cap = REF_CAP["cap"]
+    if not cap:
+        return split
+    rx, re_, ry, qx, qe, qy = split
+    rng = np.random.default_rng(0 if seed is None else seed)
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(ry == t))[:cap] for t in np.unique(ry)]))
+    return rx[keep], re_[keep], ry[keep], qx, qe, qy
 DROPS = ("B", "NK", "CD14+ Mono", "CD8 T")
 ALPHAS = tuple(float(a) for a in os.environ.get("QUALITY_ALPHAS", "0.01,0.02,0.05,0.1,0.2,0.3").split(","))
 
@@ -72,7 +90,8 @@ def evaluate_setting(s, seeds) -> dict:
     from napari_cellama.core.transfer_options import TransferOptions
 
     rows = []
-    for seed, (rx, re_, ry, qx, qe, qy) in s.splits(seeds):
+    for seed, split in s.splits(seeds):
+        rx, re_, ry, qx, qe, qy = cap_reference(split, seed)
         out = {"seed": seed}
         for k in (1, 10):
             out[f"knn k={k}"] = macro_f1(qy, knn_transfer(qe, re_, ry, k=k)["cell_type"])
@@ -135,7 +154,8 @@ def leave_one_out(s, seeds) -> dict:
     from napari_cellama.core.transfer_options import TransferOptions
 
     out = []
-    for seed, (rx, re_, ry, qx, qe, qy) in s.splits(seeds):
+    for seed, split in s.splits(seeds):
+        rx, re_, ry, qx, qe, qy = cap_reference(split, seed)
         ceiling = information_ceiling(rx, ry, qx, seed)
         for drop in DROPS:
             keep = ry != drop
@@ -203,7 +223,28 @@ def main(argv=None) -> int:
                    help="the unknown score from each cell alone (TransferOptions(unknown_clusters=False))")
     p.add_argument("--detection", action="store_true",
                    help="count the detection deviance in the query-relative call (TransferOptions(unknown_detection=True))")
+    p.add_argument("--coclustering", action="store_true",
+                   help="the co-clustering evidence (TransferOptions(unknown_coclustering=True))")
+    p.add_argument("--no-coclustering", action="store_true",
+                   help="without the co-clustering evidence (TransferOptions(unknown_coclustering=False))")
+    p.add_argument("--ref-cap", type=int, default=None,
+                   help="composition shift: at most N reference cells per type (seeded sample of the reference half)")
+    p.add_argument("--joint-global-share", action="store_true",
+                   help="the co-clustering test against the typical reference share alone (the sixth session's rule)")
+    p.add_argument("--relative-max-baseline", type=float, default=None,
+                   help="(experiment) RELATIVE_MAX_BASELINE of the query-relative call")
     args = p.parse_args(argv)
+    REF_CAP["cap"] = args.ref_cap
+    if args.relative_max_baseline is not None:
+        from napari_cellama.core import unknown
+
+        unknown.RELATIVE_MAX_BASELINE = args.relative_max_baseline
+    if args.joint_global_share:
+        from napari_cellama.core import co_clustering
+
+        co_clustering.BY_TYPE = False
+    if args.coclustering or args.no_coclustering:
+        OPTIONS["unknown_coclustering"] = bool(args.coclustering)
     if args.detection:
         OPTIONS["unknown_detection"] = True
     if args.no_cluster_evidence:
@@ -222,7 +263,8 @@ def main(argv=None) -> int:
     print(f"embedded {len(settings)} settings in {time.perf_counter() - t0:.0f} s "
           f"(load {os.getloadavg()[0]:.1f})", flush=True)
     results = {"model": embedder.model_id, "mode": embedder.mode, "default_options": TransferOptions().to_dict(),
-               "default_alpha": DEFAULT_UNKNOWN_ALPHA, "options": dict(OPTIONS), "seeds": list(SEEDS), "panel_seed": args.panel_seed,
+               "default_alpha": DEFAULT_UNKNOWN_ALPHA, "options": dict(OPTIONS), "ref_cap": args.ref_cap,
+               "joint_global_share": bool(args.joint_global_share), "seeds": list(SEEDS), "panel_seed": args.panel_seed,
                "coarse_mapping": Q.COARSE, "accuracy": {}, "loto": {}}
     for s in settings:
         if ("b4" in which and s.name == "pbmc3k/panel477") or ("b4" in which and "b2" not in which):

@@ -59,8 +59,9 @@ class TransferOptions:
     reference-type mix (:func:`.cluster_evidence.cluster_detection`); off by default (docs/quality.md)."""
     unknown_coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING
     """Query-relative Unknown call: a cell whose cluster in a Leiden clustering of the reference and the
-    query together holds far fewer reference cells than the typical share is Unknown too
-    (:mod:`.co_clustering`, column ``joint_enrichment``); on by default (docs/quality.md)."""
+    query together holds far fewer reference cells than both the typical share and the share its
+    reference cells' types predict is Unknown too (:mod:`.co_clustering`, column
+    ``joint_enrichment``); off by default, opt-in (docs/quality.md, benchmark 4)."""
     unknown_neighbors: int = DEFAULT_UNKNOWN_NEIGHBORS
     """Reference cells of the predicted type averaged in the unknown score."""
     head_c: float = DEFAULT_HEAD_C

@@ -23,15 +23,16 @@ the reference types explain far worse than the query's typical cluster (query-re
 donor or protocol shift cancels) makes its atypical cells Unknown: by its mean profile (the
 profile residual) or, opt-in, by which genes its cells detect (the detection deviance against the
 cluster's reference-type mix, :func:`~.cluster_evidence.cluster_detection`; NK cells called CD8 T
-on a 150-gene panel lack CD3E); and, by default, a cell whose cluster in a joint clustering of the
+on a 150-gene panel lack CD3E); and, opt-in, a cell whose cluster in a joint clustering of the
 reference and the query holds far fewer reference cells than chance allows (:mod:`.co_clustering`).
 
 A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
-Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): on the
-458-gene panel mean AUROC 0.981, 94% of a left-out type's cells Unknown and 2.6% of present
-types' cells; on 145 / 143 genes 0.891 / 0.845, 70% / 56% and 3.2% / 4.1% (without the co-clustering
-evidence 0.645 / 0.694, 5% / 0%); across donors (pbmc3k -> pbmc68k) no cell Unknown.
+Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): at the
+defaults, on the 458-gene panel mean AUROC 0.976, 82% of a left-out type's cells Unknown and 1.9% of
+present types' cells; on 145 / 143 genes 0.645 / 0.694 and 5% / 0% of the left-out type's cells; with
+the opt-in co-clustering evidence 0.979, 91% / 2.4% and 0.772 / 0.732, 43% / 37% (present 1.7% /
+2.1%); across donors (pbmc3k -> pbmc68k) no cell Unknown either way.
 """
 
 from __future__ import annotations
@@ -246,9 +247,10 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
     atypical of its predicted type. With ``detection`` (``TransferOptions.unknown_detection``, off
     by default) a cluster's ratio is the larger of that and its detection-deviance ratio
     (:func:`detection_evidence`; column ``detection_ratio``). With ``coclustering``
-    (``TransferOptions.unknown_coclustering``, on by default) the reference and the query are
+    (``TransferOptions.unknown_coclustering``, off by default) the reference and the query are
     also clustered together (:mod:`.co_clustering`): a joint cluster with far fewer reference cells
-    than the typical share scores ``1 - p`` (binomial, Bonferroni; column ``joint_enrichment``),
+    than both the typical share and the share its reference cells' types predict (``reference.labels``)
+    scores ``1 - p`` (binomials, Bonferroni; column ``joint_enrichment``),
     capped by the cell's own score plus ``UNKNOWN_JOINT_CELL_MARGIN``; a cell's unknown score is the
     larger of that and the residual's.
 
@@ -309,7 +311,10 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
                 call = call.replace(" at the default level", " (of the residual or of the detection deviance, "
                                     "detection_ratio) at the default level")
             if coclustering:
-                joint = joint_enrichment(query.counts, reference.counts, query_clusters=clusters)
+                from . import co_clustering
+
+                joint = joint_enrichment(query.counts, reference.counts, query_clusters=clusters,
+                                         reference_labels=reference.labels if co_clustering.BY_TYPE else None)
                 call += "; or a joint reference + query cluster short of reference cells (joint_enrichment >= 0.95)"
     outlying = (np.fmax(ratio, det_ratio) if detection else ratio) if relative else None
     combined = combine_cluster_evidence(score, novelty, outlying, outlier_ratio=outlier_ratio,
