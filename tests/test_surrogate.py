@@ -66,7 +66,7 @@ def test_surrogate_model_learns_the_real_model(exact_vectors):
 
 def test_fit_kernel_and_training_features_equal_the_sparse_products(exact_vectors):
     """The fit builds its kernel as sparse x dense (fast); it equals the sparse x sparse product,
-    and the kept training features equal the transposed sparse features."""
+    and the kept training features equal the transposed sparse features (of the used features)."""
     sentences, vectors = exact_vectors
     model = SurrogateModel().fit(sentences[:300], vectors[:300])
     x, _ = model.features(sentences[:300])
@@ -75,7 +75,17 @@ def test_fit_kernel_and_training_features_equal_the_sparse_products(exact_vector
     alpha = np.linalg.solve(k, vectors[:300].astype(np.float64))
     np.testing.assert_allclose(model._alpha, alpha.astype(np.float32), rtol=1e-4, atol=1e-4)
     assert model._train.flags["C_CONTIGUOUS"] and model._train.dtype == np.float32
-    np.testing.assert_array_equal(model._train, x.T.toarray().astype(np.float32))
+    # only the features some fitted sentence has are kept (the others add 0 to every product)
+    used = np.flatnonzero(x.getnnz(axis=0))
+    assert 0 < len(used) < x.shape[1]
+    np.testing.assert_array_equal(model._cols, used)
+    np.testing.assert_array_equal(model._train, x[:, used].T.toarray().astype(np.float32))
+    # predictions equal the kernel formula over all the features
+    xq, _ = model.features(sentences[300:360])
+    z = np.square((xq @ x.T).toarray() + 1.0) @ alpha
+    got, _, norm = model.predict(sentences[300:360], return_norm=True)
+    np.testing.assert_allclose(got, z / np.linalg.norm(z, axis=1, keepdims=True), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(norm, np.linalg.norm(z, axis=1), rtol=1e-4)
 
 
 def test_choose_threshold_and_margins():
