@@ -124,7 +124,7 @@ class HeadLabelFunction:
         opts = self.options
         if opts.calls_unknown:
             pred = labels.copy()
-            score = self._cal.scores(self._z[cells], emb[inv], pred) if len(cells) else np.zeros(0)
+            score = self._cal.scores(self._z[cells], emb, pred, inv=inv) if len(cells) else np.zeros(0)
             if self.cluster_evidence is not None:
                 score = self.cluster_evidence.combine(score, cells)
             score = np.nan_to_num(np.asarray(score, dtype=np.float64), nan=0.0)

@@ -97,18 +97,25 @@ class TypeDistances:
     held_out: dict
     k: int
 
-    def scores(self, z: np.ndarray, predicted) -> np.ndarray:
-        """Conformal score of each row of ``z`` (unit rows) for its ``predicted`` type (NaN: not a type)."""
+    def scores(self, z: np.ndarray, predicted, inv=None, normalise: bool = False) -> np.ndarray:
+        """Conformal score of each cell for its ``predicted`` type (NaN: not a type). Cell ``i`` has
+        the unit row ``z[i]``, or ``z[inv[i]]`` with ``inv`` (rows shared by cells: one per distinct
+        sentence); ``normalise``: rows scaled to unit length here, block by block (no per-cell copy)."""
+        from .transfer import l2_normalise
+
         predicted = np.asarray(predicted, dtype=object)
-        out = np.full(len(z), np.nan, dtype=np.float32)
+        out = np.full(len(predicted), np.nan, dtype=np.float32)
         for t, ref in self.cells.items():
             rows = np.flatnonzero(predicted == t)
             cal = self.held_out[t]
             if not len(rows):
                 continue
-            d = np.concatenate([_mean_knn_distance(z[rows[s:s + _BLOCK]], ref, self.k)
-                                for s in range(0, len(rows), _BLOCK)])
-            out[rows] = np.searchsorted(cal, d, side="left") / (len(cal) + 1.0)
+            d = []
+            for s in range(0, len(rows), _BLOCK):
+                block = rows[s:s + _BLOCK]
+                q = z[block] if inv is None else z[inv[block]]
+                d.append(_mean_knn_distance(l2_normalise(q) if normalise else q, ref, self.k))
+            out[rows] = np.searchsorted(cal, np.concatenate(d), side="left") / (len(cal) + 1.0)
         return out
 
 
@@ -143,12 +150,11 @@ class UnknownCalibration:
 
         return l2_normalise((np.asarray(features, dtype=np.float32) - self.mean) @ self.components.T)
 
-    def scores(self, features: np.ndarray, embeddings: np.ndarray, predicted) -> np.ndarray:
-        """Mean of the expression and the embedding conformal scores of each query cell."""
-        from .transfer import l2_normalise
-
+    def scores(self, features: np.ndarray, embeddings: np.ndarray, predicted, inv=None) -> np.ndarray:
+        """Mean of the expression and the embedding conformal scores of each query cell (``inv``:
+        cell ``i``'s embedding is ``embeddings[inv[i]]``, see :meth:`TypeDistances.scores`)."""
         a = self.expression.scores(self.project(features), predicted)
-        b = self.embedding.scores(l2_normalise(embeddings), predicted)
+        b = self.embedding.scores(embeddings, predicted, inv=inv, normalise=True)
         return ((a + b) / 2).astype(np.float32)
 
 
