@@ -175,6 +175,20 @@ def test_surrogate_that_cannot_meet_the_target_warns_and_records(pbmc):
     assert check["estimated_agreement"] < 0.999
 
 
+def test_the_sample_grows_with_the_run():
+    """3,000 sampled sentences (2,000 + 1,000) up to 100,000 to embed, then times the square root of
+    the growth, at most MAX_SAMPLE; the fitted share is kept (the split check holds the rest out)."""
+    from napari_cellama.core.surrogate import MAX_SAMPLE, SAMPLE_GROWTH_FROM
+
+    emb = SurrogateEmbedder(Embedder(mode="onnx"))
+    assert emb.sample_size(65_911) == emb.sample_size(SAMPLE_GROWTH_FROM) == (2000, 3000)
+    assert emb.sample_size(4 * SAMPLE_GROWTH_FROM) == (4000, 6000) == emb.sample_size(10**7)
+    assert emb.sample_size(2 * SAMPLE_GROWTH_FROM) == (2829, 4243)
+    assert MAX_SAMPLE == 6000
+    # a larger sample asked for is never cut below itself
+    assert SurrogateEmbedder(Embedder(mode="onnx"), n_fit=7000, n_check=1000).sample_size(10**6) == (7000, 8000)
+
+
 def test_heldout_scheme_is_checked():
     with pytest.raises(CellamaInputError, match="loo"):
         SurrogateEmbedder(Embedder(mode="onnx"), heldout="half")
