@@ -8,7 +8,7 @@ fit, predictions, check and labels are the real ones, so the share re-embedded a
 agreement on all cells are what ``bench_scale.py`` would measure with the same sample (seed).
 Use it to compare check variants, fit sizes and seeds cheaply (about a minute each, idle).
 
-    python benchmarks/bench_scale_check.py --truth-cache /work/cache --fit 3000 --check 1000 --seed 0 1 2 --heldout loo
+    python benchmarks/bench_scale_check.py --truth-cache /work/cache --fit 2000 --check 1000 --seed 0 1 2 --heldout loo
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=SHARED / "xenium_bone_marrow")
     p.add_argument("--reference", type=Path, default=SHARED / "references" / "pbmc3k" / "pbmc3k.h5ad")
     p.add_argument("--truth-cache", required=True)
-    p.add_argument("--fit", type=int, default=3000)
-    p.add_argument("--check", type=int, default=1000)
+    from napari_cellama.core.surrogate import DEFAULT_SURROGATE_CHECK, DEFAULT_SURROGATE_FIT
+
+    p.add_argument("--fit", type=int, default=DEFAULT_SURROGATE_FIT)
+    p.add_argument("--check", type=int, default=DEFAULT_SURROGATE_CHECK)
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per seed (the exact run is shared)")
     p.add_argument("--heldout", default="loo", choices=["loo", "split"],
                    help="the check's held-out predictions: leave-one-out of every sampled sentence, or a split")

@@ -175,6 +175,32 @@ def test_surrogate_that_cannot_meet_the_target_warns_and_records(pbmc):
     assert check["estimated_agreement"] < 0.999
 
 
+def test_a_float32_factor_that_fails_is_redone_in_float64(exact_vectors, monkeypatch):
+    """Should float32 rounding break the kernel's positive definiteness, the fit is redone in
+    float64 with the same map (and the same leave-one-out predictions, to float32 precision)."""
+    import scipy.linalg as sl
+
+    sentences, vectors = exact_vectors
+    want = SurrogateModel().fit(sentences[:300], vectors[:300], loo=20)
+    real = sl.cho_factor
+    dtypes = []
+
+    def fails_in_float32(a, *args, **kwargs):
+        dtypes.append(a.dtype)
+        if a.dtype == np.float32:
+            raise np.linalg.LinAlgError("not positive definite")
+        return real(a, *args, **kwargs)
+
+    monkeypatch.setattr(sl, "cho_factor", fails_in_float32)
+    got = SurrogateModel().fit(sentences[:300], vectors[:300], loo=20)
+    assert dtypes == [np.float32, np.float64]
+    np.testing.assert_allclose(got.loo_vectors, want.loo_vectors, atol=1e-4)
+    pred, _ = got.predict(sentences[300:320])
+    np.testing.assert_allclose(pred, want.predict(sentences[300:320])[0], atol=1e-4)
+    with pytest.raises(RuntimeError, match="fit the surrogate first"):
+        SurrogateModel().predict(sentences[:2])
+
+
 def test_the_sample_grows_with_the_run():
     """3,000 sampled sentences (2,000 + 1,000) up to 100,000 to embed, then times the square root of
     the growth, at most MAX_SAMPLE; the fitted share is kept (the split check holds the rest out)."""

@@ -15,7 +15,8 @@ embeddings of a sample of the run's own sentences.
 2. embeds the rest exactly when there are at most ``exact_below`` of them;
 3. otherwise embeds a random ``n_fit + n_check`` of them exactly (more for runs above
    :data:`SAMPLE_GROWTH_FROM` sentences), fits the map on them
-   plus every exact vector it has seen in this session (e.g. the reference), holds each
+   plus exact vectors it has seen in this session (e.g. the reference; at most
+   ``MAX_FIT_SENTENCES`` in all), holds each
    sampled sentence out by *leave-one-out* (in closed form) to measure it, and predicts
    the others (``heldout="split"``: fits ``n_fit`` and measures on the ``n_check`` others).
    Sentences with a word never seen in fitting, and sentences shared by at least
@@ -69,9 +70,13 @@ at 1,014,216 cells (516,041 sentences) a fixed 3,000 re-embedded 42,083 sentence
 (docs/performance.md, seventh session)."""
 
 MAX_SAMPLE = 6000
+"""The most sampled sentences a run grows to (:data:`SAMPLE_GROWTH_FROM`); a larger ``n_fit + n_check``
+asked for is kept as it is. With leave-one-out the sample then fills 6,000 of the
+:data:`MAX_FIT_SENTENCES` and 1,000 random reference sentences the rest."""
 
 MAX_FIT_SENTENCES = 7000
-"""At most this many exact vectors enter one fit (the kernel matrix is n x n float64)."""
+"""At most this many exact vectors enter one fit besides the sample: earlier exact vectors (the
+reference) fill what the run's own sample leaves (the kernel matrix is n x n float32)."""
 
 FREQUENT_CELLS = 5
 """Sentences shared by at least this many cells are embedded exactly (at most ``MAX_FREQUENT``, the
@@ -108,7 +113,8 @@ class SurrogateEmbedder:
         :class:`~napari_cellama.core.distributed.DistributedEmbedder`); its cache holds the
         exact vectors.
     n_fit, n_check
-        distinct sentences per run embedded exactly to fit and to check the surrogate.
+        distinct sentences per run embedded exactly to fit and to check the surrogate (both grown
+        for runs of more than :data:`SAMPLE_GROWTH_FROM` sentences, :meth:`sample_size`).
     exact_below
         runs with at most this many sentences left to embed are embedded exactly.
     seed
@@ -122,8 +128,9 @@ class SurrogateEmbedder:
         held-out predictions are their *leave-one-out* predictions (each from the map fitted to
         all the other sentences, in closed form, :meth:`SurrogateModel.fit`); its threshold aims
         :data:`LOO_CHECK_MARGIN` above ``target``. ``"split"``: ``n_check`` of them are held out
-        of the fit and predicted by the fitted map (four times fewer held-out cells: a wider
-        bound, more sentences re-embedded for the same agreement; docs/performance.md).
+        of the fit and predicted by the fitted map (three times fewer held-out cells at the
+        defaults: a wider bound, more sentences re-embedded for the same agreement;
+        docs/performance.md).
 
     Other attributes (``model_id``, ``device``, ``cache``, ``fingerprint``, ...) are the base's.
     After :meth:`iter_encode`, :attr:`last_stats` also holds ``predicted`` (sentences the

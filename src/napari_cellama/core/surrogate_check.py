@@ -170,8 +170,8 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
     (one row per sentence given, i.e. per cell). ``per_sentence``: ``embeddings`` hold (and the
     result holds) one row per *distinct* sentence instead, ``rows[codes]`` being the per-cell ones
     (``codes``: the sentences' :func:`pandas.factorize` codes; a million cells then need no
-    per-cell copy of the vectors; a float32 C-ordered ``embeddings`` is then corrected in place
-    and returned). ``on_labels(labels)``: called with every cell's label from the
+    per-cell copy of the vectors; a writeable float32 C-ordered ``embeddings`` is then corrected
+    in place and returned). ``on_labels(labels)``: called with every cell's label from the
     surrogate vectors (the label function's, before any re-embedding); when it returns True (it
     published them, :mod:`.provisional`) the generator yields ``(STAGE_PROVISIONAL, n, n)``. ``label_fn`` is a label function of
     :mod:`.surrogate_label` (the transfer method's final labels; its ``codes`` must be the
@@ -205,7 +205,7 @@ def iter_refine(embedder, embeddings: np.ndarray, label_fn, *, target: float | N
             raise ValueError(f"per_sentence: expected one row per distinct sentence ({len(uniques)}), "
                              f"got {len(embeddings)}")
         # corrected in place (a float32 C-ordered input is the result): no second copy of the rows
-        emb = np.require(embeddings, dtype=np.float32, requirements="C")
+        emb = np.require(embeddings, dtype=np.float32, requirements=("C", "W"))
     else:
         emb = np.array(embeddings[np.unique(codes, return_index=True)[1]], dtype=np.float32)
     n_cells = len(codes)

@@ -5,8 +5,8 @@ features
     as one-hot *word x position* (positions 0-23, later ones share the last slot),
     *word* with a smooth rank weight ``3 / (1 + 0.05 p)``, *word is last*, and the
     number of words; each row scaled to unit length. (The word weight 3 and decay 0.05
-    replaced 1 and 0.15: leave-one-out cosine to the exact vectors 0.9869 -> 0.9921, 1st
-    percentile 0.951 -> 0.971, on 4,000 of the bone-marrow section's sentences plus the
+    replaced 1 and 0.15: leave-one-out cosine to the exact vectors 0.9869 -> 0.992, 1st
+    percentile 0.951 -> 0.97, on 4,000 of the bone-marrow section's sentences plus the
     pbmc3k reference, two samples; docs/performance.md.)
 map
     kernel ridge regression with the degree-2 polynomial kernel ``(x.x' + 1)^2``
@@ -41,7 +41,8 @@ _FIT_DTYPE = np.float32
 3.7 instead of 6.8 s on one core, half of it the first touch of the kernel's memory (127 instead
 of 254 MB); its leave-one-out vectors have cosine >= 0.9999999 to those of a float64 fit and its
 coefficients differ by 2.4e-4 (relative norm). The ridge (0.1 on a diagonal of 4) keeps the
-smallest eigenvalue 70x above float32's rounding of a 7,000-sentence kernel."""
+smallest eigenvalue 70x above float32's rounding of a 7,000-sentence kernel; should the float32
+factor still fail, the fit is redone in float64."""
 _MIN_ROWS_PER_THREAD = 256
 _WORDS = re.compile(r"[^\s,]+")
 
@@ -68,7 +69,7 @@ class SurrogateModel:
 
     @property
     def fitted(self) -> bool:
-        return self._alpha is not None
+        return self._alpha is not None and self._train is not None and self._cols is not None
 
     def features(self, sentences: Sequence[str]) -> tuple[sp.csr_matrix, np.ndarray]:
         """Row-normalised sparse features and a mask of sentences with a word outside the vocabulary."""
@@ -122,27 +123,36 @@ class SurrogateModel:
             for w in sentence_words(s):
                 self.vocab.setdefault(w, len(self.vocab))
         x, _ = self.features(sentences)
-        k = self._fit_kernel(x)
-        k[np.diag_indices_from(k)] += self.ridge
+        self._alpha = self._train = self._cols = self.loo_vectors = self.loo_norm = None
+        try:
+            factor, alpha, y = self._factor_solve(x, vectors, _FIT_DTYPE)
+        except np.linalg.LinAlgError:  # float32 rounding broke positive definiteness: once more in float64
+            factor, alpha, y = self._factor_solve(x, vectors, np.float64)
+        if loo > 0:
+            self.loo_vectors, self.loo_norm = _loo(factor, alpha, y, int(loo))
+        alpha = alpha.astype(np.float32, copy=False)
+        del factor  # the kernel, factored in place: released before the training features take its place
+        # only the features some fitted sentence has enter the products (any other adds 0 to
+        # every dot product): 7,479 of the section's 12,115, so 169 instead of 273 MB here
+        cols = np.flatnonzero(x.getnnz(axis=0))
+        self._train = x[:, cols].T.tocsr().astype(np.float32).toarray()  # (used features, n), C order
+        self._cols, self._alpha = cols, alpha
+        return self
+
+    def _factor_solve(self, x: sp.csr_matrix, vectors: np.ndarray, dtype):
+        """``(cholesky factor of K + ridge I, alpha, targets)`` in ``dtype``; the kernel is factored
+        in place (the factor holds it)."""
         import scipy.linalg as sl
 
-        y = np.asarray(vectors, dtype=_FIT_DTYPE)
+        k = self._fit_kernel(x, dtype)
+        k[np.diag_indices_from(k)] += self.ridge
+        y = np.asarray(vectors, dtype=dtype)
         # k is symmetric and C-ordered: its transpose is the same matrix in the Fortran order
         # LAPACK factors in place (given k, the wrapper would first copy it: 127 MB at 5,638)
         factor = sl.cho_factor(k.T, lower=False, overwrite_a=True, check_finite=False)
-        alpha = sl.cho_solve(factor, y)
-        self.loo_vectors = self.loo_norm = None
-        if loo > 0:
-            self.loo_vectors, self.loo_norm = _loo(factor, alpha, y, int(loo))
-        self._alpha = alpha.astype(np.float32, copy=False)
-        del factor, k  # released before the training features take (about) their place
-        # only the features some fitted sentence has enter the products (any other adds 0 to
-        # every dot product): 7,479 of the section's 12,115, so 169 instead of 273 MB here
-        self._cols = np.flatnonzero(x.getnnz(axis=0))
-        self._train = x[:, self._cols].T.tocsr().astype(np.float32).toarray()  # (used features, n), C order
-        return self
+        return factor, sl.cho_solve(factor, y), y
 
-    def _fit_kernel(self, x: sp.csr_matrix) -> np.ndarray:
+    def _fit_kernel(self, x: sp.csr_matrix, dtype=_FIT_DTYPE) -> np.ndarray:
         """The fit's ``(n, n)`` kernel (:data:`_FIT_DTYPE`) as sparse x dense products, one block of
         :data:`_FIT_BLOCK` sentences' dense features at a time. Equal to the sparse x sparse
         product (whose result is dense anyway: every sentence shares words) at a fraction of its
@@ -150,8 +160,8 @@ class SurrogateModel:
         5,638 fitted sentences): memory touched for the first time is what costs here (on this
         project's VM ~10 s per GB, see docs/performance.md)."""
         n = x.shape[0]
-        x = x[:, np.flatnonzero(x.getnnz(axis=0))].astype(_FIT_DTYPE)  # the used features
-        k = np.empty((n, n), dtype=_FIT_DTYPE)
+        x = x[:, np.flatnonzero(x.getnnz(axis=0))].astype(dtype)  # the used features
+        k = np.empty((n, n), dtype=dtype)
         for start in range(0, n, _FIT_BLOCK):
             stop = min(start + _FIT_BLOCK, n)
             # rows of a CSR slice, transposed: (features, block) dense; K is symmetric, so the
@@ -252,7 +262,8 @@ def error_scale(norm: np.ndarray) -> np.ndarray:
     ``0.1 + max(0, 1 - norm)``. Measured on the bone-marrow section (3,000 fitted sentences plus
     the reference, 20,000 predicted): the mean error length ``|prediction - exact|`` rises from
     0.12 for norms near 1 to 0.27 for the shortest tenth (Spearman -0.65 between norm and
-    error); the check divides each cell's robustness by this scale."""
+    error; measured with the first map, v1); the check divides each cell's robustness by this
+    scale and calibrates the rest on its held-out cells."""
     return _ERROR_FLOOR + np.maximum(0.0, 1.0 - np.asarray(norm, dtype=np.float64))
 
 
