@@ -27,12 +27,12 @@ from bench_scale import LABEL, SHARED, exact_vectors, section_clusters, served_e
 
 
 def main(argv=None) -> int:
+    from napari_cellama.core.surrogate import DEFAULT_SURROGATE_CHECK, DEFAULT_SURROGATE_FIT
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=SHARED / "xenium_bone_marrow")
     p.add_argument("--reference", type=Path, default=SHARED / "references" / "pbmc3k" / "pbmc3k.h5ad")
     p.add_argument("--truth-cache", required=True)
-    from napari_cellama.core.surrogate import DEFAULT_SURROGATE_CHECK, DEFAULT_SURROGATE_FIT
-
     p.add_argument("--fit", type=int, default=DEFAULT_SURROGATE_FIT)
     p.add_argument("--check", type=int, default=DEFAULT_SURROGATE_CHECK)
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per seed (the exact run is shared)")

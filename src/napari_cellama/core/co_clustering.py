@@ -186,6 +186,8 @@ def joint_enrichment(query_counts, reference_counts, clusters=None, *, query_clu
     for a rare query cluster, enough of its cells to hold :data:`JOINT_MIN_CLUSTER_CELLS` (all
     of a smaller one); every query cell gets the mean score of the sampled cells of its query
     cluster (NaN for cells without a cluster)."""
+    if not BY_TYPE:  # the sixth session's rule (benchmarks' --joint-global-share)
+        reference_labels = None
     take = None
     if clusters is None and query_clusters is not None:
         own = pd.Series(np.asarray(query_clusters, dtype=object))

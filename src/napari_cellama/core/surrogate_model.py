@@ -124,6 +124,10 @@ class SurrogateModel:
                 self.vocab.setdefault(w, len(self.vocab))
         x, _ = self.features(sentences)
         self._alpha = self._train = self._cols = self.loo_vectors = self.loo_norm = None
+        # only the features some fitted sentence has enter the products (any other adds 0 to
+        # every dot product): 7,479 of the section's 12,115, so 169 instead of 273 MB here
+        cols = np.flatnonzero(x.getnnz(axis=0))
+        x = x[:, cols]
         try:
             factor, alpha, y = self._factor_solve(x, vectors, _FIT_DTYPE)
         except np.linalg.LinAlgError:  # float32 rounding broke positive definiteness: once more in float64
@@ -132,10 +136,7 @@ class SurrogateModel:
             self.loo_vectors, self.loo_norm = _loo(factor, alpha, y, int(loo))
         alpha = alpha.astype(np.float32, copy=False)
         del factor  # the kernel, factored in place: released before the training features take its place
-        # only the features some fitted sentence has enter the products (any other adds 0 to
-        # every dot product): 7,479 of the section's 12,115, so 169 instead of 273 MB here
-        cols = np.flatnonzero(x.getnnz(axis=0))
-        self._train = x[:, cols].T.tocsr().astype(np.float32).toarray()  # (used features, n), C order
+        self._train = x.T.tocsr().astype(np.float32).toarray()  # (used features, n), C order
         self._cols, self._alpha = cols, alpha
         return self
 
@@ -160,7 +161,7 @@ class SurrogateModel:
         5,638 fitted sentences): memory touched for the first time is what costs here (on this
         project's VM ~10 s per GB, see docs/performance.md)."""
         n = x.shape[0]
-        x = x[:, np.flatnonzero(x.getnnz(axis=0))].astype(dtype)  # the used features
+        x = x.astype(dtype)
         k = np.empty((n, n), dtype=dtype)
         for start in range(0, n, _FIT_BLOCK):
             stop = min(start + _FIT_BLOCK, n)

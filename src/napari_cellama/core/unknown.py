@@ -317,10 +317,8 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
                 call = call.replace(" at the default level", " (of the residual or of the detection deviance, "
                                     "detection_ratio) at the default level")
             if coclustering:
-                from . import co_clustering
-
                 joint = joint_enrichment(query.counts, reference.counts, query_clusters=clusters,
-                                         reference_labels=reference.labels if co_clustering.BY_TYPE else None)
+                                         reference_labels=reference.labels)
                 call += "; or a joint reference + query cluster short of reference cells (joint_enrichment >= 0.95)"
     outlying = (np.fmax(ratio, det_ratio) if detection else ratio) if relative else None
     combined = combine_cluster_evidence(score, novelty, outlying, outlier_ratio=outlier_ratio,
