@@ -259,6 +259,11 @@ def test_embedding_options_and_factory(tmp_path):
         EmbeddingOptions(mode="turbo")
     with pytest.raises(CellamaInputError, match="target agreement"):
         EmbeddingOptions(target_agreement=1.5)
+    with pytest.raises(CellamaInputError, match="surrogate_fit must be a whole number >= 1"):
+        EmbeddingOptions(surrogate_fit=-3)
+    with pytest.raises(CellamaInputError, match="surrogate_check must be a whole number >= 0"):
+        EmbeddingOptions(surrogate_check=2.5)
+    assert EmbeddingOptions(surrogate_fit=1, surrogate_check=0).surrogate_check == 0
 
     class Args:
         model, mode, device, allow_download, dask_scheduler = None, "surrogate", "cpu", False, None

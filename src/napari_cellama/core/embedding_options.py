@@ -78,6 +78,10 @@ class EmbeddingOptions:
             raise CellamaInputError(f"target agreement must be in (0, 1], got {self.target_agreement}")
         if not 0.0 <= float(self.max_exact_share) <= 1.0:
             raise CellamaInputError(f"max exact share must be in [0, 1], got {self.max_exact_share}")
+        for name, least in (("surrogate_fit", 1), ("surrogate_check", 0)):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < least):
+                raise CellamaInputError(f"{name} must be a whole number >= {least} (distinct sentences), got {value!r}")
 
     @property
     def surrogate(self) -> bool:
