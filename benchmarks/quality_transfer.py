@@ -20,7 +20,7 @@ not a class). ``transferred`` = before the Unknown call, ``cell_type`` = after i
 Run from the repository root (embeddings come from $NAPARI_CELLAMA_CACHE when present)::
 
     python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0] [--no-cluster-evidence] [--detection]
-        [--coclustering | --no-coclustering] [--ref-cap N]
+        [--coclustering | --no-coclustering] [--coloc-ratios] [--ref-cap N]
 
 ``--ref-cap N`` is the composition-shift check: the reference half keeps at most N cells per type
 (a seeded sample), so the query holds the common types many times as often as the reference.
@@ -233,7 +233,13 @@ def main(argv=None) -> int:
                    help="the co-clustering test against the typical reference share alone (the sixth session's rule)")
     p.add_argument("--relative-max-baseline", type=float, default=None,
                    help="(experiment) RELATIVE_MAX_BASELINE of the query-relative call")
+    p.add_argument("--coloc-ratios", action="store_true",
+                   help="the co-clustering test's type ratios from co-location alone (the seventh session's rule)")
     args = p.parse_args(argv)
+    if args.coloc_ratios:
+        from napari_cellama.core import co_clustering
+
+        co_clustering.BY_COMPOSITION = False
     REF_CAP["cap"] = args.ref_cap
     if args.relative_max_baseline is not None:
         from napari_cellama.core import unknown

@@ -137,3 +137,12 @@ def test_prototypes_cli_builds_its_options_once():
                               "--max-markers", "4", "--min-confidence", "0.2"))
     assert options == PrototypeOptions(cell_genes="all", max_markers=4, min_confidence=0.2)
     assert from_args(_args("prototypes", "q.h5ad", "--out", "o.csv")) == PrototypeOptions()
+
+
+def test_transfer_cli_switches_the_coclustering_evidence_off():
+    from napari_cellama.core.transfer_options import TransferOptions
+
+    base = ("transfer", "q.h5ad", "--reference", "r.h5ad", "--label-key", "t", "--out", "o.csv")
+    assert TransferOptions.from_args(_args(*base)).unknown_coclustering is True  # the default
+    assert TransferOptions.from_args(_args(*base)) == TransferOptions()
+    assert TransferOptions.from_args(_args(*base, "--no-coclustering")).unknown_coclustering is False

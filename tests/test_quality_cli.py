@@ -42,8 +42,9 @@ def test_default_method_writes_reasons_and_the_fit_report(files, tmp_path):
     assert list(report.columns)[:3] == ["cluster", "n_cells", "share_unknown"]
     assert report["n_cells"].sum() == 120
     assert "reference fit per query cluster (Leiden" in r.stderr
-    # why a cluster is (not) flagged: its residual ratio, its residual, and the call that was made
-    assert list(report.columns)[7:10] == ["cluster_novelty", "cluster_residual", "profile_residual"]
+    # why a cluster is (not) flagged: its residual ratio, its joint reference + query cluster's score
+    # (the co-clustering evidence, on by default), its residual, and the call that was made
+    assert list(report.columns)[7:11] == ["cluster_novelty", "cluster_residual", "joint_enrichment", "profile_residual"]
     assert list(report.columns)[-1] == "unknown_call"
     call = report["unknown_call"].iloc[0]
     assert (report["unknown_call"] == call).all() and f"Unknown call: {call}" in r.stderr
@@ -60,6 +61,15 @@ def test_default_method_writes_reasons_and_the_fit_report(files, tmp_path):
     assert "panel resolution: the 765 shared genes" in r.stderr
     assert (pairs[["a_called_b", "b_called_a"]].max(axis=1) >= 0.25).all()
     assert f"wrote {len(pairs)} pair(s) of reference types" in r.stderr
+
+
+def test_no_coclustering_leaves_the_joint_evidence_out(files, tmp_path):
+    out, fit = tmp_path / "labels.csv", tmp_path / "fit.csv"
+    r = _cli("transfer", files / "query.h5ad", "--reference", files / "ref.h5ad", "--label-key", "bulk_labels",
+             "--out", out, "--fit-report", fit, "--no-coclustering")
+    assert r.returncode == 0, r.stderr
+    report = pd.read_csv(fit)
+    assert "joint_enrichment" not in report.columns and "cluster_residual" in report.columns
 
 
 def test_knn_method_and_no_unknown_call(files, tmp_path):

@@ -43,7 +43,7 @@ def test_relative_call_report_shows_each_clusters_residual_ratio():
     assert {CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL} <= set(table.columns)
     report = reference_fit_report(table, adata, cl)
     t = report.table.set_index("cluster")
-    assert list(report.table.columns) == list(FIT_COLUMNS[:7]) + [c for c in EVIDENCE_COLUMNS[:-1] if c not in ("detection_ratio", "joint_enrichment")] + [
+    assert list(report.table.columns) == list(FIT_COLUMNS[:7]) + [c for c in EVIDENCE_COLUMNS[:-1] if c != "detection_ratio"] + [
         "top_markers", "possibly_missing", UNKNOWN_CALL]
     # the ratio is the cluster's residual over the typical cluster's (cell-weighted median: a present one)
     typical = np.median(table[PROFILE_RESIDUAL])

@@ -67,7 +67,8 @@ def test_a_mix_of_reference_types_is_explained_a_new_type_is_not():
 def test_the_outlying_cluster_is_unknown_and_the_others_are_not():
     clusters, q, r = _three_present_one_new()
     own = np.full(len(clusters), 0.8, np.float32)  # every cell moderately atypical of its type
-    score, extra = with_cluster_evidence(own, q, r)
+    # the residual's call alone (the co-clustering evidence, also on by default: test_quality_co_clustering.py)
+    score, extra = with_cluster_evidence(own, q, r, coclustering=False)
     new = clusters == "new"
     assert (score[new] > 0.95).all() and (score[~new] <= 0.95).all()
     assert set(extra) == {CLUSTER_NOVELTY, CLUSTER_RESIDUAL, PROFILE_RESIDUAL, UNKNOWN_CALL, "query_cluster"}
@@ -80,7 +81,7 @@ def test_the_outlying_cluster_is_unknown_and_the_others_are_not():
         "Unknown from a ratio of 3.5 at the default level"]
     # two-sided: a cell typical of its predicted type (own score 0.3) stays, even in the new cluster
     own[new] = 0.3
-    score, _ = with_cluster_evidence(own, q, r)
+    score, _ = with_cluster_evidence(own, q, r, coclustering=False)
     assert (score[new] <= 0.95).all()
 
 
@@ -120,8 +121,8 @@ def test_without_a_well_matched_part_of_the_query_the_absolute_score_is_used():
 def test_the_detection_deviance_is_opt_in_and_counts_beside_the_residual():
     clusters, q, r = _three_present_one_new()
     own = np.full(len(clusters), 0.8, np.float32)
-    plain, _ = with_cluster_evidence(own, q, r)
-    score, extra = with_cluster_evidence(own, q, r, detection=True)
+    plain, _ = with_cluster_evidence(own, q, r, coclustering=False)
+    score, extra = with_cluster_evidence(own, q, r, detection=True, coclustering=False)
     new = clusters == "new"
     det = extra["detection_ratio"]
     assert (det[~new] < 3.5).all()  # present clusters detect what their types detect

@@ -42,6 +42,10 @@ def add_arguments(p) -> None:
                    help="unknown_score from each cell alone; by default it is the mean of the cell's own score "
                         "and its query cluster's novelty (the Xenium run's graph clusters, else Leiden on "
                         "expression; see docs/quality.md)")
+    p.add_argument("--no-coclustering", action="store_true",
+                   help="without the co-clustering evidence: by default a query cluster that, clustered together "
+                        "with the reference, holds far fewer reference cells than its types predict is a type the "
+                        "reference lacks (its atypical cells Unknown; see docs/quality.md)")
     p.add_argument("--fit-report", default=None, metavar="FIT.csv",
                    help="also write the reference fit report per query cluster (the Xenium run's graph "
                         "clusters, else Leiden on expression): size, Unknown and low-confidence shares, "

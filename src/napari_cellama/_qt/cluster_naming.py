@@ -32,7 +32,7 @@ from .evidence_panel import fill_table, read_only_table
 _HEADERS = {"n_cells": "cells", "share_unknown": "Unknown", "share_low_confidence": "low conf.",
             "share_unassigned": "Unassig.", "dominant_label": "dominant", "dominant_share": "share",
             "top_markers": "top markers", "cluster_novelty": "novelty", "cluster_residual": "residual ×typical",
-            "detection_ratio": "detection ×typical",
+            "detection_ratio": "detection ×typical", "joint_enrichment": "co-clustering",
             "profile_residual": "residual"}
 FIT_CLUSTERS = "reference-fit clusters"
 XENIUM_CLUSTERS = "Xenium graph clusters"

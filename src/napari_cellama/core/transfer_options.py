@@ -61,7 +61,7 @@ class TransferOptions:
     """Query-relative Unknown call: a cell whose cluster in a Leiden clustering of the reference and the
     query together holds far fewer reference cells than both the typical share and the share its
     reference cells' types predict is Unknown too (:mod:`.co_clustering`, column
-    ``joint_enrichment``); off by default, opt-in (docs/quality.md, benchmark 4)."""
+    ``joint_enrichment``); on by default (eighth session; docs/quality.md, benchmark 4)."""
     unknown_neighbors: int = DEFAULT_UNKNOWN_NEIGHBORS
     """Reference cells of the predicted type averaged in the unknown score."""
     head_c: float = DEFAULT_HEAD_C
@@ -119,5 +119,6 @@ class TransferOptions:
             max_distance=args.max_distance,
             unknown_alpha=None if alpha is None or alpha <= 0 else alpha,
             unknown_clusters=not getattr(args, "no_cluster_evidence", False),
+            unknown_coclustering=DEFAULT_UNKNOWN_COCLUSTERING and not getattr(args, "no_coclustering", False),
             seed=getattr(args, "seed", DEFAULT_RANDOM_STATE),
         )

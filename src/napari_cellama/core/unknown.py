@@ -236,7 +236,7 @@ def unknown_scores(query, reference, predicted, *, k: int = DEFAULT_UNKNOWN_NEIG
 
 def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio: float = DEFAULT_OUTLIER_RATIO,
                           detection: bool = DEFAULT_UNKNOWN_DETECTION,
-                          coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING) -> tuple[np.ndarray, dict]:
+                          coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING, type_proba=None) -> tuple[np.ndarray, dict]:
     """Combine each cell's own ``score`` with its query cluster's evidence (:mod:`.cluster_evidence`).
 
     ``query.clusters`` (None: Leiden on ``query.counts``) and ``reference`` are
@@ -253,10 +253,11 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
     atypical of its predicted type. With ``detection`` (``TransferOptions.unknown_detection``, off
     by default) a cluster's ratio is the larger of that and its detection-deviance ratio
     (:func:`detection_evidence`; column ``detection_ratio``). With ``coclustering``
-    (``TransferOptions.unknown_coclustering``, off by default) the reference and the query are
+    (``TransferOptions.unknown_coclustering``, on by default since the eighth session) the reference and the query are
     also clustered together (:mod:`.co_clustering`): a joint cluster with far fewer reference cells
     than both the typical share and the share its reference cells' types predict (``reference.labels``)
-    scores ``1 - p`` (binomials, Bonferroni; column ``joint_enrichment``),
+    scores ``1 - p`` (binomials, Bonferroni; column ``joint_enrichment``; ``type_proba``, the
+    expression model's ``(probabilities, types)`` per query cell, caps each type's expected share),
     capped by the cell's own score plus ``UNKNOWN_JOINT_CELL_MARGIN``; a cell's unknown score is the
     larger of that and the residual's.
 
@@ -318,7 +319,7 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
                                     "detection_ratio) at the default level")
             if coclustering:
                 joint = joint_enrichment(query.counts, reference.counts, query_clusters=clusters,
-                                         reference_labels=reference.labels)
+                                         reference_labels=reference.labels, type_proba=type_proba)
                 call += "; or a joint reference + query cluster short of reference cells (joint_enrichment >= 0.95)"
     outlying = (np.fmax(ratio, det_ratio) if detection else ratio) if relative else None
     combined = combine_cluster_evidence(score, novelty, outlying, outlier_ratio=outlier_ratio,
