@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--time-leiden", action="store_true",
                    help="also time the Leiden clustering a query without graph clusters gets (GUI, h5ad)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "quality_section.json")
-    p.add_argument("--coclustering", action="store_true", help="TransferOptions(unknown_coclustering=True)")
+    p.add_argument("--no-coclustering", action="store_true", help="TransferOptions(unknown_coclustering=False)")
     args = p.parse_args(argv)
     from sklearn.metrics import adjusted_rand_score
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     for method in args.methods.split(","):
         embedder = Embedder(cache=True)
         t1 = time.perf_counter()
-        options = TransferOptions(method=method, unknown_coclustering=args.coclustering)
+        options = TransferOptions(method=method, unknown_coclustering=not args.no_coclustering)
         res = run_transfer(query, reference, "cell_type", embedder=embedder, options=options, clusters=clusters)
         seconds = time.perf_counter() - t1
         t = res.table

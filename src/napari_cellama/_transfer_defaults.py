@@ -89,9 +89,9 @@ Composition-robust (seventh session): a type three times as common in the query 
 per-type-capped reference keeps its label (the demo: accuracy 0.76, 0% Unknown). **On by default
 since the eighth session**, which also caps each type's expected ratio by the query's predicted
 composition: on benchmark 4 at the defaults the share of a left-out type's cells called Unknown
-goes from 82% / 5% / 0% / 1% to 94% / 55% / 42% / 82% on the 458 / 145 / 143 / 146-gene panels
-(present types 1.9-3.4% mean), mean AUROC 0.976 / 0.645 / 0.694 / 0.846 -> 0.981 / 0.847 / 0.747 /
-0.916; benchmarks 1-3 stay above logistic regression, across donors 0.0% Unknown; the section's
+goes from 82% / 5% / 0% / 0% to 94% / 55% / 42% / 82% on the 458 / 145 / 143 / 146-gene panels
+(present types 0.0-1.9% -> 2.1-3.4% mean), mean AUROC 0.977 / 0.691 / 0.685 / 0.791 -> 0.981 /
+0.847 / 0.747 / 0.916; benchmarks 1-3 stay above logistic regression, across donors 0.0% Unknown; the section's
 absolute call does not use it (docs/quality.md, "Eighth session"). ``TransferOptions(unknown_coclustering=False)``
 or ``napari-cellama transfer --no-coclustering`` switches it off."""
 

@@ -29,10 +29,10 @@ reference and the query holds far fewer reference cells than chance allows (:mod
 A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
 Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): at the
-defaults, on the 458-gene panel mean AUROC 0.976, 82% of a left-out type's cells Unknown and 1.9% of
-present types' cells; on 145 / 143 genes 0.645 / 0.694 and 5% / 0% of the left-out type's cells; with
-the opt-in co-clustering evidence 0.979, 91% / 2.4% and 0.772 / 0.732, 43% / 37% (present 1.7% /
-2.1%); across donors (pbmc3k -> pbmc68k) no cell Unknown either way.
+defaults (the co-clustering evidence on since the eighth session), mean AUROC 0.981 / 0.847 / 0.747 /
+0.916 on the 458 / 145 / 143 / 146-gene panels, 94% / 55% / 42% / 82% of a left-out type's cells
+Unknown and 2.1-3.4% of present types' cells (without it 0.977 / 0.691 / 0.685 / 0.791 and 82% / 5% /
+0% / 0%); across donors (pbmc3k -> pbmc68k) no cell Unknown either way.
 """
 
 from __future__ import annotations
