@@ -5,7 +5,7 @@ missing / present cells called Unknown at the default level, and the query clust
 missing cells with their residual ratio (``cluster_residual``; 3.5 reaches the default level)
 beside the largest ratio of a cluster without missing cells.
 
-    python benchmarks/quality_small_query.py [--seeds 0,1] [--no-coclustering] [--coloc-ratios] [--joint-global-share]
+    python benchmarks/quality_small_query.py [--seeds 0,1] [--no-coclustering] [--joint-global-share]
 """
 
 from __future__ import annotations
@@ -34,17 +34,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--no-coclustering", action="store_true", help="TransferOptions(unknown_coclustering=False)")
-    p.add_argument("--coloc-ratios", action="store_true",
-                   help="the co-clustering test's type ratios from co-location alone (the seventh session's rule)")
     p.add_argument("--joint-global-share", action="store_true",
                    help="the co-clustering test against the typical reference share alone (sixth session's rule)")
     args = p.parse_args(argv)
-    from napari_cellama.core import co_clustering
-
     if args.joint_global_share:
+        from napari_cellama.core import co_clustering
+
         co_clustering.BY_TYPE = False
-    if args.coloc_ratios:
-        co_clustering.BY_COMPOSITION = False
     t0 = time.perf_counter()
     s = [x for x in Q.build(("b1",)) if x.name == "pbmc68k/all"][0]
     Q.embed([s], Embedder(cache=True))

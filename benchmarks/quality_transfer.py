@@ -20,10 +20,11 @@ not a class). ``transferred`` = before the Unknown call, ``cell_type`` = after i
 Run from the repository root (embeddings come from $NAPARI_CELLAMA_CACHE when present)::
 
     python benchmarks/quality_transfer.py [--only b1,b2,b3,b4] [--panel-seed 0] [--no-cluster-evidence] [--detection]
-        [--coclustering | --no-coclustering] [--coloc-ratios] [--ref-cap N]
+        [--coclustering | --no-coclustering] [--ref-cap N [--ref-cap-type TYPE]]
 
 ``--ref-cap N`` is the composition-shift check: the reference half keeps at most N cells per type
-(a seeded sample), so the query holds the common types many times as often as the reference.
+(a seeded sample), so the query holds the common types many times as often as the reference;
+with ``--ref-cap-type TYPE`` only that type is capped (a type rare in the reference, common in the query).
 
 The Unknown levels of the per-level columns are ``$QUALITY_ALPHAS`` (default 0.01,0.02,0.05,0.1,0.2,0.3).
 
@@ -54,12 +55,13 @@ half is whole - a composition shift like a per-type-capped reference (``--max-pe
 
 def cap_reference(split, seed):
     """The split with its reference capped per type (``REF_CAP``; unchanged without a cap)."""
-    cap = REF_CAP["cap"]
+    cap, only = REF_CAP["cap"], REF_CAP.get("type")
     if not cap:
         return split
     rx, re_, ry, qx, qe, qy = split
     rng = np.random.default_rng(0 if seed is None else seed)
-    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(ry == t))[:cap] for t in np.unique(ry)]))
+    keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(ry == t))[:cap if only in (None, t) else None]
+                                   for t in np.unique(ry)]))
     return rx[keep], re_[keep], ry[keep], qx, qe, qy
 DROPS = ("B", "NK", "CD14+ Mono", "CD8 T")
 ALPHAS = tuple(float(a) for a in os.environ.get("QUALITY_ALPHAS", "0.01,0.02,0.05,0.1,0.2,0.3").split(","))
@@ -229,18 +231,15 @@ def main(argv=None) -> int:
                    help="without the co-clustering evidence (TransferOptions(unknown_coclustering=False))")
     p.add_argument("--ref-cap", type=int, default=None,
                    help="composition shift: at most N reference cells per type (seeded sample of the reference half)")
+    p.add_argument("--ref-cap-type", default=None, metavar="TYPE",
+                   help="with --ref-cap N: cap only this type's reference cells (a type rarer in the reference than in the query)")
     p.add_argument("--joint-global-share", action="store_true",
                    help="the co-clustering test against the typical reference share alone (the sixth session's rule)")
     p.add_argument("--relative-max-baseline", type=float, default=None,
                    help="(experiment) RELATIVE_MAX_BASELINE of the query-relative call")
-    p.add_argument("--coloc-ratios", action="store_true",
-                   help="the co-clustering test's type ratios from co-location alone (the seventh session's rule)")
     args = p.parse_args(argv)
-    if args.coloc_ratios:
-        from napari_cellama.core import co_clustering
-
-        co_clustering.BY_COMPOSITION = False
     REF_CAP["cap"] = args.ref_cap
+    REF_CAP["type"] = args.ref_cap_type
     if args.relative_max_baseline is not None:
         from napari_cellama.core import unknown
 

@@ -47,47 +47,6 @@ def test_a_separation_of_every_cluster_is_absorbed_by_the_typical_share():
     assert (table["score"] < 0.95).all()
 
 
-def _rare_type_beside_a_missing_one(query_a: int = 100):
-    """Joint clusters (given): a / b hold their own type 1:1 (a: ``query_a`` query cells per 100
-    reference cells), d is a type rare in the reference (10 cells) whose joint cluster also holds 90
-    query cells of a missing type m (called a by the classifier)."""
-    ref = np.array(["a"] * 100 + ["b"] * 100 + ["d"] * 10, dtype=object)
-    qry = np.array(["a"] * query_a + ["b"] * 100 + ["d"] * 100, dtype=object)  # the d cluster: 10 d + 90 m
-    composition = {"a": query_a + 90.0, "b": 100.0, "d": 10.0}  # the missing cells are predicted a
-    return ref, qry, composition
-
-
-def test_a_rare_reference_type_beside_a_missing_one_is_capped_by_the_predicted_composition():
-    ref, qry, composition = _rare_type_beside_a_missing_one()
-    x, r = sp.csr_matrix((len(qry), 2)), sp.csr_matrix((len(ref), 2))
-    clusters = np.r_[ref, qry]
-    # where d's reference cells lie, d looks ten times as common in the query: its cluster passes
-    coloc, _ = joint_cluster_table(x, r, clusters, reference_labels=ref)
-    assert coloc.set_index("cluster").loc["d", "score"] < 0.95
-    # the classifier predicts ten d cells: expected share 10 / 20, observed 10 / 110 - short of reference cells
-    capped, _ = joint_cluster_table(x, r, clusters, reference_labels=ref, composition=composition)
-    t = capped.set_index("cluster")
-    assert t.loc["d", "expected_share"] == pytest.approx(0.5)
-    assert t.loc["d", "score"] > 0.95 and (t.loc[["a", "b"], "score"] < 0.95).all()
-    # the same through joint_enrichment from per-cell probabilities
-    proba = np.zeros((len(qry), 3))
-    proba[np.r_[:100, 200:290], 0] = 1  # a, and the 90 missing cells
-    proba[100:200, 1] = 1
-    proba[290:, 2] = 1
-    scores = joint_enrichment(x, r, clusters, reference_labels=ref, type_proba=(proba, ["a", "b", "d"]))
-    np.testing.assert_allclose(scores, t["score"].reindex(qry).to_numpy(), rtol=1e-6)
-
-
-def test_a_type_truly_common_in_the_query_is_not_capped():
-    """Three times as many a cells in the query, predicted a: both estimates agree, nothing flagged."""
-    ref, qry, composition = _rare_type_beside_a_missing_one(query_a=300)
-    qry = qry[qry != "d"]  # no missing type
-    composition = {"a": 300.0, "b": 100.0, "d": 0.0}
-    table, _ = joint_cluster_table(sp.csr_matrix((len(qry), 2)), sp.csr_matrix((len(ref), 2)), np.r_[ref, qry],
-                                   reference_labels=ref, composition=composition)
-    assert (table["score"] < 0.95).all()
-
-
 def test_the_joint_evidence_makes_the_new_type_unknown_and_is_capped_by_the_cell():
     clusters, q, r = _three_present_one_new()
     own = np.full(len(clusters), 0.6, np.float32)  # too typical for the residual's cap (0.6 + 0.45 ...)

@@ -156,3 +156,12 @@ def test_export_as_script_runs_and_reproduces(exported, tmp_path):
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     _compare(out, ann)
+
+
+def test_a_run_recorded_before_the_coclustering_evidence_replays_without_it():
+    from napari_cellama.io.replay import transfer_options
+
+    old = {"options": {"method": "ensemble", "top_k": 20, "unknown_alpha": 0.05}}  # no unknown_coclustering key
+    assert transfer_options(old).unknown_coclustering is False  # off when that run was made
+    new = {"options": {"method": "ensemble", "unknown_coclustering": True}}
+    assert transfer_options(new).unknown_coclustering is True

@@ -86,14 +86,14 @@ reference and the query together (core/co_clustering.py): a cluster with far few
 than both the typical share and the share its own reference cells' types predict (one-sided
 binomials, Bonferroni over the clusters, score ``1 - p``) is a type the reference lacks.
 Composition-robust (seventh session): a type three times as common in the query as in a
-per-type-capped reference keeps its label (the demo: accuracy 0.76, 0% Unknown). **On by default
-since the eighth session**, which also caps each type's expected ratio by the query's predicted
-composition: on benchmark 4 at the defaults the share of a left-out type's cells called Unknown
-goes from 82% / 5% / 0% / 0% to 94% / 55% / 42% / 82% on the 458 / 145 / 143 / 146-gene panels
-(present types 0.0-1.9% -> 2.1-3.4% mean), mean AUROC 0.977 / 0.691 / 0.685 / 0.791 -> 0.981 /
-0.847 / 0.747 / 0.916; benchmarks 1-3 stay above logistic regression, across donors 0.0% Unknown; the section's
-absolute call does not use it (docs/quality.md, "Eighth session"). ``TransferOptions(unknown_coclustering=False)``
-or ``napari-cellama transfer --no-coclustering`` switches it off."""
+per-type-capped reference keeps its label (the demo: accuracy 0.76, 0% Unknown), and so does one
+type cut to 15 reference cells (0.0-0.4% Unknown). **On by default since the eighth session**: on
+benchmark 4 the share of a left-out type's cells called Unknown goes from 82% / 5% / 0% / 0% to
+91% / 39% / 39% / 67% on the 458 / 145 / 143 / 146-gene panels (present types 0.0-1.9% -> 1.4-3.1%
+mean), mean AUROC 0.977 / 0.691 / 0.685 / 0.791 -> 0.979 / 0.779 / 0.745 / 0.901; benchmarks 1-3
+stay above logistic regression, across donors 0.0% Unknown; the section's absolute call does not use
+it (docs/quality.md, "Eighth session"). ``TransferOptions(unknown_coclustering=False)`` or
+``napari-cellama transfer --no-coclustering`` switches it off."""
 
 UNKNOWN_JOINT_CELL_MARGIN = 0.7
 """Co-clustering evidence: a cell's own score plus this margin caps its score from the joint cluster,

@@ -13,36 +13,27 @@ reject (``p`` is the larger of the two, Bonferroni over the clusters):
    reference share; a donor or protocol shift that keeps the datasets apart everywhere moves
    ``s`` and cancels): ``n_clusters x P(Binomial(n, s) <= n_ref)``;
 2. **against the share its own reference cells predict** (seventh session: composition-robust):
-   per reference type ``t`` a ratio ``rho_t`` of query to reference cells, and for the cluster
+   per reference type ``t`` the typical ratio ``rho_t`` of query to reference cells where ``t``'s
+   reference cells lie (:func:`type_ratios`: a median over the clusters weighted by ``t``'s
+   reference cells, mixed clusters divided among their types), and for the cluster
    ``s_c = n_ref / (n_ref + sum_t rho_t n_ref(t))`` (a cluster without reference cells: the
    largest ``rho_t``): ``n_clusters x P(Binomial(n, s_c) <= n_ref)``. A type three times as common
    in the query as in a reference capped per type has three query cells per reference cell in
    its own clusters; test 1 alone called it missing (the demo: 34 of 51 B cells), test 2 does not.
-   ``rho_t`` is the smaller of two estimates (eighth session):
-
-   * **where ``t``'s reference cells lie** (:func:`type_ratios`: a median over the clusters
-     weighted by ``t``'s reference cells, mixed clusters divided among their types);
-   * **the query's predicted composition** (with ``type_proba``: the expression model's
-     probabilities of ``t`` summed over the query cells, over ``t``'s reference cells).
-
-   Either alone is fooled by a missing type: its cells inflate the co-location ratio of a type
-   rare in the reference whose cells lie among them (a left-out CD14+ monocyte population with the
-   reference's dendritic cells: DC looks nine times as common in the query), and the predicted
-   ratio of the type they are called (FCGR3A+ Mono, three times). A type truly more common in the
-   query has both. Measured on benchmark 4 (docs/quality.md, "Eighth session"): 145 genes, CD14+
-   Mono left out, AUROC 0.585 -> 0.843 and 3% -> 53% of its cells Unknown.
 
 The cluster's score is ``1 - p`` (clipped to 0..1): 0.95, the default level, when so few
 reference cells would be seen by chance with probability 0.05 in any cluster. It is used only
 under the query-relative call (:func:`.unknown.with_cluster_evidence`), capped by the cell's own
-score plus ``UNKNOWN_JOINT_CELL_MARGIN``.
+score plus ``UNKNOWN_JOINT_CELL_MARGIN``. On by default since the eighth session
+(``TransferOptions.unknown_coclustering``; the CLI's ``--no-coclustering``).
 
 What test 2 cannot see: a missing type whose cells fall among *most* of a present type's reference
-cells *and* are called that type (NK among CD8 T on a 145-gene panel; on 143 genes CD14+ monocytes
-in query clusters mixed with FCGR3A+ monocytes). From counts per cluster and predicted labels that
-is the same as that present type being more common in the query; the per-cell and residual
-evidence remain.
-Measured in docs/quality.md (benchmark 4, "Seventh session").
+cells (a left-out CD14+ monocyte population in the clusters of the reference's FCGR3A+ monocytes
+and dendritic cells on a 145-gene panel; NK among CD8 T). From counts per cluster that is the same
+as that present type being more common in the query; the per-cell and residual evidence remain.
+Capping each type's ratio by the query's predicted composition (the eighth session) catches the
+monocytes but calls a type that is rare in the reference and common in the query Unknown, so it
+was not kept. Measured in docs/quality.md (benchmark 4, "Seventh session", "Eighth session").
 """
 
 from __future__ import annotations
@@ -61,9 +52,6 @@ BY_TYPE = True
 """The Unknown call's co-clustering test also needs a cluster short of reference cells against the
 share its reference cells' types predict (:func:`type_ratios`); False: the typical share alone
 (the sixth session's rule; ``benchmarks/quality_transfer.py --joint-global-share``)."""
-BY_COMPOSITION = True
-"""Each type's ratio in test 2 is also capped by the query's predicted composition (module doc);
-False: the co-location ratio alone (the seventh session's rule; ``quality_transfer.py --coloc-ratios``)."""
 TYPE_RATIO_ITERATIONS = 3
 """Passes of :func:`type_ratios` that divide a mixed cluster's query cells among its types."""
 JOINT_MAX_QUERY_CELLS = 10_000
@@ -118,7 +106,7 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
 
 
 def joint_cluster_table(query_counts, reference_counts, clusters=None, *,
-                        reference_labels=None, composition=None) -> tuple[pd.DataFrame, np.ndarray]:
+                        reference_labels=None) -> tuple[pd.DataFrame, np.ndarray]:
     """Per joint cluster (``JOINT_COLUMNS``) and each query cell's joint cluster.
 
     ``query_counts`` / ``reference_counts``: cells x the same shared genes (counts or
@@ -126,8 +114,7 @@ def joint_cluster_table(query_counts, reference_counts, clusters=None, *,
     cells (None: Leiden on the stacked counts). ``DataFrame.attrs['typical_share']``: ``s``.
     With ``reference_labels`` (the default call) a cluster must also be short of reference cells
     against the share its own reference cells' types predict (module doc: composition-robust);
-    its ``p_value`` is the larger of the two tests'. ``composition``: {type: query cells predicted
-    as it} (summed probabilities), which caps each type's ratio (module doc; None: co-location only).
+    its ``p_value`` is the larger of the two tests'.
     """
     from scipy.stats import binom
 
@@ -153,8 +140,7 @@ def joint_cluster_table(query_counts, reference_counts, clusters=None, *,
     columns = {"cluster": g.index.to_numpy(), "n_cells": n.astype(int), "n_reference": nr.astype(int),
                "reference_share": share}
     if reference_labels is not None:
-        expected = _expected_share(cl[:n_ref], np.asarray(reference_labels, dtype=object), g.index, nq,
-                                   composition=composition)
+        expected = _expected_share(cl[:n_ref], np.asarray(reference_labels, dtype=object), g.index, nq)
         p_type = np.clip(binom.cdf(nr, n, np.clip(expected, 1e-6, 1.0 - 1e-6)) * len(g), 0.0, 1.0)
         columns["expected_share"] = expected
         p = np.maximum(p, p_type)
@@ -164,16 +150,13 @@ def joint_cluster_table(query_counts, reference_counts, clusters=None, *,
     return table, cl[n_ref:]
 
 
-def _expected_share(ref_clusters, ref_labels, index, n_query, composition=None) -> np.ndarray:
+def _expected_share(ref_clusters, ref_labels, index, n_query) -> np.ndarray:
     """Per joint cluster: the reference share its reference cells' types predict,
-    ``r_c / (r_c + sum_t rho_t r_c(t))`` (:func:`type_ratios`, capped by ``composition``'s ratios);
-    a cluster without reference cells takes the largest ``rho_t`` (the most lenient)."""
-    table = pd.crosstab(pd.Series(ref_clusters, name="c"), pd.Series(ref_labels.astype(str), name="t"))
-    by_type = table.reindex(index, fill_value=0).to_numpy(dtype=np.float64)
+    ``r_c / (r_c + sum_t rho_t r_c(t))`` (:func:`type_ratios`); a cluster without reference cells
+    takes the largest ``rho_t`` (the type most enriched in the query: the most lenient)."""
+    by_type = pd.crosstab(pd.Series(ref_clusters, name="c"), pd.Series(ref_labels.astype(str), name="t"))
+    by_type = by_type.reindex(index, fill_value=0).to_numpy(dtype=np.float64)
     rho = type_ratios(n_query, by_type)
-    if composition is not None and BY_COMPOSITION:
-        predicted = np.array([float(composition.get(str(t), 0.0)) for t in table.columns])
-        rho = np.where(np.isnan(rho), rho, np.minimum(rho, predicted / np.maximum(by_type.sum(axis=0), 1.0)))
     rho = np.nan_to_num(rho, nan=np.nanmax(rho) if np.isfinite(rho).any() else 1.0)
     r = by_type.sum(axis=1)
     expected_query = by_type @ rho
@@ -198,16 +181,14 @@ def _cluster_sample(labels: np.ndarray, rows: np.ndarray, n: int, seed: int) -> 
 
 
 def joint_enrichment(query_counts, reference_counts, clusters=None, *, query_clusters=None, reference_labels=None,
-                     type_proba=None, max_query: int = JOINT_MAX_QUERY_CELLS, seed: int = 0) -> np.ndarray:
+                     max_query: int = JOINT_MAX_QUERY_CELLS, seed: int = 0) -> np.ndarray:
     """Per query cell: the score of its joint reference + query cluster (``1 - p``, module doc).
 
     With ``query_clusters`` (the query's own clusters) and more than ``max_query`` query cells
     with a cluster, the joint clustering takes a random ``max_query`` of them (``seed``) plus,
     for a rare query cluster, enough of its cells to hold :data:`JOINT_MIN_CLUSTER_CELLS` (all
     of a smaller one); every query cell gets the mean score of the sampled cells of its query
-    cluster (NaN for cells without a cluster). ``type_proba``: ``(probabilities, types)`` of the
-    query cells (cells x types; the expression model's), whose sums over the (sampled) query cells
-    cap each type's ratio (module doc); None: the co-location ratios alone."""
+    cluster (NaN for cells without a cluster)."""
     if not BY_TYPE:  # the sixth session's rule (benchmarks' --joint-global-share)
         reference_labels = None
     take = None
@@ -216,13 +197,8 @@ def joint_enrichment(query_counts, reference_counts, clusters=None, *, query_clu
         valid = np.flatnonzero(own.notna().to_numpy())
         if len(valid) > max_query:
             take = _cluster_sample(own.iloc[valid].to_numpy(), valid, int(max_query), seed)
-    composition = None
-    if type_proba is not None and reference_labels is not None:
-        proba, types = type_proba
-        sums = np.asarray(proba if take is None else proba[take], dtype=np.float64).sum(axis=0)
-        composition = dict(zip((str(t) for t in types), sums))
     table, qcl = joint_cluster_table(query_counts if take is None else query_counts[take], reference_counts, clusters,
-                                     reference_labels=reference_labels, composition=composition)
+                                     reference_labels=reference_labels)
     scores = pd.Series(table["score"].to_numpy(), index=table["cluster"].to_numpy()).reindex(qcl).to_numpy()
     if take is None:
         return scores.astype(np.float32)

@@ -118,8 +118,7 @@ def iter_head_transfer(query: CellSet, reference: CellSet, options: TransferOpti
         from .unknown import with_cluster_evidence
 
         score, extra = with_cluster_evidence(score, query, reference, detection=options.unknown_detection,
-                                             coclustering=options.unknown_coclustering,
-                                             type_proba=None if expr_p is None else (expr_p, model.categories)) \
+                                             coclustering=options.unknown_coclustering) \
             if cluster_evidence is None \
             else cluster_evidence.apply(score)
     else:

@@ -161,14 +161,13 @@ class ClusterEvidence:
     empty where the query has no cluster evidence); ``novelty`` / ``ratio``: per cell (``ratio``
     None under the absolute call)."""
 
-    def __init__(self, query, reference, detection: bool = False, coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING,
-                 type_proba=None):
+    def __init__(self, query, reference, detection: bool = False, coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING):
         from .cluster_evidence import CLUSTER_NOVELTY, CLUSTER_RESIDUAL, DETECTION_RATIO
         from .co_clustering import JOINT_ENRICHMENT
         from .unknown import with_cluster_evidence
 
         _, self.extra = with_cluster_evidence(np.zeros(query.counts.shape[0], np.float32), query, reference,
-                                              detection=detection, coclustering=coclustering, type_proba=type_proba)
+                                              detection=detection, coclustering=coclustering)
         self.novelty = self.extra.get(CLUSTER_NOVELTY)
         ratio = self.extra.get(CLUSTER_RESIDUAL)
         self.ratio = None if ratio is None or np.isnan(ratio).all() else ratio  # all NaN: the absolute call
@@ -227,8 +226,7 @@ def head_label_function(query, reference, options, heads) -> HeadLabelFunction:
                           k=options.unknown_neighbors)
         projected = projected_expression(cal, query.counts)  # in blocks of cells: bounded memory
         if options.unknown_clusters:
-            evidence = ClusterEvidence(query, reference, options.unknown_detection, options.unknown_coclustering,
-                                       type_proba=None if expr_p is None else (expr_p, heads.categories))
+            evidence = ClusterEvidence(query, reference, options.unknown_detection, options.unknown_coclustering)
     fn = HeadLabelFunction(heads, cal, query.sentence_codes, expression_proba=expr_p, projected=projected,
                            cluster_evidence=evidence, options=options,
                            reference_embeddings=reference.embeddings)

@@ -23,15 +23,16 @@ the reference types explain far worse than the query's typical cluster (query-re
 donor or protocol shift cancels) makes its atypical cells Unknown: by its mean profile (the
 profile residual) or, opt-in, by which genes its cells detect (the detection deviance against the
 cluster's reference-type mix, :func:`~.cluster_evidence.cluster_detection`; NK cells called CD8 T
-on a 150-gene panel lack CD3E); and, opt-in, a cell whose cluster in a joint clustering of the
-reference and the query holds far fewer reference cells than chance allows (:mod:`.co_clustering`).
+on a 150-gene panel lack CD3E); and (by default since the eighth session) a cell whose cluster in a
+joint clustering of the reference and the query holds far fewer reference cells than chance allows
+(:mod:`.co_clustering`).
 
 A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
 Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): at the
-defaults (the co-clustering evidence on since the eighth session), mean AUROC 0.981 / 0.847 / 0.747 /
-0.916 on the 458 / 145 / 143 / 146-gene panels, 94% / 55% / 42% / 82% of a left-out type's cells
-Unknown and 2.1-3.4% of present types' cells (without it 0.977 / 0.691 / 0.685 / 0.791 and 82% / 5% /
+defaults (the co-clustering evidence on since the eighth session), mean AUROC 0.979 / 0.779 / 0.745 /
+0.901 on the 458 / 145 / 143 / 146-gene panels, 91% / 39% / 39% / 67% of a left-out type's cells
+Unknown and 1.4-3.1% of present types' cells (without it 0.977 / 0.691 / 0.685 / 0.791 and 82% / 5% /
 0% / 0%); across donors (pbmc3k -> pbmc68k) no cell Unknown either way.
 """
 
@@ -236,7 +237,7 @@ def unknown_scores(query, reference, predicted, *, k: int = DEFAULT_UNKNOWN_NEIG
 
 def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio: float = DEFAULT_OUTLIER_RATIO,
                           detection: bool = DEFAULT_UNKNOWN_DETECTION,
-                          coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING, type_proba=None) -> tuple[np.ndarray, dict]:
+                          coclustering: bool = DEFAULT_UNKNOWN_COCLUSTERING) -> tuple[np.ndarray, dict]:
     """Combine each cell's own ``score`` with its query cluster's evidence (:mod:`.cluster_evidence`).
 
     ``query.clusters`` (None: Leiden on ``query.counts``) and ``reference`` are
@@ -256,8 +257,7 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
     (``TransferOptions.unknown_coclustering``, on by default since the eighth session) the reference and the query are
     also clustered together (:mod:`.co_clustering`): a joint cluster with far fewer reference cells
     than both the typical share and the share its reference cells' types predict (``reference.labels``)
-    scores ``1 - p`` (binomials, Bonferroni; column ``joint_enrichment``; ``type_proba``, the
-    expression model's ``(probabilities, types)`` per query cell, caps each type's expected share),
+    scores ``1 - p`` (binomials, Bonferroni; column ``joint_enrichment``),
     capped by the cell's own score plus ``UNKNOWN_JOINT_CELL_MARGIN``; a cell's unknown score is the
     larger of that and the residual's.
 
@@ -319,7 +319,7 @@ def with_cluster_evidence(score: np.ndarray, query, reference, *, outlier_ratio:
                                     "detection_ratio) at the default level")
             if coclustering:
                 joint = joint_enrichment(query.counts, reference.counts, query_clusters=clusters,
-                                         reference_labels=reference.labels, type_proba=type_proba)
+                                         reference_labels=reference.labels)
                 call += "; or a joint reference + query cluster short of reference cells (joint_enrichment >= 0.95)"
     outlying = (np.fmax(ratio, det_ratio) if detection else ratio) if relative else None
     combined = combine_cluster_evidence(score, novelty, outlying, outlier_ratio=outlier_ratio,

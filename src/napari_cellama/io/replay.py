@@ -123,6 +123,8 @@ def transfer_options(run: dict):
     from ..core.transfer_options import TransferOptions
 
     opts = dict(run.get("options") or {})
+    if opts:  # recorded before the co-clustering evidence existed: it was off then (on by default since)
+        opts.setdefault("unknown_coclustering", False)
     known = set(TransferOptions.__dataclass_fields__)
     try:
         return TransferOptions(**{k: v for k, v in opts.items() if k in known})
