@@ -29,11 +29,8 @@ joint clustering of the reference and the query holds far fewer reference cells 
 
 A cell is ``Unknown`` when its score exceeds ``1 - alpha`` (default 0.05). The threshold is
 applied by :func:`apply_unknown`, so it can be moved afterwards without re-running anything.
-Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py`` (docs/quality.md): at the
-defaults (the co-clustering evidence on since the eighth session), mean AUROC 0.979 / 0.779 / 0.745 /
-0.901 on the 458 / 145 / 143 / 146-gene panels, 91% / 39% / 39% / 67% of a left-out type's cells
-Unknown and 1.4-3.1% of present types' cells (without it 0.977 / 0.691 / 0.685 / 0.791 and 82% / 5% /
-0% / 0%); across donors (pbmc3k -> pbmc68k) no cell Unknown either way.
+Measured by benchmarks 3 and 4 of ``benchmarks/quality_transfer.py``: docs/quality.md (acceptance
+table) and ``_transfer_defaults.DEFAULT_UNKNOWN_COCLUSTERING`` hold the figures at the defaults.
 """
 
 from __future__ import annotations
