@@ -33,7 +33,9 @@ and dendritic cells on a 145-gene panel; NK among CD8 T). From counts per cluste
 as that present type being more common in the query; the per-cell and residual evidence remain.
 Capping each type's ratio by the query's predicted composition (the eighth session) catches the
 monocytes but calls a type that is rare in the reference and common in the query Unknown, so it
-was not kept. Measured in docs/quality.md (benchmark 4, "Seventh session", "Eighth session").
+was not kept; nor were the ninth session's within-type, residual-space and embedding-space joint
+clusterings. Measured in docs/quality.md (benchmark 4, "Seventh session", "Eighth session",
+"Ninth session").
 """
 
 from __future__ import annotations
