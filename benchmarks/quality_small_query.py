@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     for seed, (rx, re_, ry, qx, qe, qy) in s.splits(tuple(int(v) for v in args.seeds.split(","))):
         for drop in DROPS:
             keep = ry != drop
-            t = head_table(rx[keep], re_[keep], ry[keep], qx, qe, TransferOptions(unknown_coclustering=not args.no_coclustering))
+            options = TransferOptions(unknown_coclustering=not args.no_coclustering)
+            t = head_table(rx[keep], re_[keep], ry[keep], qx, qe, options)
             miss = qy == drop
             df = pd.DataFrame({"cl": t["query_cluster"].to_numpy(), "miss": miss,
                                "unk": t["cell_type"].to_numpy() == "Unknown", "ratio": t["cluster_residual"].to_numpy()})

@@ -219,7 +219,8 @@ def print_tables(results: dict) -> None:
             def f(k, sel=sel):
                 return np.mean([r[k] for r in sel])
             print(f"| {drop} | {f('auroc_unknown_score'):.3f} | {f('oracle_auroc'):.3f} | "
-                  f"{f('auroc_unknown_score_vs_called'):.3f} / {f('oracle_auroc_vs_called'):.3f} | {f('ref_cv_recall'):.2f} | "
+                  f"{f('auroc_unknown_score_vs_called'):.3f} / {f('oracle_auroc_vs_called'):.3f} | "
+                  f"{f('ref_cv_recall'):.2f} | "
                   f"{f('ref_cv_confusion'):.2f} | {f('auroc_1_minus_confidence'):.3f} | "
                   f"{f('missing_unknown_default'):.2f} | {f('present_unknown_default'):.3f} | "
                   + " | ".join(f"{f(f'missing_unknown@{a}'):.2f} / {f(f'present_unknown@{a}'):.3f}" for a in ALPHAS) + " |")
@@ -241,7 +242,8 @@ def main(argv=None) -> int:
     p.add_argument("--ref-cap", type=int, default=None,
                    help="composition shift: at most N reference cells per type (seeded sample of the reference half)")
     p.add_argument("--ref-cap-type", default=None, metavar="TYPE",
-                   help="with --ref-cap N: cap only this type's reference cells (a type rarer in the reference than in the query)")
+                   help="with --ref-cap N: cap only this type's reference cells "
+                        "(a type rarer in the reference than in the query)")
     p.add_argument("--joint-global-share", action="store_true",
                    help="the co-clustering test against the typical reference share alone (the sixth session's rule)")
     p.add_argument("--relative-max-baseline", type=float, default=None,

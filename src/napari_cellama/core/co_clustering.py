@@ -34,8 +34,8 @@ as that present type being more common in the query; the per-cell and residual e
 Capping each type's ratio by the query's predicted composition (the eighth session) catches the
 monocytes but calls a type that is rare in the reference and common in the query Unknown, so it
 was not kept; nor were the ninth session's within-type, residual-space and embedding-space joint
-clusterings, or type ratios from finer joint clusters (fragile under a reference capped per type). Measured in docs/quality.md (benchmark 4, "Seventh session", "Eighth session",
-"Ninth session").
+clusterings, or type ratios from finer joint clusters (fragile under a reference capped per type).
+Measured in docs/quality.md (benchmark 4, "Seventh session", "Eighth session", "Ninth session").
 """
 
 from __future__ import annotations
