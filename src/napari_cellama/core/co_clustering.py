@@ -35,7 +35,8 @@ Capping each type's ratio by the query's predicted composition (the eighth sessi
 monocytes but calls a type that is rare in the reference and common in the query Unknown, so it
 was not kept; nor were the ninth session's within-type, residual-space and embedding-space joint
 clusterings, or type ratios from finer joint clusters (fragile under a reference capped per type).
-Measured in docs/quality.md (benchmark 4, "Seventh session", "Eighth session", "Ninth session").
+A per-cell neighbourhood version of this test is a measured lead, not built ("Tenth session").
+Measured in docs/quality.md (benchmark 4, "Seventh session" to "Tenth session").
 """
 
 from __future__ import annotations
